@@ -1,0 +1,294 @@
+"""The ``musrec`` command line: build and inspect indexes, and ask for recommendations.
+
+Configuration comes from ``--config FILE`` (or ``$MUSREC_CONFIG``, or ``./config.toml`` when present), then
+``MUSREC_*`` environment variables, then the flags below. Errors print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from musrec import __version__
+from musrec.config import BACKENDS, REPRESENTATIONS, SHORT_SEGMENT_POLICIES, SPLITS, Config, load_config
+from musrec.errors import MusrecError, QueryError
+
+log = logging.getLogger("musrec")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_CONFIG = Path("config.toml")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="musrec", description="Find sounds that sound like this one, in Google AudioSet.")
+    parser.add_argument("--version", action="version", version=f"musrec {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: $MUSREC_CONFIG or ./config.toml)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    index = commands.add_parser("index", help="build and inspect indexes")
+    index_commands = index.add_subparsers(dest="index_command", required=True, parser_class=_Parser, metavar="ACTION")
+
+    build = index_commands.add_parser("build", help="build an index from AudioSet feature TFRecords")
+    build.add_argument(
+        "sources",
+        nargs="+",
+        type=Path,
+        metavar="SOURCE",
+        help="TFRecord files, directories of them, or features.tar.gz (read as a stream)",
+    )
+    build.add_argument("--out", type=Path, help="index directory (default: index.path from the config)")
+    build.add_argument("--splits", nargs="+", choices=SPLITS, help="AudioSet splits to read (default: all)")
+    build.add_argument(
+        "--music-only",
+        action="store_true",
+        default=None,
+        help="keep only segments labelled within the ontology's Music subtree",
+    )
+    build.add_argument("--include-labels", nargs="+", metavar="LABEL", help="keep segments with any of these labels")
+    build.add_argument("--exclude-labels", nargs="+", metavar="LABEL", help="drop segments with any of these labels")
+    build.add_argument("--min-seconds", type=int, help="drop segments with fewer embedding rows (seconds)")
+    build.add_argument(
+        "--short-segments",
+        choices=SHORT_SEGMENT_POLICIES,
+        help="segments under 10 s: repeat their rows to 10 (pad) or drop them (skip)",
+    )
+    build.add_argument("--representation", choices=REPRESENTATIONS, help="how 10x128 rows become one vector")
+    build.add_argument("--trees", type=int, help="Annoy trees (more: better recall, bigger file)")
+    build.add_argument("--target-recall", type=float, help="recall@10 that the tuned search_k must reach")
+    build.add_argument("--recall-queries", type=int, help="held-out queries used to measure recall")
+    build.add_argument("--force", action="store_true", help="replace an existing index")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    info = index_commands.add_parser("info", help="describe an index")
+    info.add_argument("directory", type=Path, nargs="?", metavar="DIR", help="index directory (default: from config)")
+    info.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    rec = commands.add_parser("recommend", help="find segments that sound like INPUT")
+    rec.add_argument("input", metavar="INPUT", help="audioset:VIDEO_ID or audioset:VIDEO_ID@START")
+    rec.add_argument("--index", type=Path, dest="index_dir", metavar="DIR", help="index directory")
+    rec.add_argument("--top-k", type=int, help="number of results (default 10)")
+    rec.add_argument("--music-only", action="store_true", default=None, help="only segments labelled as music")
+    rec.add_argument(
+        "--all-segments",
+        action="store_true",
+        help="allow several segments of one video (default: the best one per video)",
+    )
+    rec.add_argument("--backend", choices=BACKENDS, help="search backend (default: what the index measured fastest)")
+    rec.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        config = _load(args)
+        if args.command == "index" and args.index_command == "build":
+            return _index_build(args, config)
+        if args.command == "index" and args.index_command == "info":
+            return _index_info(args, config)
+        if args.command == "recommend":
+            return _recommend(args, config)
+        parser.error(f"unknown command {args.command}")
+    except MusrecError as err:
+        log.debug("error", exc_info=True)
+        sys.stderr.write(f"musrec: error: {err}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("musrec: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: one line for the user, the traceback with -v
+        log.debug("unexpected error", exc_info=True)
+        sys.stderr.write(f"musrec: internal error: {type(err).__name__}: {err} (run with -v for details)\n")
+        if args.verbose:
+            raise
+        return EXIT_ERROR
+    return 0
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbosity < 2:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config or (Path(os.environ["MUSREC_CONFIG"]) if os.environ.get("MUSREC_CONFIG") else None)
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    return load_config(path)
+
+
+# ---- index build / info -------------------------------------------------------------------------------------
+
+
+def _index_build(args: argparse.Namespace, config: Config) -> int:
+    from musrec.audioset import IngestReport, SegmentFilter, read_segments
+    from musrec.build import BuildOptions, build_index
+    from musrec.labels import default_labels
+
+    config = config.with_overrides(
+        {
+            "build.splits": tuple(args.splits) if args.splits else None,
+            "build.music_only": args.music_only,
+            "build.include_labels": tuple(args.include_labels) if args.include_labels else None,
+            "build.exclude_labels": tuple(args.exclude_labels) if args.exclude_labels else None,
+            "build.min_seconds": args.min_seconds,
+            "build.short_segments": args.short_segments,
+            "build.representation": args.representation,
+            "build.trees": args.trees,
+            "build.target_recall": args.target_recall,
+            "build.recall_queries": args.recall_queries,
+        }
+    )
+    b = config.build
+    labels = default_labels()
+    filt = SegmentFilter(
+        splits=frozenset(b.splits),
+        music_only=b.music_only,
+        include_labels=labels.indices_of(b.include_labels),
+        exclude_labels=labels.indices_of(b.exclude_labels),
+        min_seconds=b.min_seconds,
+        short_segments=b.short_segments,
+    )
+    out = args.out or config.index_path
+    report = IngestReport()
+    segments = read_segments(args.sources, labels=labels, filt=filt, report=report)
+    bar = _progress_bar(enabled=not args.no_progress)
+    try:
+        manifest = build_index(
+            segments,
+            out,
+            labels=labels,
+            options=BuildOptions(
+                representation=b.representation,
+                trees=b.trees,
+                target_recall=b.target_recall,
+                recall_queries=b.recall_queries,
+                seed=b.seed,
+            ),
+            sources=[str(s) for s in args.sources],
+            filters={
+                "splits": sorted(b.splits),
+                "music_only": b.music_only,
+                "include_labels": list(b.include_labels),
+                "exclude_labels": list(b.exclude_labels),
+                "min_seconds": b.min_seconds,
+                "short_segments": b.short_segments,
+            },
+            report=report,
+            force=args.force,
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"indexed {manifest.count} segments into {out}")
+    print(f"read: {report.summary()}")
+    if report.damaged_files:
+        shown = ", ".join(report.damaged_files[:5]) + (" ..." if len(report.damaged_files) > 5 else "")
+        print(f"warning: {report.corrupt_records} corrupt records skipped; damaged: {shown}", file=sys.stderr)
+    print(
+        f"{manifest.representation} ({manifest.dimension}-d), {manifest.trees} trees, search_k {manifest.search_k}: "
+        f"recall@10 {manifest.recall_at_10:.3f} (target {manifest.target_recall}); "
+        f"default backend {manifest.preferred_backend} ({_format_ms(manifest.query_ms)})"
+    )
+    return 0
+
+
+def _progress_bar(*, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(unit=" segments", unit_scale=True, desc="indexing", file=sys.stderr, mininterval=0.5)
+
+
+def _format_ms(query_ms: dict[str, float]) -> str:
+    return ", ".join(f"{name} {ms:.2f} ms/query" for name, ms in sorted(query_ms.items()))
+
+
+def _index_info(args: argparse.Namespace, config: Config) -> int:
+    from musrec.index import Manifest
+
+    directory = args.directory or config.index_path
+    m = Manifest.read(directory)
+    if args.json:
+        print(json.dumps({"path": str(directory), **json.loads(m.to_json())}, indent=2))
+        return 0
+    rows = [
+        ("path", str(directory)),
+        ("segments", f"{m.count:,}"),
+        ("representation", f"{m.representation} ({m.dimension} dimensions)"),
+        ("annoy", f"{m.trees} trees, search_k {m.search_k}"),
+        (
+            "recall@10",
+            f"{m.recall_at_10:.3f} measured on {m.recall_queries} queries (target {m.target_recall})",
+        ),
+        ("backend", f"{m.preferred_backend} by default; {_format_ms(m.query_ms)}"),
+        ("filters", ", ".join(f"{k}={v}" for k, v in sorted(m.filters.items())) or "none"),
+        ("sources", ", ".join(m.sources) or "-"),
+        ("built", f"{m.built_at} in {m.build_seconds:.1f} s by musrec {m.musrec_version}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# ---- recommend ----------------------------------------------------------------------------------------------
+
+
+def _recommend(args: argparse.Namespace, config: Config) -> int:
+    from musrec.index import Index
+    from musrec.recommend import AUDIOSET_PREFIX, recommend_segment
+
+    config = config.with_overrides(
+        {
+            "index.path": args.index_dir,
+            "index.backend": args.backend,
+            "recommend.top_k": args.top_k,
+            "recommend.music_only": args.music_only,
+            "recommend.one_per_video": False if args.all_segments else None,
+        }
+    )
+    r = config.recommend
+    if not args.input.startswith(AUDIOSET_PREFIX):
+        raise QueryError(f"unsupported input {args.input!r}: expected audioset:VIDEO_ID or audioset:VIDEO_ID@START")
+    index = Index(config.index_path, backend=config.index.backend)
+    try:
+        result = recommend_segment(
+            args.input, index=index, k=r.top_k, music_only=r.music_only, one_per_video=r.one_per_video
+        )
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    from musrec.render import render_table
+
+    print(render_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""AudioSet's class labels and ontology, shipped as package data (CC BY 4.0 / CC BY-SA 4.0, Google).
+
+``class_labels_indices.csv`` maps the ``labels`` indices of AudioSet records to class ids and names;
+``ontology.json`` gives the hierarchy. "Music" means the Music subtree of the ontology (150 of the 527 classes),
+not names that contain the word "music" (that finds 44 and misses Guitar, Jazz, Opera ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from musrec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MUSIC_ID = "/m/04rlf"
+LABELS_FILE = "class_labels_indices.csv"
+ONTOLOGY_FILE = "ontology.json"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The 527 AudioSet classes: ``names[i]`` and ``ids[i]`` for label index ``i``, and the music subset."""
+
+    ids: tuple[str, ...]
+    names: tuple[str, ...]
+    music: frozenset[int]
+
+    def name(self, index: int) -> str:
+        return self.names[index] if 0 <= index < len(self.names) else f"label {index}"
+
+    def index_of(self, name: str) -> int:
+        """The index of a class by display name (case-insensitive) or ontology id; DataError if unknown."""
+        wanted = name.strip().casefold()
+        for i, (mid, display) in enumerate(zip(self.ids, self.names, strict=True)):
+            if display.casefold() == wanted or mid == name.strip():
+                return i
+        raise DataError(f"unknown AudioSet label {name!r}")
+
+    def indices_of(self, names: Iterable[str]) -> frozenset[int]:
+        return frozenset(self.index_of(n) for n in names)
+
+    def is_music(self, indices: Iterable[int]) -> bool:
+        return any(i in self.music for i in indices)
+
+
+def subtree(ontology: list[dict[str, object]], root_id: str) -> set[str]:
+    """All ontology ids reachable from ``root_id`` through ``child_ids`` (the ontology is a DAG: use a seen-set)."""
+    children = {str(node["id"]): list(node.get("child_ids", []) or []) for node in ontology}  # type: ignore[call-overload]
+    if root_id not in children:
+        raise DataError(f"ontology has no node {root_id}")
+    seen: set[str] = set()
+    stack = [root_id]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend(children.get(node, []))
+    return seen
+
+
+def read_labels(csv_path: Path | None = None, ontology_path: Path | None = None) -> Labels:
+    """Read the label CSV and ontology (the shipped copies by default)."""
+    csv_text = _read_text(csv_path, LABELS_FILE)
+    ontology_text = _read_text(ontology_path, ONTOLOGY_FILE)
+    ids: list[str] = []
+    names: list[str] = []
+    try:
+        for expected, row in enumerate(csv.DictReader(csv_text.splitlines())):
+            if int(row["index"]) != expected:
+                raise DataError(f"{LABELS_FILE}: row {expected} has index {row['index']}")
+            ids.append(row["mid"])
+            names.append(row["display_name"])
+        ontology = json.loads(ontology_text)
+    except (KeyError, ValueError) as err:
+        raise DataError(f"AudioSet label files are malformed: {err}") from None
+    music_ids = subtree(ontology, MUSIC_ID)
+    music = frozenset(i for i, mid in enumerate(ids) if mid in music_ids)
+    return Labels(ids=tuple(ids), names=tuple(names), music=music)
+
+
+@cache
+def default_labels() -> Labels:
+    """The shipped label set, read once per process."""
+    return read_labels()
+
+
+def _read_text(path: Path | None, packaged: str) -> str:
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise DataError(f"cannot read {path.name}: {err.strerror}") from None
+    return resources.files("musrec.data").joinpath(packaged).read_text(encoding="utf-8")

@@ -1,0 +1,60 @@
+"""Segment representations: how 10 x 128 uint8 embedding rows become one search vector.
+
+``flatten``: the first 10 rows in order (1280 values; the original design, sensitive to timing).
+``mean``: the mean row (128; order-free, robust to a shifted window). ``meanstd``: mean and standard deviation
+(256). All are computed on dequantised values, so cosine similarity is meaningful.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from musrec.errors import TooShortError
+from musrec.vggish.postprocess import EMBEDDING_SIZE, dequantize
+
+SEGMENT_ROWS = 10  # one row per 0.96 s of audio; AudioSet segments are 10 s
+REPRESENTATION_DIMS = {
+    "flatten": SEGMENT_ROWS * EMBEDDING_SIZE,
+    "mean": EMBEDDING_SIZE,
+    "meanstd": 2 * EMBEDDING_SIZE,
+}
+
+
+def dimension(representation: str) -> int:
+    return REPRESENTATION_DIMS[representation]
+
+
+def fit_rows(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Exactly ``SEGMENT_ROWS`` rows: the first ten, or a shorter run repeated until there are ten.
+
+    Repeating (rather than zero-padding) is what MAX's audio classifier does with clips shorter than 10 s, and keeps
+    ``flatten`` vectors in the same range as full segments.
+    """
+    rows = np.asarray(rows, dtype=np.uint8)
+    if rows.ndim != 2 or rows.shape[1] != EMBEDDING_SIZE:
+        raise ValueError(f"expected [n, {EMBEDDING_SIZE}] rows, got {rows.shape}")
+    if len(rows) == 0:
+        raise TooShortError("no embedding rows: the audio is shorter than one second")
+    if len(rows) >= SEGMENT_ROWS:
+        return rows[:SEGMENT_ROWS]
+    reps = -(-SEGMENT_ROWS // len(rows))
+    return np.tile(rows, (reps, 1))[:SEGMENT_ROWS]
+
+
+def represent(segments: npt.NDArray[np.uint8], representation: str) -> npt.NDArray[np.float32]:
+    """[n, 10, 128] uint8 segments -> [n, d] float32 vectors, L2-normalised (zero vectors stay zero)."""
+    seg = np.asarray(segments)
+    if seg.ndim != 3 or seg.shape[1:] != (SEGMENT_ROWS, EMBEDDING_SIZE):
+        raise ValueError(f"expected [n, {SEGMENT_ROWS}, {EMBEDDING_SIZE}] segments, got {seg.shape}")
+    x = dequantize(seg)
+    if representation == "flatten":
+        vec = x.reshape(len(x), -1)
+    elif representation == "mean":
+        vec = x.mean(axis=1)
+    elif representation == "meanstd":
+        vec = np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=1)
+    else:
+        raise ValueError(f"unknown representation {representation!r}")
+    norms = np.linalg.norm(vec, axis=1, keepdims=True)
+    return (vec / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,121 @@
+"""Segment metadata in SQLite, next to the vector index: item number -> video id, start, end, labels, split."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from musrec.errors import IndexFormatError
+
+SCHEMA = """
+CREATE TABLE segments (
+    item INTEGER PRIMARY KEY,
+    video_id TEXT NOT NULL,
+    start_s REAL NOT NULL,
+    end_s REAL NOT NULL,
+    split TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    music INTEGER NOT NULL
+);
+"""
+INDEXES = "CREATE INDEX segments_by_video ON segments (video_id, start_s);"
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    item: int
+    video_id: str
+    start_s: float
+    end_s: float
+    split: str
+    labels: tuple[int, ...]
+    music: bool
+
+
+class SegmentWriter:
+    """Appends segment rows during a build; items must be added in order 0, 1, 2, ..."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path)
+        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + SCHEMA)
+        self._pending: list[tuple[int, str, float, float, str, str, int]] = []
+
+    def add(self, info: SegmentInfo) -> None:
+        labels = ",".join(str(i) for i in info.labels)
+        self._pending.append((info.item, info.video_id, info.start_s, info.end_s, info.split, labels, int(info.music)))
+        if len(self._pending) >= 10_000:
+            self.flush()
+
+    def flush(self) -> None:
+        self._db.executemany("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?)", self._pending)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self._db.execute(INDEXES)
+        self._db.commit()
+        self._db.close()
+
+
+class SegmentStore:
+    """Read-only access, safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise IndexFormatError(f"index metadata is missing ({path.name})")
+        self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+        try:
+            self.count = self._db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise IndexFormatError(f"index metadata is unreadable ({path.name}): {err}") from None
+
+    def get(self, item: int) -> SegmentInfo:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM segments WHERE item = ?", (item,)).fetchone()
+        if row is None:
+            raise KeyError(item)
+        return _info(row)
+
+    def get_many(self, items: Iterable[int]) -> list[SegmentInfo]:
+        return [self.get(i) for i in items]
+
+    def find(self, video_id: str, start_s: float | None = None) -> list[SegmentInfo]:
+        """Segments of a video (at a start time, to within half a second), in order of start."""
+        sql = "SELECT * FROM segments WHERE video_id = ?"
+        args: tuple[object, ...] = (video_id,)
+        if start_s is not None:
+            sql += " AND start_s BETWEEN ? AND ?"
+            args += (start_s - 0.5, start_s + 0.5)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY start_s", args).fetchall()
+        return [_info(r) for r in rows]
+
+    def music_mask(self) -> npt.NDArray[np.bool_]:
+        mask = np.zeros(self.count, dtype=bool)
+        with self._lock:
+            for (item,) in self._db.execute("SELECT item FROM segments WHERE music = 1"):
+                mask[item] = True
+        return mask
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _info(row: tuple[int, str, float, float, str, str, int]) -> SegmentInfo:
+    item, video_id, start_s, end_s, split, labels, music = row
+    return SegmentInfo(
+        item=item,
+        video_id=video_id,
+        start_s=start_s,
+        end_s=end_s,
+        split=split,
+        labels=tuple(int(x) for x in labels.split(",") if x),
+        music=bool(music),
+    )

@@ -1,0 +1,1 @@
+"""VGGish, the audio embedding model behind AudioSet's released features and IBM's MAX Audio Embedding Generator."""
