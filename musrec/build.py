@@ -234,10 +234,10 @@ def _choose_search_k(
 
     def recall_at(search_k: int) -> float:
         if search_k not in tried:
-            annoy.search_k = search_k
             hits = 0
             for vector, item, want in zip(queries, q_items, truth, strict=True):
-                ids, _ = annoy.search(vector, k + 1)
+                # k + 1 results (the query's own item is dropped) at exactly this search_k.
+                ids, _ = annoy.search(vector, k + 1, search_k=search_k)
                 hits += len(_drop(ids, item, k) & want)
             tried[search_k] = hits / max(1, k * len(queries))
         return tried[search_k]
@@ -268,10 +268,10 @@ def _drop(ids: npt.NDArray[np.int64], item: int, k: int) -> set[int]:
 
 def _time_queries(backend: AnnoyBackend | ExactBackend, queries: npt.NDArray[np.float32], k: int) -> float:
     sample = queries[:_TIMING_QUERIES]
-    backend.search(sample[0], k + 1)
+    backend.search(sample[0], k)
     started = time.perf_counter()
     for vector in sample:
-        backend.search(vector, k + 1)
+        backend.search(vector, k)
     return round(1000.0 * (time.perf_counter() - started) / len(sample), 4)
 
 

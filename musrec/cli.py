@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from musrec import __version__
-from musrec.config import BACKENDS, REPRESENTATIONS, SHORT_SEGMENT_POLICIES, SPLITS, Config, load_config
-from musrec.errors import MusrecError, QueryError
+from musrec.config import BACKENDS, EMBEDDERS, REPRESENTATIONS, SHORT_SEGMENT_POLICIES, SPLITS, Config, load_config
+from musrec.errors import MusrecError
+from musrec.timecode import parse_timecode
 
 log = logging.getLogger("musrec")
 
@@ -80,8 +81,39 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("directory", type=Path, nargs="?", metavar="DIR", help="index directory (default: from config)")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
-    rec = commands.add_parser("recommend", help="find segments that sound like INPUT")
-    rec.add_argument("input", metavar="INPUT", help="audioset:VIDEO_ID or audioset:VIDEO_ID@START")
+    model = _Parser(add_help=False)
+    group = model.add_argument_group("embedding model")
+    group.add_argument("--embedder", choices=EMBEDDERS, help="VGGish in this process (local) or MAX servers (max)")
+    group.add_argument("--checkpoint", type=Path, metavar="PATH", help="VGGish checkpoint (vggish_model.ckpt)")
+    group.add_argument("--pca-params", type=Path, metavar="PATH", help="PCA parameters (vggish_pca_params.npz)")
+    group.add_argument(
+        "--relu",
+        action="store_true",
+        default=None,
+        help="ReLU on the embedding layer, as IBM's MAX (default: pre-activation, as AudioSet)",
+    )
+    group.add_argument("--max-url", action="append", metavar="URL", help="MAX server URL (repeat for several)")
+
+    embed = commands.add_parser("embed", parents=[model], help="print the VGGish embedding of audio")
+    embed.add_argument("input", metavar="INPUT", help="an audio or video file")
+    embed.add_argument("--start", type=_timecode, metavar="TIME", help="start at TIME (90, 1:30, 1m30s)")
+    embed.add_argument("--duration", type=_timecode, metavar="TIME", help="embed this much (default: to the end)")
+    embed.add_argument("--json", action="store_true", help='print {"embedding": [[128 ints], ...]}')
+
+    serve = commands.add_parser(
+        "serve", parents=[model], help="run a MAX-compatible embedding server backed by VGGish in this process"
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 5000, as MAX)")
+
+    rec = commands.add_parser("recommend", parents=[model], help="find segments that sound like INPUT")
+    rec.add_argument("input", metavar="INPUT", help="an audio or video file, or audioset:VIDEO_ID[@START]")
+    rec.add_argument(
+        "--start",
+        type=_timecode,
+        metavar="TIME",
+        help="start of the 10-s window (default: the loudest 10 s of the first 3 minutes)",
+    )
     rec.add_argument("--index", type=Path, dest="index_dir", metavar="DIR", help="index directory")
     rec.add_argument("--top-k", type=int, help="number of results (default 10)")
     rec.add_argument("--music-only", action="store_true", default=None, help="only segments labelled as music")
@@ -93,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--backend", choices=BACKENDS, help="search backend (default: what the index measured fastest)")
     rec.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _timecode(text: str) -> float:
+    try:
+        return parse_timecode(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _index_info(args, config)
         if args.command == "recommend":
             return _recommend(args, config)
+        if args.command == "embed":
+            return _embed(args, config)
+        if args.command == "serve":
+            return _serve(args, config)
         parser.error(f"unknown command {args.command}")
     except MusrecError as err:
         log.debug("error", exc_info=True)
@@ -258,12 +301,24 @@ def _index_info(args: argparse.Namespace, config: Config) -> int:
 # ---- recommend ----------------------------------------------------------------------------------------------
 
 
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "embedder.kind": args.embedder,
+        "embedder.checkpoint": args.checkpoint,
+        "embedder.pca_params": args.pca_params,
+        "embedder.relu": args.relu,
+        "max.urls": tuple(args.max_url) if args.max_url else None,
+    }
+
+
 def _recommend(args: argparse.Namespace, config: Config) -> int:
     from musrec.index import Index
-    from musrec.recommend import AUDIOSET_PREFIX, recommend_segment
+    from musrec.recommend import AUDIOSET_PREFIX
+    from musrec.service import Musrec, make_embedder
 
     config = config.with_overrides(
         {
+            **_model_overrides(args),
             "index.path": args.index_dir,
             "index.backend": args.backend,
             "recommend.top_k": args.top_k,
@@ -271,14 +326,17 @@ def _recommend(args: argparse.Namespace, config: Config) -> int:
             "recommend.one_per_video": False if args.all_segments else None,
         }
     )
-    r = config.recommend
-    if not args.input.startswith(AUDIOSET_PREFIX):
-        raise QueryError(f"unsupported input {args.input!r}: expected audioset:VIDEO_ID or audioset:VIDEO_ID@START")
+    by_segment = args.input.startswith(AUDIOSET_PREFIX)
+    if not by_segment:
+        _check_input_file(args.input)
     index = Index(config.index_path, backend=config.index.backend)
     try:
-        result = recommend_segment(
-            args.input, index=index, k=r.top_k, music_only=r.music_only, one_per_video=r.one_per_video
-        )
+        if by_segment:
+            musrec = Musrec(config=config, index=index, embedder=_NoEmbedder())
+        else:
+            import_tensorflow_quietly(config)
+            musrec = Musrec(config=config, index=index, embedder=make_embedder(config))
+        result = musrec.recommend(args.input, start_s=args.start)
     finally:
         index.close()
     if args.json:
@@ -287,6 +345,67 @@ def _recommend(args: argparse.Namespace, config: Config) -> int:
     from musrec.render import render_table
 
     print(render_table(result))
+    return 0
+
+
+class _NoEmbedder:
+    """Stands in for the model when the query is an indexed segment (nothing to embed, no model to load)."""
+
+    def embed(self, samples: Any, sample_rate: int = 16000) -> Any:
+        raise AssertionError("segment queries never embed audio")
+
+
+def _check_input_file(text: str) -> None:
+    path = Path(text)
+    if not path.exists():
+        raise MusrecError(f"no such file: {text} (expected an audio file or audioset:VIDEO_ID[@START])")
+    if path.is_dir():
+        raise MusrecError(f"{text} is a directory, not an audio file")
+
+
+def import_tensorflow_quietly(config: Config) -> None:
+    if config.embedder.kind == "local":
+        from musrec.tfutil import import_tensorflow
+
+        import_tensorflow()
+
+
+def _embed(args: argparse.Namespace, config: Config) -> int:
+    from musrec.audio import decode
+    from musrec.service import audio_limits, make_embedder
+
+    config = config.with_overrides(_model_overrides(args))
+    _check_input_file(args.input)
+    audio = decode(Path(args.input), start_s=args.start, duration_s=args.duration, limits=audio_limits(config))
+    import_tensorflow_quietly(config)
+    embedder = make_embedder(config)
+    try:
+        rows = embedder.embed(audio.samples, audio.sample_rate)
+    finally:
+        close = getattr(embedder, "close", None)
+        if callable(close):
+            close()
+    if args.json:
+        print(json.dumps({"embedding": rows.tolist()}))
+        return 0
+    print(f"{len(rows)} rows x 128 (one per 0.96 s) from {audio.offset_s:g} s, {audio.duration_s:.2f} s of audio")
+    for row in rows:
+        print(" ".join(str(v) for v in row.tolist()))
+    return 0
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from musrec.server import run_server
+    from musrec.service import make_embedder
+
+    config = config.with_overrides({**_model_overrides(args), "server.host": args.host, "server.port": args.port})
+    if config.embedder.kind != "local":
+        raise MusrecError("musrec serve runs VGGish in this process: use --embedder local")
+    import_tensorflow_quietly(config)
+    embedder = make_embedder(config)
+    srv = config.server
+    log.warning("serving the MAX embedding API on http://%s:%d (relu=%s)", srv.host, srv.port, config.embedder.relu)
+    run_server(embedder, host=srv.host, port=srv.port, max_bytes=srv.max_bytes, concurrency=srv.concurrency)
     return 0
 
 

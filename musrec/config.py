@@ -25,6 +25,7 @@ ENV_PREFIX = "MUSREC_"
 ENV_RESERVED = frozenset({"MUSREC_CONFIG", "MUSREC_DISCORD_TOKEN", "MUSREC_TF_VERBOSE"})
 
 REPRESENTATIONS = ("flatten", "mean", "meanstd")
+EMBEDDERS = ("local", "max")
 BACKENDS = ("auto", "annoy", "exact")
 SPLITS = ("bal_train", "eval", "unbal_train")
 SHORT_SEGMENT_POLICIES = ("pad", "skip")
@@ -90,11 +91,76 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class AudioConfig:
+    max_bytes: int = 64 * 1024 * 1024
+    max_duration_s: float = 600.0
+    min_duration_s: float = 1.0
+    decode_timeout_s: float = 120.0
+    window_s: float = 10.0
+    search_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        _at_least("audio.max_bytes", self.max_bytes, 1)
+        if not 0 < self.min_duration_s < self.max_duration_s:
+            raise ConfigError("audio.min_duration_s must be positive and below audio.max_duration_s")
+        if not 0.975 <= self.window_s <= 60:
+            raise ConfigError(f"audio.window_s must be between 0.975 and 60 seconds, got {self.window_s}")
+        if self.decode_timeout_s <= 0 or self.search_s <= 0:
+            raise ConfigError("audio.decode_timeout_s and audio.search_s must be positive")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    kind: str = "local"
+    checkpoint: Path | None = None  # None: <data dir>/models/vggish_model.ckpt
+    pca_params: Path | None = None  # None: <data dir>/models/vggish_pca_params.npz
+    relu: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("embedder.kind", self.kind, EMBEDDERS)
+
+
+@dataclass(frozen=True)
+class MaxConfig:
+    urls: tuple[str, ...] = ("http://127.0.0.1:5000",)
+    timeout_s: float = 60.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ConfigError("max.urls needs at least one URL")
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"max.urls: {url!r} is not an http(s) URL")
+        if self.timeout_s <= 0:
+            raise ConfigError("max.timeout_s must be positive")
+        _at_least("max.retries", self.retries, 0)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    max_bytes: int = 64 * 1024 * 1024
+    concurrency: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"server.port must be 0-65535, got {self.port}")
+        _at_least("server.max_bytes", self.max_bytes, 1)
+        _at_least("server.concurrency", self.concurrency, 1)
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    max: MaxConfig = field(default_factory=MaxConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -103,6 +169,18 @@ class Config:
     @property
     def index_path(self) -> Path:
         return self.index.path if self.index.path is not None else self.data_dir / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.embedder.checkpoint or self.models_dir / "vggish_model.ckpt"
+
+    @property
+    def pca_params_path(self) -> Path:
+        return self.embedder.pca_params or self.models_dir / "vggish_pca_params.npz"
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """A copy with ``{"section.key": value}`` applied (``None`` values are ignored: an unset flag)."""

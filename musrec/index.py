@@ -109,8 +109,12 @@ class AnnoyBackend:
         except OSError as err:
             raise IndexFormatError(f"cannot load {path.name}: {err}") from None
 
-    def search(self, vector: npt.NDArray[np.float32], n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        search_k = self.search_k * max(1, math.ceil(n / RECALL_K))
+    def search(
+        self, vector: npt.NDArray[np.float32], n: int, *, search_k: int | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """``search_k`` defaults to the tuned value, scaled up in proportion when more than 10 results are asked."""
+        if search_k is None:
+            search_k = math.ceil(self.search_k * max(1.0, n / RECALL_K))
         ids, dists = self._annoy.get_nns_by_vector(vector.tolist(), n, search_k=search_k, include_distances=True)
         d = np.asarray(dists, dtype=np.float32)
         return np.asarray(ids, dtype=np.int64), 1.0 - d * d / 2.0  # angular distance = sqrt(2 - 2 cos)

@@ -1,0 +1,440 @@
+"""Audio in: any file ffmpeg reads -> 16 kHz mono float32; the 10-second query window; WAV bytes out.
+
+Decoding mirrors the reference pipeline: ffmpeg writes signed 16-bit PCM at the input's native rate and
+channel count, samples become ``int16 / 32768.0``, channels are averaged, and
+:func:`musrec.resample.resample` converts to 16 kHz. ffmpeg is the one on PATH or the binary shipped by
+imageio-ffmpeg; ffprobe is never needed.
+
+Safety: ffmpeg runs under a timeout, opens local files only (``-protocol_whitelist file,pipe``: a crafted
+HLS, SDP or concat file cannot reach the network) and decodes at most the allowed duration, so a 3-hour
+upload is refused after about ten minutes of audio have been decoded, not three hours.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import shutil
+import stat
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+
+from musrec.errors import DecodeError, TooLongError, TooShortError
+from musrec.resample import TARGET_RATE, resample
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 10.0  # the query length: 10 VGGish examples, like an AudioSet segment
+WINDOW_HOP_S = 1.0  # grid of the loudest-window search
+SEARCH_S = 180.0  # the loudest window is looked for in the first three minutes
+SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: a decode whose peak stays below this is silent
+# Decode this much past the duration limit and tolerate half of it, so codec padding never trips the limit.
+DURATION_SLACK_S = 1.0
+DURATION_TOLERANCE_S = DURATION_SLACK_S / 2
+# ffmpeg's -t can stop a codec frame short (whole 1024-sample AAC frames): ask for more, trim exactly here.
+TRIM_MARGIN_S = 0.5
+# Higher native rates are converted to this by ffmpeg: ten minutes at 384 kHz would take gigabytes.
+MAX_NATIVE_RATE = 48_000
+INT16_SCALE = 32768.0  # reading: int16 / 32768, as the reference
+INT16_MIN, INT16_MAX = -32768, 32767
+READ_CHUNK_FRAMES = 1 << 16
+STDERR_LOG_CHARS = 4000
+# ffmpeg recognises these playlists by their first bytes; they only point at other files or URLs.
+PLAYLIST_MAGIC = (b"#EXTM3U", b"ffconcat version")
+MAGIC_BYTES = 32
+WAVE_FORMAT_PCM = 1
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# Sizes written by streaming writers (ffmpeg into a pipe) that cannot seek back to fill them in.
+WAV_SIZE_PLACEHOLDERS = (0, 0xFFFFFFFF)
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioLimits:
+    """What :func:`decode` accepts: input size in bytes, decoded duration in seconds, and a wall-clock timeout."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_duration_s: float = 600.0
+    min_duration_s: float = 1.0
+    decode_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0 or self.decode_timeout_s <= 0:
+            raise ValueError("max_bytes and decode_timeout_s must be positive")
+        if not 0 <= self.min_duration_s < self.max_duration_s:
+            raise ValueError("need 0 <= min_duration_s < max_duration_s")
+
+
+@dataclass(frozen=True, eq=False)
+class Audio:
+    """Decoded audio: read-only float32 mono samples in [-1, 1] at ``sample_rate`` (16 kHz).
+
+    ``offset_s`` is where ``samples[0]`` lies in the source (the ``start_s`` given to :func:`decode`);
+    ``source_duration_s`` is the source's length if the decode reached its end, else None.
+    """
+
+    samples: npt.NDArray[np.float32]
+    sample_rate: int = TARGET_RATE
+    offset_s: float = 0.0
+    source_duration_s: float | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Window:
+    """A span in seconds, relative to the first sample of the clip given to :func:`choose_window`."""
+
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_executable() -> str:
+    """``ffmpeg`` on PATH, else the binary shipped by imageio-ffmpeg; DecodeError if there is neither."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError) as err:
+        log.error("no ffmpeg on PATH and none from imageio-ffmpeg: %s", err)
+        raise DecodeError("audio decoding is not available on this server (ffmpeg is missing)") from None
+
+
+def decode(
+    source: Source,
+    *,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
+) -> Audio:
+    """Decode a file path or encoded bytes (any format ffmpeg reads; its first audio track) to 16 kHz mono.
+
+    ``start_s`` seeks before decoding, so only the needed part is read; ``duration_s`` decodes at most that
+    much. The duration limit applies to the decoded span, not to the source: a 3-hour file with
+    ``start_s=3600, duration_s=10`` is fine, while the same file without ``duration_s`` is refused, because
+    what follows the start is longer than ``limits.max_duration_s``. ffmpeg is asked for the limit plus about
+    a second, so a long input costs at most that much decoding.
+
+    Raises DecodeError (missing, empty, corrupt, not audio, no audio track, silent), TooLongError (over
+    ``max_bytes``, or over ``max_duration_s``) and TooShortError (under ``min_duration_s``, or a start past
+    the end): their messages are safe to show users. ValueError for a negative start or duration.
+    """
+    if start_s is not None and not (math.isfinite(start_s) and start_s >= 0):
+        raise ValueError(f"start_s must be a non-negative number, got {start_s}")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"duration_s must be a positive number, got {duration_s}")
+    if duration_s is not None and duration_s > limits.max_duration_s:
+        raise TooLongError(f"the requested part is longer than {_span(limits.max_duration_s)}")
+    span_s = duration_s if duration_s is not None else limits.max_duration_s + DURATION_SLACK_S
+    started = time.monotonic()
+    if isinstance(source, bytes | bytearray | memoryview):
+        view = memoryview(source).cast("B")
+        _check_head(view.nbytes, bytes(view[:MAGIC_BYTES]), limits)
+        # A file, not stdin: MP4/M4A and some other containers need seekable input.
+        with tempfile.TemporaryDirectory(prefix="musrec-") as tmp:
+            path = Path(tmp) / "input"
+            path.write_bytes(view)
+            mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, timeout_s=limits.decode_timeout_s)
+    else:
+        path = Path(os.path.abspath(source))
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise DecodeError("this is not a file")
+            with path.open("rb") as f:
+                _check_head(info.st_size, f.read(MAGIC_BYTES), limits)
+        except FileNotFoundError:
+            raise DecodeError("the file does not exist") from None
+        except OSError as err:
+            log.debug("cannot read %s: %s", path, err)
+            raise DecodeError("the file cannot be read") from None
+        mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, timeout_s=limits.decode_timeout_s)
+
+    decoded_s = len(mono) / rate
+    offset = start_s or 0.0
+    if duration_s is None and decoded_s > limits.max_duration_s + DURATION_TOLERANCE_S:
+        what = "the audio after the start time is" if start_s else "the audio is"
+        raise TooLongError(f"{what} longer than {_span(limits.max_duration_s)}; choose a shorter part")
+    if len(mono) == 0 and start_s:
+        raise TooShortError(f"the start time {_clock(start_s)} is past the end of the audio")
+    if decoded_s < limits.min_duration_s:
+        raise TooShortError(f"the audio is only {decoded_s:.2g} s long; at least {limits.min_duration_s:g} s is needed")
+    reached_end = duration_s is None or decoded_s < duration_s - DURATION_TOLERANCE_S
+    resampled = resample(mono, rate, TARGET_RATE)
+    del mono
+    samples = np.clip(resampled, -1.0, 1.0, out=resampled).astype(np.float32)
+    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+        raise DecodeError("the audio is silent")
+    samples.setflags(write=False)
+    log.debug("decoded %.1f s at %d Hz in %.2f s", decoded_s, rate, time.monotonic() - started)
+    return Audio(samples, offset_s=offset, source_duration_s=offset + decoded_s if reached_end else None)
+
+
+def _check_head(size: int, head: bytes, limits: AudioLimits) -> None:
+    if size == 0:
+        raise DecodeError("the file is empty")
+    if size > limits.max_bytes:
+        raise TooLongError(f"the file is larger than {limits.max_bytes / 2**20:g} MiB")
+    if head.startswith(PLAYLIST_MAGIC):
+        raise DecodeError("could not read this as audio (playlists are not accepted)")
+
+
+@dataclass(frozen=True)
+class _Pcm:
+    summed: npt.NDArray[np.int32]  # per frame, the sum of the channels' int16 values
+    channels: int
+    rate: int
+
+
+def _decode_file(
+    path: Path, *, start_s: float | None, span_s: float, timeout_s: float
+) -> tuple[npt.NDArray[np.float64], int]:
+    """Mono float64 at the native rate (or MAX_NATIVE_RATE), channels averaged exactly as the reference."""
+    deadline = time.monotonic() + timeout_s
+    pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=None)
+    if pcm is None:
+        pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=MAX_NATIVE_RATE)
+    if pcm is None:
+        raise DecodeError("could not read this as audio")
+    mono = pcm.summed.astype(np.float64)
+    # (sum / 32768) / channels equals the reference's mean(int16 / 32768) bit for bit: every step is exact
+    # up to the division by the channel count, which both do last.
+    mono /= INT16_SCALE
+    if pcm.channels > 1:
+        mono /= pcm.channels
+    return mono, pcm.rate
+
+
+def _run_ffmpeg(
+    path: Path, *, start_s: float | None, span_s: float, deadline: float, out_rate: int | None
+) -> _Pcm | None:
+    """Up to ``span_s`` seconds from ``start_s``; None if ``out_rate`` is None and the native rate is too high."""
+    cmd = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+    cmd += ["-protocol_whitelist", "file,pipe"]
+    if start_s:
+        cmd += ["-ss", f"{start_s:.6f}"]  # an input option: seek, then decode only what follows
+    cmd += ["-i", f"file:{path}", "-map", "0:a:0", "-map_metadata", "-1", "-t", f"{span_s + TRIM_MARGIN_S:.6f}"]
+    if out_rate is not None:
+        cmd += ["-ar", str(out_rate)]
+    cmd += ["-c:a", "pcm_s16le", "-f", "wav", "pipe:1"]
+    timed_out = threading.Event()
+    with tempfile.TemporaryFile() as errfile:  # a file, not a pipe: a flood of errors cannot stall ffmpeg
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
+        except OSError as err:
+            log.error("cannot run ffmpeg: %s", err)
+            raise DecodeError("audio decoding is not available on this server") from None
+
+        def on_timeout() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), on_timeout)
+        timer.start()
+        assert proc.stdout is not None
+        try:
+            pcm, stopped_early = _read_output(proc.stdout, span_s=span_s, limit_rate=out_rate is None)
+            if stopped_early:
+                proc.kill()
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
+            proc.stdout.close()
+        errfile.seek(0)
+        stderr = errfile.read().decode("utf-8", "replace")[-STDERR_LOG_CHARS:].strip()
+    if stderr:
+        log.debug("ffmpeg (exit %s) on %s: %s", rc, path.name, stderr)
+    if timed_out.is_set():
+        raise DecodeError("the audio took too long to decode")
+    if stopped_early:
+        return pcm
+    if rc != 0 or pcm is None:
+        if "matches no streams" in stderr or "does not contain any stream" in stderr:
+            raise DecodeError("the file has no audio track")
+        raise DecodeError("could not read this as audio")
+    return pcm
+
+
+def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple[_Pcm | None, bool]:
+    """ffmpeg's WAV output, and whether reading stopped before its end (span reached, or rate too high)."""
+    try:
+        fmt = _read_wav_header(stream.read)
+    except DecodeError:
+        return None, False  # ffmpeg failed before writing a header; its exit status and stderr say why
+    channels, rate, _ = fmt
+    if limit_rate and rate > MAX_NATIVE_RATE:
+        return None, True
+    max_frames = round(span_s * rate)
+    out = np.empty(max_frames, dtype=np.int32)  # reserves address space; pages are touched as frames arrive
+    n = 0
+    while n < max_frames:
+        data = stream.read(min(READ_CHUNK_FRAMES, max_frames - n) * 2 * channels)
+        k = len(data) // (2 * channels)
+        if k == 0:
+            break
+        frames = np.frombuffer(data, dtype="<i2", count=k * channels).reshape(k, channels)
+        out[n : n + k] = frames.sum(axis=1, dtype=np.int32)
+        n += k
+    return _Pcm(out[:n], channels, rate), n >= max_frames
+
+
+def _read_exact(read: Callable[[int], bytes], size: int) -> bytes:
+    data = read(size)
+    if len(data) != size:
+        raise DecodeError("not a valid WAV file (it ends early)")
+    return data
+
+
+def _read_wav_header(read: Callable[[int], bytes]) -> tuple[int, int, int | None]:
+    """Channels, rate and data size (None: unknown, to the end) of a 16-bit PCM WAV, read up to its data."""
+    riff = _read_exact(read, 12)
+    if riff[:4] != b"RIFF" or riff[8:] != b"WAVE":
+        raise DecodeError("not a WAV file")
+    fmt: tuple[int, int] | None = None
+    while True:
+        chunk_id, size = struct.unpack("<4sI", _read_exact(read, 8))
+        if chunk_id == b"data":
+            if fmt is None:
+                raise DecodeError("not a valid WAV file (no format chunk)")
+            return (*fmt, None if size in WAV_SIZE_PLACEHOLDERS else size)
+        body = _read_exact(read, size + (size & 1))  # chunks are padded to even sizes
+        if chunk_id == b"fmt ":
+            if size < 16:
+                raise DecodeError("not a valid WAV file (short format chunk)")
+            tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == WAVE_FORMAT_EXTENSIBLE and size >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the tag
+            if tag != WAVE_FORMAT_PCM or bits != 16:
+                raise DecodeError("only 16-bit PCM WAV is supported")
+            if channels < 1 or rate < 1 or block_align != 2 * channels:
+                raise DecodeError("not a valid WAV file (bad format chunk)")
+            fmt = (channels, rate)
+
+
+def choose_window(
+    samples: npt.NDArray[np.floating],
+    *,
+    sample_rate: int = TARGET_RATE,
+    start_s: float | None = None,
+    duration_s: float = WINDOW_S,
+    search_s: float = SEARCH_S,
+) -> Window:
+    """Pick the ``duration_s`` span of a clip to embed.
+
+    With ``start_s``: the window starts there, moved earlier if needed to fit inside the clip; a start at or
+    past the end is a TooShortError. Without: the loudest window (highest RMS) lying wholly inside the first
+    ``search_s`` seconds, among starts on a 1-second grid plus the start that ends at that limit; ties go to
+    the earliest. This skips a silent or quiet intro without scanning a whole DJ set. A clip no longer than
+    ``duration_s`` is used whole (the embedding stage repeats rows to fill 10 seconds).
+    """
+    if sample_rate <= 0 or duration_s <= 0:
+        raise ValueError("sample_rate and duration_s must be positive")
+    x = np.asarray(samples)
+    n = len(x)
+    if n == 0:
+        raise TooShortError("the audio is empty")
+    width = min(round(duration_s * sample_rate), n)
+    if start_s is not None:
+        if not (math.isfinite(start_s) and start_s >= 0):
+            raise ValueError(f"start_s must be a non-negative number, got {start_s}")
+        if start_s >= n / sample_rate:
+            end = _clock(n / sample_rate)
+            raise TooShortError(f"the start time {_clock(start_s)} is past the end of the audio ({end})")
+        first = min(round(start_s * sample_rate), n - width)
+        return Window(first / sample_rate, (first + width) / sample_rate)
+    limit = min(n, max(width, round(search_s * sample_rate)))
+    starts = list(range(0, limit - width + 1, max(1, round(WINDOW_HOP_S * sample_rate))))
+    if starts[-1] != limit - width:
+        starts.append(limit - width)
+    energies = []
+    for first in starts:
+        part = x[first : first + width].astype(np.float64)
+        energies.append(float(np.dot(part, part)))
+    best = starts[int(np.argmax(energies))]
+    return Window(best / sample_rate, (best + width) / sample_rate)
+
+
+def cut(samples: npt.NDArray[np.floating], window: Window, sample_rate: int = TARGET_RATE) -> npt.NDArray[np.floating]:
+    """The samples inside ``window`` (a view, not a copy); ValueError if it does not lie inside the clip."""
+    first, last = round(window.start_s * sample_rate), round(window.end_s * sample_rate)
+    if not 0 <= first < last <= len(samples):
+        raise ValueError(f"window {window} is outside a clip of {len(samples) / sample_rate:.3f} s")
+    return samples[first:last]
+
+
+def to_wav_bytes(samples: npt.NDArray[np.floating], sample_rate: int = TARGET_RATE) -> bytes:
+    """A 16-bit PCM mono WAV (what a MAX server takes): samples times 32768, rounded, clipped to int16.
+
+    The inverse of reading (``int16 / 32768``), so decoded audio survives the trip to a MAX server exactly; only
+    +1.0 itself lands one step lower, at 32767.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"expected mono samples (1-D), got shape {x.shape}")
+    pcm = np.clip(np.rint(x * INT16_SCALE), INT16_MIN, INT16_MAX).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def read_wav_bytes(data: bytes) -> tuple[npt.NDArray[np.float64], int]:
+    """Mono samples (``int16 / 32768``, channels averaged) and rate of a 16-bit PCM WAV; else DecodeError.
+
+    Placeholder sizes (0 or 0xFFFFFFFF, as written into a pipe) mean the data runs to the end.
+    """
+    stream = io.BytesIO(data)
+    channels, rate, size = _read_wav_header(stream.read)
+    rest = memoryview(data)[stream.tell() :]
+    if size is not None and size <= len(rest):
+        rest = rest[:size]
+    frames = len(rest) // (2 * channels)
+    pcm = np.frombuffer(rest, dtype="<i2", count=frames * channels).reshape(frames, channels)
+    mono = pcm.sum(axis=1, dtype=np.int32).astype(np.float64) / INT16_SCALE
+    return (mono / channels if channels > 1 else mono), rate
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss`` or ``h:mm:ss``, for user messages."""
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _span(seconds: float) -> str:
+    """``10 minutes``, ``1 minute``, ``90.5 seconds``."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds"

@@ -1,0 +1,180 @@
+"""The musrec pipeline as one long-lived object: audio in, recommendations out.
+
+:class:`Musrec` holds the heavy parts (the embedder, the index) built once and shared by every request, so the
+CLI, the embedding server and the Discord bot all call the same code::
+
+    musrec = Musrec.from_config(load_config("config.toml"))
+    result = musrec.recommend("song.mp3", k=5)              # a file, encoded bytes, or audioset:VIDEO_ID[@START]
+
+It is synchronous and thread-safe; async front ends run it in worker threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from musrec.audio import AudioLimits, Window, choose_window, cut, decode
+from musrec.config import Config
+from musrec.embedders import Embedder
+from musrec.errors import EmbedderError, TooShortError
+from musrec.index import Index
+from musrec.labels import Labels, default_labels
+from musrec.recommend import AUDIOSET_PREFIX, Query, Recommendation, recommend_rows, recommend_segment
+from musrec.vggish.frontend import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowEmbedding:
+    """The embedding of the query window of some audio: ``rows`` [n, 128] uint8 and where the window lies."""
+
+    rows: npt.NDArray[np.uint8]
+    window: Window  # in seconds of the source
+    source_duration_s: float | None
+
+
+def make_embedder(config: Config) -> Embedder:
+    """The embedder the configuration asks for: VGGish in process, or MAX servers."""
+    if config.embedder.kind == "max":
+        from musrec.maxclient import MaxEmbedder
+
+        return MaxEmbedder(config.max.urls, timeout_s=config.max.timeout_s, retries=config.max.retries)
+    missing = [p for p in (config.checkpoint_path, config.pca_params_path) if not p.is_file()]
+    if missing:
+        names = " and ".join(p.name for p in missing)
+        raise EmbedderError(
+            f"VGGish model files not found ({names} in {missing[0].parent}): run `musrec setup`, "
+            "or set embedder.checkpoint and embedder.pca_params"
+        )
+    return _local_embedder(
+        config.checkpoint_path.resolve(),
+        config.pca_params_path.resolve(),
+        config.embedder.relu,
+        _stamp(config.checkpoint_path),
+        _stamp(config.pca_params_path),
+    )
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mtime_ns, info.st_size
+
+
+@functools.lru_cache(maxsize=2)
+def _local_embedder(checkpoint: Path, pca_params: Path, relu: bool, *stamps: tuple[int, int]) -> Embedder:
+    """One loaded model per (files, variant) in a process: 300 MB of weights are not read twice.
+
+    ``stamps`` (modification time and size) make a replaced file load afresh.
+    """
+    from musrec.embedders import LocalEmbedder
+
+    return LocalEmbedder(checkpoint, pca_params, relu=relu)
+
+
+def audio_limits(config: Config) -> AudioLimits:
+    a = config.audio
+    return AudioLimits(
+        max_bytes=a.max_bytes,
+        max_duration_s=a.max_duration_s,
+        min_duration_s=a.min_duration_s,
+        decode_timeout_s=a.decode_timeout_s,
+    )
+
+
+def embed_window(
+    source: Path | bytes, *, embedder: Embedder, config: Config, start_s: float | None = None
+) -> WindowEmbedding:
+    """Decode ``source``, pick the query window and embed it.
+
+    With ``start_s`` only that window is decoded (ffmpeg seeks). Without, the first ``audio.search_s`` seconds
+    are decoded and the loudest window among them is used, so a long file costs no more than a short one.
+    """
+    a = config.audio
+    limits = audio_limits(config)
+    span = a.window_s if start_s is not None else min(a.search_s, a.max_duration_s)
+    audio = decode(source, start_s=start_s, duration_s=span, limits=limits)
+    window = choose_window(
+        audio.samples, start_s=0.0 if start_s is not None else None, duration_s=a.window_s, search_s=a.search_s
+    )
+    rows = embedder.embed(cut(audio.samples, window), SAMPLE_RATE)
+    if len(rows) == 0:
+        raise TooShortError("the audio is too short to embed: at least one second is needed")
+    offset = audio.offset_s
+    return WindowEmbedding(
+        rows=rows,
+        window=Window(offset + window.start_s, offset + window.end_s),
+        source_duration_s=audio.source_duration_s,
+    )
+
+
+class Musrec:
+    """Embedder + index + configuration: the whole pipeline, built once."""
+
+    def __init__(self, *, config: Config, index: Index, embedder: Embedder, labels: Labels | None = None) -> None:
+        self.config = config
+        self.index = index
+        self.embedder = embedder
+        self.labels = labels or default_labels()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Musrec:
+        index = Index(config.index_path, backend=config.index.backend)
+        return cls(config=config, index=index, embedder=make_embedder(config))
+
+    def warm_up(self) -> None:
+        """Touch the index pages and trace the model, so the first request is as fast as the rest."""
+        self.index.warm()
+        warm = getattr(self.embedder, "warm_up", None)
+        if callable(warm):
+            warm()
+
+    def recommend(
+        self,
+        source: str | Path | bytes,
+        *,
+        name: str | None = None,
+        start_s: float | None = None,
+        k: int | None = None,
+        music_only: bool | None = None,
+        one_per_video: bool | None = None,
+    ) -> Recommendation:
+        """Recommendations for an audio file (path), encoded audio (bytes), or ``audioset:VIDEO_ID[@START]``."""
+        r = self.config.recommend
+        k = r.top_k if k is None else k
+        music_only = r.music_only if music_only is None else music_only
+        one_per_video = r.one_per_video if one_per_video is None else one_per_video
+        if isinstance(source, str) and source.startswith(AUDIOSET_PREFIX):
+            return recommend_segment(
+                source, index=self.index, k=k, music_only=music_only, one_per_video=one_per_video, labels=self.labels
+            )
+        data: Path | bytes = source if isinstance(source, bytes) else Path(source)
+        embedded = embed_window(data, embedder=self.embedder, config=self.config, start_s=start_s)
+        label = name or (data.name if isinstance(data, Path) else "upload")
+        query = Query(
+            kind="file",
+            source=label,
+            start_s=round(embedded.window.start_s, 3),
+            end_s=round(embedded.window.end_s, 3),
+        )
+        return recommend_rows(
+            embedded.rows,
+            query=query,
+            index=self.index,
+            k=k,
+            music_only=music_only,
+            one_per_video=one_per_video,
+            labels=self.labels,
+        )
+
+    def close(self) -> None:
+        self.index.close()
+        close = getattr(self.embedder, "close", None)
+        if callable(close):
+            close()

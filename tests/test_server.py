@@ -1,0 +1,300 @@
+"""The MAX-compatible server, over real HTTP on 127.0.0.1, with the real LocalEmbedder (random weights)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+import pytest
+from max_fixtures import (
+    WAIT_S,
+    Answer,
+    LoopThread,
+    Served,
+    dead_url,
+    form,
+    int16_clip,
+    loop_thread,
+    request,
+    serving,
+    wav_bytes,
+)
+from vggish_fixtures import shared_embedder
+
+from musrec.embedders import LocalEmbedder
+from musrec.server import MODEL_METADATA, make_app
+
+MISSING = {
+    "message": "Input payload validation failed",
+    "errors": {"audio": "signed 16-bit PCM WAV audio file Missing required parameter in an uploaded file"},
+}
+INVALID_TYPE = {"status": "error", "message": "Invalid file type/extension"}
+
+
+@pytest.fixture(scope="session")
+def local_embedder(tmp_path_factory: pytest.TempPathFactory) -> LocalEmbedder:
+    return shared_embedder(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server_loop() -> Iterator[LoopThread]:
+    with loop_thread() as loop:
+        yield loop
+
+
+@pytest.fixture(scope="module")
+def server(server_loop: LoopThread, local_embedder: LocalEmbedder) -> Iterator[Served]:
+    with serving(server_loop, make_app(local_embedder)) as served:
+        yield served
+
+
+def predict(
+    served: Served,
+    data: aiohttp.FormData | aiohttp.MultipartWriter | bytes | None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    return request("POST", served.url + "/model/predict", data=data, headers=headers)
+
+
+def test_metadata_is_maxs(server: Served) -> None:
+    answer = request("GET", server.url + "/model/metadata")
+    assert answer.status == 200
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert answer.json() == MODEL_METADATA
+    assert answer.json()["id"] == "audio_embeddings-tf"
+    assert answer.json()["type"] == "audio_embeddings"
+    assert answer.json()["license"] == "Apache 2.0"
+    assert set(answer.json()) == {"id", "name", "description", "type", "license", "source"}
+
+
+def test_health(server: Served) -> None:
+    answer = request("GET", server.url + "/health")
+    assert (answer.status, answer.json()) == (200, {"status": "ok"})
+
+
+def test_predict_matches_in_process_embedding(server: Served, local_embedder: LocalEmbedder) -> None:
+    clip = int16_clip(3.2)
+    answer = predict(server, form("audio", wav_bytes(clip, rate=16000)))
+    assert answer.status == 200, answer.text
+    assert answer.headers["Content-Type"].startswith("application/json")
+    body = answer.json()
+    assert list(body) == ["status", "embedding"]
+    assert body["status"] == "ok"
+    rows = body["embedding"]
+    assert len(rows) == 3 and all(len(row) == 128 for row in rows)
+    # Serialised as MAX does: every value a float with a whole value, e.g. 158.0.
+    assert all(type(v) is float and v.is_integer() for row in rows for v in row)
+    assert ".0," in answer.text
+    np.testing.assert_array_equal(np.array(rows, dtype=np.uint8), local_embedder.embed(clip, 16000))
+
+
+def test_predict_stereo_44k_is_averaged_then_resampled(server: Served, local_embedder: LocalEmbedder) -> None:
+    clip = int16_clip(2.5, rate=44100, channels=2, seed=3)
+    answer = predict(server, form("audio", wav_bytes(clip, rate=44100), filename="stereo.wav"))
+    assert answer.status == 200, answer.text
+    got = np.array(answer.json()["embedding"], dtype=np.uint8)
+    np.testing.assert_array_equal(got, local_embedder.embed(clip, 44100))
+
+
+def test_short_clip_gives_no_rows(server: Served) -> None:
+    answer = predict(server, form("audio", wav_bytes(int16_clip(0.9), rate=16000)))
+    assert (answer.status, answer.json()) == (200, {"status": "ok", "embedding": []})
+
+
+@pytest.mark.parametrize("content_type", ["audio/wav", "audio/x-wav", "audio/wave", "AUDIO/WAV"])
+def test_wav_content_types_are_accepted(server: Served, content_type: str) -> None:
+    answer = predict(server, form("audio", wav_bytes(int16_clip(0.5), rate=16000), content_type=content_type))
+    assert answer.status == 200, answer.text
+
+
+@pytest.mark.parametrize(
+    "content_type", ["audio/mpeg", "application/octet-stream", "text/plain", "x-audio/wav", "video/wav"]
+)
+def test_other_content_types_are_400(server: Served, content_type: str) -> None:
+    answer = predict(server, form("audio", wav_bytes(int16_clip(0.5), rate=16000), content_type=content_type))
+    assert (answer.status, answer.json()) == (400, INVALID_TYPE)
+
+
+def test_missing_field_is_400_validation_error(server: Served) -> None:
+    wav = wav_bytes(int16_clip(0.5), rate=16000)
+    cases: list[aiohttp.FormData | aiohttp.MultipartWriter | bytes | None] = [
+        form("file", wav),  # wrong field name
+        form("audio", wav, filename=None),  # a plain form field, not an uploaded file
+        None,  # no body at all
+    ]
+    for data in cases:
+        answer = predict(server, data)
+        assert (answer.status, answer.json()) == (400, MISSING)
+    answer = predict(server, b'{"audio": "x"}', headers={"Content-Type": "application/json"})
+    assert (answer.status, answer.json()) == (400, MISSING)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"this is not a wav file",
+        b"",
+        wav_bytes(int16_clip(1.5), rate=16000, sampwidth=1),
+        wav_bytes(int16_clip(1.5), rate=16000, sampwidth=3),
+        wav_bytes(int16_clip(1.5), rate=16000, sampwidth=4),
+        wav_bytes(int16_clip(1.5), rate=16000)[:30],  # truncated header
+    ],
+    ids=["text", "empty", "8-bit", "24-bit", "32-bit", "truncated"],
+)
+def test_non_int16_wav_is_500_with_json_message(server: Served, payload: bytes) -> None:
+    answer = predict(server, form("audio", payload))
+    assert answer.status == 500
+    body = answer.json()
+    assert body["status"] == "error"
+    assert isinstance(body["message"], str) and body["message"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=xyz", b"no boundary anywhere"),
+        ("multipart/form-data", b"--xyz\r\n"),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="audio"\r\n\r\nab',
+        ),
+    ],
+    ids=["no-boundary-in-body", "no-boundary-parameter", "unterminated"],
+)
+def test_malformed_multipart_is_400(server: Served, content_type: str, body: bytes) -> None:
+    answer = predict(server, body, headers={"Content-Type": content_type})
+    assert answer.status == 400
+    assert answer.json()["status"] == "error"
+
+
+def test_body_over_limit_is_413(server_loop: LoopThread, local_embedder: LocalEmbedder) -> None:
+    with serving(server_loop, make_app(local_embedder, max_bytes=20_000)) as small:
+        answer = predict(small, form("audio", wav_bytes(int16_clip(1.0), rate=16000)))  # 32 kB
+        assert answer.status == 413
+        assert answer.json()["status"] == "error"
+        # The server stays healthy after refusing an upload.
+        ok = predict(small, form("audio", wav_bytes(int16_clip(0.5), rate=16000)))
+        assert ok.status == 200
+
+
+def test_unknown_route_and_method_answer_json(server: Served) -> None:
+    missing = request("GET", server.url + "/nope")
+    assert (missing.status, missing.json()["status"]) == (404, "error")
+    wrong = request("GET", server.url + "/model/predict")
+    assert wrong.status == 405
+    assert wrong.json()["status"] == "error"
+    assert "POST" in wrong.headers["Allow"]
+
+
+class GatedEmbedder:
+    """The real embedder behind a gate the test opens: a request stays in the model until then."""
+
+    def __init__(self, inner: LocalEmbedder) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def embed(self, samples: npt.NDArray[np.floating], sample_rate: int = 16000) -> npt.NDArray[np.uint8]:
+        self.entered.set()
+        if not self.gate.wait(WAIT_S):
+            raise TimeoutError("gate never opened")
+        return self.inner.embed(samples, sample_rate)
+
+
+def test_busy_model_blocks_neither_metadata_nor_health(
+    server_loop: LoopThread,
+    local_embedder: LocalEmbedder,
+) -> None:
+    gated = GatedEmbedder(local_embedder)
+    wav = wav_bytes(int16_clip(1.5), rate=16000)
+    with serving(server_loop, make_app(gated, concurrency=1, max_pending=0)) as served:
+
+        async def scenario() -> tuple[int, float, int, int]:
+            timeout = aiohttp.ClientTimeout(total=WAIT_S)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                predict_url = served.url + "/model/predict"
+                slow = asyncio.ensure_future(session.post(predict_url, data=form("audio", wav)))
+                assert await asyncio.to_thread(gated.entered.wait, WAIT_S)
+                started = time.perf_counter()
+                async with session.get(served.url + "/model/metadata") as meta:
+                    meta_status = meta.status
+                elapsed = time.perf_counter() - started
+                # The only worker is busy and no queue is allowed: the next predict is turned away at once.
+                async with session.post(predict_url, data=form("audio", wav)) as busy:
+                    busy_status = busy.status
+                    assert (await busy.json())["status"] == "error"
+                gated.gate.set()
+                async with await slow as done:
+                    assert len((await done.json())["embedding"]) == 1
+                    return meta_status, elapsed, busy_status, done.status
+
+        meta_status, elapsed, busy_status, done_status = asyncio.run(scenario())
+    assert meta_status == 200 and elapsed < 1.0
+    assert busy_status == 503
+    assert done_status == 200
+
+
+def test_make_app_rejects_bad_limits(local_embedder: LocalEmbedder) -> None:
+    for kwargs in ({"max_bytes": 0}, {"concurrency": 0}, {"max_pending": -1}):
+        with pytest.raises(ValueError):
+            make_app(local_embedder, **kwargs)  # type: ignore[arg-type]
+
+
+SERVE_SCRIPT = """
+import logging, sys
+import numpy as np
+from musrec.server import run_server
+
+class Silent:
+    warmed = False
+    def warm_up(self):
+        Silent.warmed = True
+    def embed(self, samples, sample_rate=16000):
+        rows = int(len(samples) / sample_rate / 0.96)
+        return np.full((rows, 128), 7 if Silent.warmed else 0, dtype=np.uint8)
+
+logging.basicConfig(level=logging.INFO)
+run_server(Silent(), port=int(sys.argv[1]))
+"""
+
+
+def test_run_server_serves_until_interrupted() -> None:
+    url = dead_url()
+    port = url.rsplit(":", 1)[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE_SCRIPT, port],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                answer = request("GET", url + "/health")
+                break
+            except aiohttp.ClientConnectionError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.1)
+        assert answer.status == 200
+        got = predict(Served(url), form("audio", wav_bytes(int16_clip(2.0), rate=16000)))
+        assert got.json()["embedding"] == [[7.0] * 128] * 2  # warmed up before serving
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(WAIT_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT_S)
+        if proc.stdout:
+            proc.stdout.close()
