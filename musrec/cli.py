@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-url", action="append", metavar="URL", help="MAX server URL (repeat for several)")
 
     embed = commands.add_parser("embed", parents=[model], help="print the VGGish embedding of audio")
-    embed.add_argument("input", metavar="INPUT", help="an audio or video file")
+    embed.add_argument("input", metavar="INPUT", help="an audio or video file, or a YouTube link")
     embed.add_argument("--start", type=_timecode, metavar="TIME", help="start at TIME (90, 1:30, 1m30s)")
     embed.add_argument("--duration", type=_timecode, metavar="TIME", help="embed this much (default: to the end)")
     embed.add_argument("--json", action="store_true", help='print {"embedding": [[128 ints], ...]}')
@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 5000, as MAX)")
 
     rec = commands.add_parser("recommend", parents=[model], help="find segments that sound like INPUT")
-    rec.add_argument("input", metavar="INPUT", help="an audio or video file, or audioset:VIDEO_ID[@START]")
+    rec.add_argument(
+        "input", metavar="INPUT", help="an audio or video file, a YouTube link, or audioset:VIDEO_ID[@START]"
+    )
     rec.add_argument(
         "--start",
         type=_timecode,
@@ -124,6 +126,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--backend", choices=BACKENDS, help="search backend (default: what the index measured fastest)")
     rec.add_argument("--json", action="store_true", help="machine-readable output")
+
+    setup = commands.add_parser(
+        "setup", help="download and verify the VGGish files and AudioSet's features, then build the default index"
+    )
+    setup.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="DIR",
+        help="use files you already have in DIR (vggish_model.ckpt, vggish_pca_params.npz, assets.tar.gz, "
+        "features.tar.gz or audioset_v1_embeddings/) instead of downloading them",
+    )
+    scope = setup.add_mutually_exclusive_group()
+    scope.add_argument("--models-only", action="store_true", help="only the VGGish files (an index built elsewhere)")
+    scope.add_argument(
+        "--skip-features",
+        action="store_true",
+        help="never download the 2.4 GB features (builds the index only from features already here or in --from)",
+    )
+    setup.add_argument("--splits", nargs="+", choices=SPLITS, help="AudioSet splits to index (default: build.splits)")
+    setup.add_argument(
+        "--music-only", action="store_true", default=None, help="index only segments labelled within the Music subtree"
+    )
+    setup.add_argument(
+        "--rebuild", action="store_true", help="rebuild the index, even one up to date or built elsewhere"
+    )
+    setup.add_argument("--recheck", action="store_true", help="re-hash files even if they were verified before")
+    setup.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    doctor = commands.add_parser("doctor", help="check that everything musrec needs is in place")
+    doctor.add_argument("--quiet", action="store_true", help="print only what is not ok (the exit status tells)")
+    doctor.add_argument("--quick", action="store_true", help="skip the slow checks (importing TensorFlow)")
+    doctor.add_argument("--bot", action="store_true", help="a missing Discord token is a problem, not a warning")
     return parser
 
 
@@ -139,7 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:
+        if args.command == "doctor":  # a configuration that does not load is one of its findings
+            return _doctor(args)
         config = _load(args)
+        if args.command == "setup":
+            return _setup(args, config)
         if args.command == "index" and args.index_command == "build":
             return _index_build(args, config)
         if args.command == "index" and args.index_command == "info":
@@ -175,10 +214,14 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    path = args.config or (Path(os.environ["MUSREC_CONFIG"]) if os.environ.get("MUSREC_CONFIG") else None)
+    return load_config(_config_path(args))
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    path: Path | None = args.config or (Path(os.environ["MUSREC_CONFIG"]) if os.environ.get("MUSREC_CONFIG") else None)
     if path is None and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
-    return load_config(path)
+    return path
 
 
 # ---- index build / info -------------------------------------------------------------------------------------
@@ -314,7 +357,7 @@ def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _recommend(args: argparse.Namespace, config: Config) -> int:
     from musrec.index import Index
     from musrec.recommend import AUDIOSET_PREFIX
-    from musrec.service import Musrec, make_embedder
+    from musrec.service import Musrec, is_link, make_embedder
 
     config = config.with_overrides(
         {
@@ -327,7 +370,7 @@ def _recommend(args: argparse.Namespace, config: Config) -> int:
         }
     )
     by_segment = args.input.startswith(AUDIOSET_PREFIX)
-    if not by_segment:
+    if not by_segment and not is_link(args.input):
         _check_input_file(args.input)
     index = Index(config.index_path, backend=config.index.backend)
     try:
@@ -358,7 +401,7 @@ class _NoEmbedder:
 def _check_input_file(text: str) -> None:
     path = Path(text)
     if not path.exists():
-        raise MusrecError(f"no such file: {text} (expected an audio file or audioset:VIDEO_ID[@START])")
+        raise MusrecError(f"no such file: {text} (expected an audio file, a YouTube link or audioset:VIDEO_ID[@START])")
     if path.is_dir():
         raise MusrecError(f"{text} is a directory, not an audio file")
 
@@ -371,12 +414,25 @@ def import_tensorflow_quietly(config: Config) -> None:
 
 
 def _embed(args: argparse.Namespace, config: Config) -> int:
-    from musrec.audio import decode
-    from musrec.service import audio_limits, make_embedder
+    from musrec.audio import Audio, decode
+    from musrec.service import audio_limits, fetch_options, is_link, make_embedder
 
     config = config.with_overrides(_model_overrides(args))
-    _check_input_file(args.input)
-    audio = decode(Path(args.input), start_s=args.start, duration_s=args.duration, limits=audio_limits(config))
+    if is_link(args.input):
+        from musrec.youtube import fetch_window
+
+        # A link: only the window is fetched (10 s, or --duration), never the whole video.
+        fetched = fetch_window(
+            args.input,
+            start_s=args.start,
+            duration_s=args.duration or config.audio.window_s,
+            options=fetch_options(config),
+            limits=audio_limits(config),
+        )
+        audio = Audio(fetched.samples, offset_s=fetched.window.start_s)
+    else:
+        _check_input_file(args.input)
+        audio = decode(Path(args.input), start_s=args.start, duration_s=args.duration, limits=audio_limits(config))
     import_tensorflow_quietly(config)
     embedder = make_embedder(config)
     try:
@@ -407,6 +463,40 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     log.warning("serving the MAX embedding API on http://%s:%d (relu=%s)", srv.host, srv.port, config.embedder.relu)
     run_server(embedder, host=srv.host, port=srv.port, max_bytes=srv.max_bytes, concurrency=srv.concurrency)
     return 0
+
+
+# ---- setup / doctor -----------------------------------------------------------------------------------------
+
+
+def _setup(args: argparse.Namespace, config: Config) -> int:
+    from musrec.provision import SetupOptions, check_ready, setup
+
+    config = config.with_overrides(
+        {"build.splits": tuple(args.splits) if args.splits else None, "build.music_only": args.music_only}
+    )
+    options = SetupOptions(
+        features=not (args.models_only or args.skip_features),
+        index=not args.models_only,
+        source=args.source,
+        rebuild=args.rebuild,
+        recheck=args.recheck,
+        progress=not args.no_progress,
+    )
+    print(f"data directory: {config.data_dir}", flush=True)
+    setup(config, options, on_step=lambda step: print(step, flush=True))
+    if not check_ready(config):
+        print("ready: try `musrec recommend FILE`")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from musrec.doctor import diagnose, failed
+
+    checks = diagnose(_config_path(args), quick=args.quick, bot=args.bot)
+    for check in checks:
+        if not args.quiet or check.status != "ok":
+            print(check)
+    return EXIT_ERROR if failed(checks) else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from musrec.errors import ConfigError
+from musrec.links import YOUTUBE_HOSTS
 
 ENV_PREFIX = "MUSREC_"
 # Environment variables with this prefix that are not config keys.
@@ -152,6 +153,109 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class YouTubeConfig:
+    allowed_hosts: tuple[str, ...] = YOUTUBE_HOSTS
+    allow_private_addresses: bool = False
+    max_video_s: float = 10800.0
+    max_filesize_mb: float = 20.0
+    margin_s: float = 2.0
+    socket_timeout_s: float = 15.0
+    retries: int = 1
+    default_start_s: float = 30.0
+    cookies: Path | None = None
+    js_runtimes: tuple[str, ...] = ("deno", "node")
+    cache_path: Path | None = None  # None: <data dir>/embeddings.sqlite3
+    cache_max_entries: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not self.allowed_hosts:
+            raise ConfigError("youtube.allowed_hosts needs at least one host")
+        for name in ("max_video_s", "max_filesize_mb", "socket_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"youtube.{name} must be positive")
+        if self.margin_s < 0 or self.default_start_s < 0:
+            raise ConfigError("youtube.margin_s and youtube.default_start_s must not be negative")
+        _at_least("youtube.retries", self.retries, 0)
+        _at_least("youtube.cache_max_entries", self.cache_max_entries, 0)
+
+
+REPLY_MODES = ("reply", "thread")
+DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    sharded: bool = False
+    owner_ids: tuple[str, ...] = ()
+    sync_guild: str = ""
+    listen_channels: tuple[str, ...] = ()
+    reply_mode: str = "reply"
+    workers: int = 1
+    max_waiting: int = 8
+    cooldown_s: float = 10.0
+    answer_timeout_s: float = 840.0
+    max_attachment_bytes: int = 25 * 1024 * 1024
+    attachment_hosts: tuple[str, ...] = DISCORD_CDN_HOSTS
+
+    def __post_init__(self) -> None:
+        _choice("bot.reply_mode", self.reply_mode, REPLY_MODES)
+        for name, ids in (("bot.owner_ids", self.owner_ids), ("bot.listen_channels", self.listen_channels)):
+            for value in ids:
+                if not value.isdigit():
+                    raise ConfigError(f"{name}: {value!r} is not a Discord id (digits only)")
+        if self.sync_guild and not self.sync_guild.isdigit():
+            raise ConfigError(f"bot.sync_guild: {self.sync_guild!r} is not a Discord id (digits only)")
+        _at_least("bot.workers", self.workers, 1)
+        _at_least("bot.max_waiting", self.max_waiting, 0)
+        _at_least("bot.max_attachment_bytes", self.max_attachment_bytes, 1)
+        if self.cooldown_s < 0:
+            raise ConfigError("bot.cooldown_s must not be negative")
+        if not 10 <= self.answer_timeout_s <= 870:
+            raise ConfigError("bot.answer_timeout_s must be 10-870 s (an interaction token lives 15 minutes)")
+
+
+GOOGLE_AUDIOSET = "https://storage.googleapis.com/audioset"
+MAX_BUNDLE_URL = "https://max-cdn.cdn.appdomain.cloud/max-audio-embedding-generator/1.0.0/assets.tar.gz"
+# Published sha512 of Google's VGGish files (the same files are inside IBM's MAX bundle).
+CHECKPOINT_SHA512 = "4e320f1b148f7ae8e08a8df17b102582e57fd8a9688ec17ce8f6077f062ce8fcaea711933c1b80192f3c2a9f7a09b40d6616e04b0f22a68d217ff1ec8ef0376f"  # noqa: E501
+PCA_SHA512 = "3728bcbc45cb05b4cff527434a069f990e110f1fc9687f74fce55dc204da6aa0f0f96cb4466a96fc056c32743c63830022c839072cc501a3f14bfb44928a701c"  # noqa: E501
+# AudioSet's features tarball, on three regional mirrors tried in turn.
+FEATURES_URLS = tuple(
+    f"https://storage.googleapis.com/{region}_audioset/youtube_corpus/v1/features/features.tar.gz"
+    for region in ("us", "eu", "asia")
+)
+
+
+@dataclass(frozen=True)
+class SetupConfig:
+    checkpoint_urls: tuple[str, ...] = (f"{GOOGLE_AUDIOSET}/vggish_model.ckpt",)
+    pca_urls: tuple[str, ...] = (f"{GOOGLE_AUDIOSET}/vggish_pca_params.npz",)
+    bundle_urls: tuple[str, ...] = (MAX_BUNDLE_URL,)
+    features_urls: tuple[str, ...] = FEATURES_URLS
+    checkpoint_sha512: str = CHECKPOINT_SHA512  # "" skips the check (a model of your own)
+    pca_sha512: str = PCA_SHA512
+    features_sha512: str = ""  # none is published
+    timeout_s: float = 60.0
+    retries: int = 5
+    retry_wait_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint_urls", "pca_urls", "bundle_urls", "features_urls"):
+            for url in getattr(self, name):
+                if not url.startswith(("http://", "https://")):
+                    raise ConfigError(f"setup.{name}: {url!r} is not an http(s) URL")
+        for name in ("checkpoint_sha512", "pca_sha512", "features_sha512"):
+            value = getattr(self, name)
+            if value and (len(value) != 128 or any(c not in "0123456789abcdef" for c in value.lower())):
+                raise ConfigError(f"setup.{name} must be 128 hexadecimal digits (a sha512) or empty")
+        if self.timeout_s <= 0:
+            raise ConfigError("setup.timeout_s must be positive")
+        _at_least("setup.retries", self.retries, 0)
+        if self.retry_wait_s < 0:
+            raise ConfigError("setup.retry_wait_s must not be negative")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -161,6 +265,9 @@ class Config:
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     max: MaxConfig = field(default_factory=MaxConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    setup: SetupConfig = field(default_factory=SetupConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
+    youtube: YouTubeConfig = field(default_factory=YouTubeConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -169,6 +276,10 @@ class Config:
     @property
     def index_path(self) -> Path:
         return self.index.path if self.index.path is not None else self.data_dir / "index"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.youtube.cache_path or self.data_dir / "embeddings.sqlite3"
 
     @property
     def models_dir(self) -> Path:

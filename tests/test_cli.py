@@ -127,7 +127,7 @@ def test_config_file_and_environment_apply(
     [
         (["recommend", "audioset:nosuchvideo1"], "no indexed segment of video nosuchvideo1"),
         (["recommend", "audioset:x", "--index", "/nonexistent/idx"], "no index at /nonexistent/idx"),
-        (["recommend", "whatever"], "no such file: whatever (expected an audio file or audioset:VIDEO_ID"),
+        (["recommend", "whatever"], "no such file: whatever (expected an audio file, a YouTube link"),
         (["index", "build", "/nonexistent/features", "--out", "/tmp/never"], "no such file or directory"),
         (["index", "info", "/nonexistent/idx"], "no index at"),
     ],

@@ -255,3 +255,40 @@ def test_serve_and_embed_through_it(config_file: Path, clips: list[Path], capsys
     assert main(["--config", str(config_file), "embed", str(clips[5]), "--embedder", "max", "--max-url", url]) == 1
     err = capsys.readouterr().err
     assert err.startswith("musrec: error: ") and "127.0.0.1" not in err  # no internal URL in user-facing text
+
+
+def test_recommend_and_embed_a_link(
+    config_file: Path,
+    clips: list[Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real yt-dlp against a loopback media server (the allow-list widened to 127.0.0.1 for this test only)."""
+    from youtube_fixtures import media_server
+
+    ffmpeg("-i", str(clips[3]), "-c:a", "aac", "-b:a", "160k", str(tmp_path / "clip3.m4a"))
+    with media_server(tmp_path) as media:
+        url = media.media("clip3.m4a")
+        # The default policy: YouTube only, public addresses only.
+        assert main(["--config", str(config_file), "recommend", url]) == 1
+        assert capsys.readouterr().err.strip() == "musrec: error: links to IP addresses are not accepted"
+        assert media.count("/media/") == 0
+        monkeypatch.setenv("MUSREC_YOUTUBE_ALLOWED_HOSTS", "127.0.0.1")
+        monkeypatch.setenv("MUSREC_YOUTUBE_ALLOW_PRIVATE_ADDRESSES", "true")
+        monkeypatch.setenv("MUSREC_YOUTUBE_CACHE_PATH", str(tmp_path / "cache.sqlite3"))
+        assert main(["--config", str(config_file), "recommend", url, "--start", "0", "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["query"]["kind"] == "url" and data["query"]["start_s"] == 0.0 and data["query"]["end_s"] == 10.0
+        assert data["query"]["cached"] is False
+        assert data["matches"][0]["video_id"] == "clipvideo03"
+        fetched = media.count("/media/")
+        assert main(["--config", str(config_file), "recommend", url, "--start", "0", "--json"]) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert again["query"]["cached"] is True and again["matches"] == data["matches"]
+        assert media.count("/media/") == fetched  # the same link again: no download
+        assert main(["--config", str(config_file), "embed", url, "--start", "2", "--duration", "3", "--json"]) == 0
+        assert len(json.loads(capsys.readouterr().out)["embedding"]) == 3
+        assert main(["--config", str(config_file), "recommend", media.media("missing.m4a")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == "musrec: error: nothing was found at that link (HTTP 404)"

@@ -1,0 +1,532 @@
+"""YouTube links in, the exact query window out: parse the link, refuse what must not be fetched, download a section.
+
+Only hosts on an allow-list (YouTube's by default) are ever fetched, and only if every address they resolve to
+is public, so a link can never make the server reach into its own network; the check runs before yt-dlp sees
+the URL, and again on the media URLs that extraction returns. yt-dlp, used as a library, fetches only the
+window plus ``margin_s`` on either side (ffmpeg re-encodes at the cuts, so the section starts where asked),
+then :func:`musrec.audio.decode` reads it and the window is cut exactly. Direct http(s) streams are preferred
+to HLS, where a cut lands on a segment start (logged when it happens). Live streams, premieres and videos
+longer than ``max_video_s`` are refused after a metadata request and before any media is downloaded.
+
+Default window (no start given, none in the link): it starts at ``min(default_start_s, duration / 3)``, kept
+inside the video, which skips most silent intros while fetching only 14 seconds; a video no longer than the
+window is used whole. When the duration is unknown until the media is read (a plain media file), the first
+``default_start_s`` plus the window is fetched and the same rule is applied to what arrived.
+
+Every yt-dlp failure becomes a :class:`FetchError` whose message is short and safe to show a user.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from musrec.audio import WINDOW_S, AudioLimits, Window, choose_window, cut, decode, ffmpeg_executable
+from musrec.cache import CacheKey, EmbeddingCache
+from musrec.errors import DecodeError, DownloadError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
+from musrec.links import (
+    YOUTUBE_HOSTS,
+    is_public_address,
+    normal_host,
+    parse_youtube_url,
+    split_link,
+)
+from musrec.resample import TARGET_RATE
+
+if TYPE_CHECKING:
+    from musrec.embedders import Embedder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_START_S: Final = 30.0
+MARGIN_S: Final = 2.0  # fetched on either side of the window, then trimmed away
+MAX_VIDEO_S: Final = 3 * 3600.0
+MAX_FILESIZE: Final = 20 * 2**20  # a 14-second section is a few hundred kB; this only stops runaways
+SOCKET_TIMEOUT_S: Final = 15.0
+RETRIES: Final = 1
+REFUSED_LIVE_STATUSES: Final = frozenset({"is_live", "is_upcoming", "post_live"})
+SECTION_TOLERANCE_S: Final = 0.5  # a section this much shorter than asked for means the media ended
+MICROSECONDS: Final = 1_000_000
+# Direct http(s) streams first: ffmpeg cuts them to the millisecond, while a cut into HLS lands on a segment start.
+_DIRECT = "[protocol^=http][protocol!*=dash]"
+FORMAT: Final = f"bestaudio{_DIRECT}/bestaudio/best{_DIRECT}/best"
+GENERIC_KEY_PREFIX: Final = "url:"  # cache keys of non-YouTube media; YouTube ids never contain ':'
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class FetchFailure(Enum):
+    """Why a fetch failed; the value is the user-facing message."""
+
+    BOT_CHECK = "YouTube asked this server to prove it is not a bot; try again later"
+    AGE_RESTRICTED = "this video is age-restricted, so it cannot be fetched"
+    PRIVATE = "this video is private"
+    MEMBERS_ONLY = "this video is for channel members only"
+    REGION_BLOCKED = "this video is not available in the country of this server"
+    LIVE = "live streams and premieres cannot be used; try again once it has ended"
+    DRM = "this video is copy-protected (DRM)"
+    RATE_LIMITED = "YouTube is rate-limiting this server; try again in a few minutes"
+    TIMEOUT = "the download timed out; try again"
+    NOT_FOUND = "nothing was found at that link (HTTP 404)"
+    FORBIDDEN = "the website refused the download (HTTP 403)"
+    SERVER_ERROR = "the website had an error; try again later"
+    TOO_LARGE = "the audio file is too large"
+    NO_FFMPEG = "downloading is not available on this server"
+    NO_AUDIO = "no audio could be found at that link"
+    UNAVAILABLE = "this video is unavailable (removed, or the link is wrong)"
+    SIGN_IN = "this video can only be watched when signed in to YouTube"
+    NETWORK = "could not connect to the website; try again later"
+    UNSUPPORTED = "this link cannot be downloaded"
+    EXTRACTION = "could not read the video page (YouTube may have changed it); try again later"
+    FAILED = "the audio could not be downloaded"
+
+
+# First match wins, on yt-dlp's message lower-cased with typographic apostrophes made plain: order matters
+# ("Private video. Sign in if you've been granted access" is PRIVATE, not SIGN_IN).
+FAILURE_PATTERNS: Final[tuple[tuple[re.Pattern[str], FetchFailure], ...]] = tuple(
+    (re.compile(pattern), failure)
+    for pattern, failure in (
+        (r"not a bot|captcha|likely being blocked|unusual traffic", FetchFailure.BOT_CHECK),
+        (r"confirm your age|age[- ]restricted|inappropriate for some|age[- ]verification", FetchFailure.AGE_RESTRICTED),
+        (r"private video|video is private", FetchFailure.PRIVATE),
+        (r"members[- ]only|channel's members|join this channel", FetchFailure.MEMBERS_ONLY),
+        (r"in your country|from your location|geo[- ]?restrict", FetchFailure.REGION_BLOCKED),
+        (r"live event|premieres? in|premiere will|live stream|livestream|\bis live\b", FetchFailure.LIVE),
+        (r"\bdrm\b", FetchFailure.DRM),
+        (r"http error 429|too many requests|rate[- ]limit|try again later", FetchFailure.RATE_LIMITED),
+        (r"timed out|timeout", FetchFailure.TIMEOUT),
+        (r"http error 404|404: not found", FetchFailure.NOT_FOUND),
+        (r"http error 403|403: forbidden", FetchFailure.FORBIDDEN),
+        (r"http error 5\d\d", FetchFailure.SERVER_ERROR),
+        (r"max-filesize|max_filesize", FetchFailure.TOO_LARGE),
+        (r"ffmpeg is not installed|ffmpeg not found|ffmpeg could not be found", FetchFailure.NO_FFMPEG),
+        (r"requested format is not available|no video formats|no audio|no formats", FetchFailure.NO_AUDIO),
+        (r"unavailable|not available|has been removed|been terminated|does not exist", FetchFailure.UNAVAILABLE),
+        (r"sign in|log in|login|registered users", FetchFailure.SIGN_IN),
+        (r"unable to connect|connection (refused|reset|aborted)|name or service|name resolution", FetchFailure.NETWORK),
+        (r"network is unreachable|no route to host|getaddrinfo|remote end closed|\bssl\b", FetchFailure.NETWORK),
+        (r"unsupported url|no suitable extractor", FetchFailure.UNSUPPORTED),
+        (
+            r"unable to extract|failed to extract|player response|challenge|signature|javascript",
+            FetchFailure.EXTRACTION,
+        ),
+    )
+)
+
+
+class FetchError(DownloadError):
+    """A fetch failed for ``reason``; ``str(err)`` is its user-facing message."""
+
+    def __init__(self, reason: FetchFailure) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.expected = reason is not FetchFailure.NO_FFMPEG  # a broken installation is a bug, not the user's
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchOptions:
+    """What may be fetched and how. The defaults are the production policy: YouTube only, public addresses only.
+
+    ``allowed_hosts`` are exact host names (or IP literals). ``allow_private_addresses`` skips the check that
+    hosts resolve to public addresses: only for tests against a loopback server, never in production.
+    ``js_runtimes`` names JavaScript runtimes yt-dlp may use for YouTube's player challenges.
+    ``ytdlp_cache_dir`` keeps yt-dlp's player cache between fetches (None: no cache, nothing written).
+    """
+
+    allowed_hosts: tuple[str, ...] = YOUTUBE_HOSTS
+    allow_private_addresses: bool = False
+    max_video_s: float = MAX_VIDEO_S
+    max_filesize: int = MAX_FILESIZE
+    margin_s: float = MARGIN_S
+    socket_timeout_s: float = SOCKET_TIMEOUT_S
+    retries: int = RETRIES
+    default_start_s: float = DEFAULT_START_S
+    cookies: Path | None = None
+    js_runtimes: tuple[str, ...] = ("deno",)
+    ytdlp_cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_video_s <= 0 or self.max_filesize <= 0 or self.socket_timeout_s <= 0:
+            raise ValueError("max_video_s, max_filesize and socket_timeout_s must be positive")
+        if self.margin_s < 0 or self.retries < 0 or self.default_start_s < 0:
+            raise ValueError("margin_s, retries and default_start_s must not be negative")
+        object.__setattr__(self, "allowed_hosts", tuple(normal_host(h) for h in self.allowed_hosts))
+
+
+@dataclass(frozen=True, eq=False)
+class FetchedAudio:
+    """The exact window: 16 kHz mono float32 samples (read-only) and where they lie in the video.
+
+    ``video_id`` is None for media that is not a YouTube video; ``duration_s`` is the video's length, if known.
+    """
+
+    samples: npt.NDArray[np.float32]
+    window: Window
+    url: str
+    video_id: str | None
+    title: str | None
+    duration_s: float | None
+    sample_rate: int = TARGET_RATE
+
+
+@dataclass(frozen=True, eq=False)
+class LinkEmbedding:
+    """The embedding of a link's window (uint8 ``[n, 128]``), what it came from, and whether the cache had it."""
+
+    embedding: npt.NDArray[np.uint8]
+    window: Window
+    url: str
+    video_id: str | None
+    title: str | None
+    duration_s: float | None
+    cached: bool
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: str  # what yt-dlp is given
+    video_id: str | None
+    start_s: float | None
+    extractor: str  # the one yt-dlp extractor allowed for it
+
+    @property
+    def cache_id(self) -> str:
+        return self.video_id or GENERIC_KEY_PREFIX + self.url
+
+
+def check_url_allowed(url: str, *, options: FetchOptions) -> None:
+    """Refuse (UnsupportedLinkError) a URL whose host is not allowed or resolves to a non-public address.
+
+    This resolves the host name (DNS); ``options.allow_private_addresses`` skips only the address check.
+    """
+    host, port = _check_host_policy(url, options=options)
+    if not options.allow_private_addresses:
+        check_resolves_public(host, port)
+
+
+def check_resolves_public(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        log.info("cannot resolve %s: %s", host, err)
+        raise FetchError(FetchFailure.NETWORK) from None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not is_public_address(address):
+            log.warning("refused %s: it resolves to %s", host, address)
+            raise UnsupportedLinkError("this link points to a private network address, which is not allowed")
+
+
+def classify_failure(message: str) -> FetchFailure:
+    """The reason behind a yt-dlp error message, by :data:`FAILURE_PATTERNS`; FAILED if nothing matches."""
+    text = _ANSI.sub("", message).replace("\u2019", "'").lower()
+    return next((failure for pattern, failure in FAILURE_PATTERNS if pattern.search(text)), FetchFailure.FAILED)
+
+
+def default_start(duration_s: float, *, window_s: float = WINDOW_S, preferred_s: float = DEFAULT_START_S) -> float:
+    """Where the default window starts in media of ``duration_s``: ``min(preferred, duration / 3)``, kept inside."""
+    if duration_s <= window_s:
+        return 0.0
+    return round(min(preferred_s, duration_s / 3, duration_s - window_s), 3)
+
+
+def fetch_window(
+    url: str,
+    *,
+    start_s: float | None = None,
+    duration_s: float = WINDOW_S,
+    options: FetchOptions,
+    limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
+) -> FetchedAudio:
+    """Download and decode the ``duration_s`` window of a link starting at ``start_s`` (seconds).
+
+    ``start_s`` wins over a ``t=`` in the link; with neither, see the module docstring. A YouTube link is
+    fetched as that one video; another URL (its host must be allowed explicitly) as one media file. Raises
+    UnsupportedLinkError, FetchError (a DownloadError), TooLongError, TooShortError and DecodeError, all with
+    user-safe messages. Blocking: run it off an event loop.
+    """
+    if not duration_s > 0:
+        raise ValueError(f"duration_s must be positive, got {duration_s}")
+    if start_s is not None and not start_s >= 0:
+        raise ValueError(f"start_s must not be negative, got {start_s}")
+    target = _target(url, options)
+    start = start_s if start_s is not None else target.start_s
+    check_url_allowed(target.url, options=options)
+    from yt_dlp import YoutubeDL
+    from yt_dlp.utils import YoutubeDLError, download_range_func
+
+    with tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp, _ffmpeg_on_path(ffmpeg_executable()):
+        try:
+            with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor)) as ydl:
+                info = ydl.extract_info(target.url, download=False, process=False)
+                duration = _check_info(info, target, options)
+                start, first, last = _section(start, duration, duration_s, options)
+                ydl.params["download_ranges"] = download_range_func([], [(first, last)])
+                done = ydl.process_ie_result(info, download=True)
+        except YoutubeDLError as err:
+            raise _failure(err) from None
+        if str(done.get("protocol", "")).startswith("m3u8"):
+            log.warning("%s: only HLS was offered; the window may start up to a segment early", target.cache_id)
+        path = _downloaded_file(Path(tmp), options)
+        try:
+            audio = decode(path, duration_s=min(last - first + 1.0, limits.max_duration_s), limits=limits)
+        except DecodeError:
+            if duration is None and first > 0:  # an empty section: most likely the start is past the end
+                at = _clock(start if start is not None else first)
+                raise TooShortError(f"there is no audio at {at}; the start may be past the end") from None
+            raise
+    got_s = audio.duration_s
+    if duration is None and got_s < last - first - SECTION_TOLERANCE_S:
+        duration = first + got_s  # the media ended inside the section
+    if start is None:
+        preferred = options.default_start_s
+        start = preferred if duration is None else default_start(duration, window_s=duration_s, preferred_s=preferred)
+    if start >= first + got_s:
+        raise TooShortError(f"the start time {_clock(start)} is past the end of the audio ({_clock(first + got_s)})")
+    local = choose_window(audio.samples, start_s=start - first, duration_s=duration_s)
+    samples = np.array(cut(audio.samples, local), dtype=np.float32)
+    samples.setflags(write=False)
+    window = Window(round(first + local.start_s, 3), round(first + local.end_s, 3))
+    log.info("fetched %s window %.1f-%.1f s", target.cache_id, window.start_s, window.end_s)
+    return FetchedAudio(samples, window, target.url, target.video_id, info.get("title"), duration)
+
+
+def embed_link(
+    url: str,
+    *,
+    embedder: Embedder,
+    embedder_id: str,
+    start_s: float | None = None,
+    duration_s: float = WINDOW_S,
+    options: FetchOptions,
+    limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
+    cache: EmbeddingCache | None = None,
+) -> LinkEmbedding:
+    """The embedding of a link's window, from ``cache`` when it has it (no network at all), else fetched.
+
+    ``embedder_id`` names the model and its parameters: embeddings from different embedders never mix.
+    """
+    target = _target(url, options)
+    key = CacheKey(
+        video_id=target.cache_id,
+        start_s=start_s if start_s is not None else target.start_s,
+        duration_s=duration_s,
+        embedder=embedder_id,
+    )
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        window = Window(hit.window_start_s, hit.window_end_s)
+        return LinkEmbedding(hit.embedding, window, target.url, target.video_id, hit.title, hit.video_duration_s, True)
+    fetched = fetch_window(url, start_s=start_s, duration_s=duration_s, options=options, limits=limits)
+    codes = embedder.embed(fetched.samples, fetched.sample_rate)
+    if cache is not None:
+        cache.put(
+            key,
+            codes,
+            window_start_s=fetched.window.start_s,
+            window_end_s=fetched.window.end_s,
+            title=fetched.title,
+            video_duration_s=fetched.duration_s,
+        )
+    return LinkEmbedding(codes, fetched.window, fetched.url, fetched.video_id, fetched.title, fetched.duration_s, False)
+
+
+def _check_host_policy(url: str, *, options: FetchOptions) -> tuple[str, int]:
+    parts, host = split_link(url)
+    if host not in options.allowed_hosts:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if options.allowed_hosts == YOUTUBE_HOSTS:
+                raise UnsupportedLinkError("only YouTube links are supported") from None
+            raise UnsupportedLinkError(f"links to {host} are not supported") from None
+        raise UnsupportedLinkError("links to IP addresses are not accepted")
+    return host, parts.port or (443 if parts.scheme.lower() == "https" else 80)
+
+
+def _target(url: str, options: FetchOptions) -> _Target:
+    """What to fetch for ``url``, checked against the host policy (no network)."""
+    _check_host_policy(url, options=options)
+    _, host = split_link(url)
+    if host in YOUTUBE_HOSTS:
+        link = parse_youtube_url(url)
+        return _Target(link.url, link.video_id, link.start_s, "youtube")
+    return _Target(url.strip().removeprefix("<").removesuffix(">"), None, None, "generic")
+
+
+def _check_info(info: Mapping[str, Any], target: _Target, options: FetchOptions) -> float | None:
+    """Refuse playlists, live streams, premieres, over-long videos and non-public media hosts; the duration."""
+    if info.get("_type", "video") != "video":
+        raise UnsupportedLinkError("this link does not lead to a single video")
+    if info.get("is_live") or info.get("live_status") in REFUSED_LIVE_STATUSES:
+        raise FetchError(FetchFailure.LIVE)
+    duration = info.get("duration")
+    duration = float(duration) if isinstance(duration, int | float) and duration > 0 else None
+    if duration is not None and duration > options.max_video_s:
+        raise TooLongError(f"this video is {_clock(duration)} long; the limit is {_clock(options.max_video_s)}")
+    media = {str(f.get(k)) for f in (info.get("formats") or [info]) for k in ("url", "manifest_url") if f.get(k)}
+    by_host = {split_link(url)[1]: url for url in sorted(media)}  # dozens of formats, usually one or two hosts
+    for host, url in by_host.items():
+        # Other media must stay on allowed hosts; YouTube's streams come from its CDN, which must be public.
+        if target.extractor == "generic":
+            check_url_allowed(url, options=options)
+        elif not options.allow_private_addresses:
+            check_resolves_public(host, split_link(url)[0].port or 443)
+    return duration
+
+
+def _section(
+    start: float | None, duration: float | None, window_s: float, options: FetchOptions
+) -> tuple[float | None, float, float]:
+    """The window's start (None: decide once the audio is in) and the span to download, widened by ``margin_s``."""
+    if duration is None:
+        if start is None:  # unknown length: fetch up to the preferred window, decide when the audio is in
+            return None, 0.0, options.default_start_s + window_s + options.margin_s
+    elif start is None:
+        start = default_start(duration, window_s=window_s, preferred_s=options.default_start_s)
+    elif start >= duration:
+        raise TooShortError(f"the start time {_clock(start)} is past the end of the video ({_clock(duration)})")
+    else:
+        start = max(0.0, min(start, duration - window_s))
+    return start, max(0.0, start - options.margin_s), start + window_s + options.margin_s
+
+
+def js_runtime_config(names: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """yt-dlp's ``js_runtimes``: each runtime found on PATH or beside this Python (the ``deno`` package installs its
+    binary there, which is not on PATH when musrec runs as ``.venv/bin/musrec``)."""
+    config: dict[str, dict[str, str]] = {}
+    beside = Path(sys.executable).parent
+    for name in names:
+        found = shutil.which(name) or shutil.which(name, path=str(beside))
+        config[name] = {"path": found} if found else {}
+    return config
+
+
+def _ydl_params(options: FetchOptions, tmp: Path, extractor: str) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "format": FORMAT,
+        "noplaylist": True,
+        "allowed_extractors": [extractor],
+        "force_keyframes_at_cuts": True,  # re-encode at the cuts: a copied section starts at an earlier keyframe
+        "max_filesize": options.max_filesize,
+        "socket_timeout": options.socket_timeout_s,
+        "retries": options.retries,
+        "fragment_retries": options.retries,
+        "extractor_retries": options.retries,
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "color": "never",
+        "logger": _YtdlpLogger(),
+        "ffmpeg_location": ffmpeg_executable(),
+        "paths": {"home": str(tmp), "temp": str(tmp)},
+        "outtmpl": {"default": "audio.%(ext)s"},
+        "fixup": "never",
+        "updatetime": False,
+        "cachedir": str(options.ytdlp_cache_dir) if options.ytdlp_cache_dir else False,
+        "js_runtimes": js_runtime_config(options.js_runtimes),
+        # ffmpeg fetches the section itself: bound its stalls and its output like yt-dlp's own downloads.
+        "external_downloader_args": {
+            "ffmpeg_i": ["-rw_timeout", str(round(options.socket_timeout_s * MICROSECONDS))],
+            "ffmpeg_o": ["-fs", str(options.max_filesize)],
+        },
+    }
+    if options.cookies is not None:
+        # yt-dlp writes its cookie jar back to the file: give it a private copy.
+        try:
+            params["cookiefile"] = str(shutil.copyfile(options.cookies, tmp / "cookies.txt"))
+        except OSError as err:
+            log.error("cannot read the cookies file, fetching without cookies: %s", err)
+    return params
+
+
+def _downloaded_file(tmp: Path, options: FetchOptions) -> Path:
+    files = [p for p in tmp.iterdir() if p.name.startswith("audio.") and not p.name.endswith(".part")]
+    if not files:
+        log.warning("yt-dlp finished without writing a file")
+        raise FetchError(FetchFailure.FAILED)
+    if files[0].stat().st_size >= options.max_filesize:
+        raise FetchError(FetchFailure.TOO_LARGE)
+    return files[0]
+
+
+def _failure(err: Exception) -> MusrecError:
+    from yt_dlp.utils import GeoRestrictedError
+
+    cause = getattr(err, "exc_info", None)
+    if isinstance(err, GeoRestrictedError) or (cause and isinstance(cause[1], GeoRestrictedError)):
+        reason = FetchFailure.REGION_BLOCKED
+    else:
+        reason = classify_failure(str(err))
+    level = logging.ERROR if reason in (FetchFailure.NO_FFMPEG, FetchFailure.FAILED) else logging.INFO
+    log.log(level, "yt-dlp failed (%s): %s", reason.name, err)
+    return FetchError(reason)
+
+
+def _clock(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class _YtdlpLogger:
+    """Routes yt-dlp's output into logging; its errors are raised too, and logged once by :func:`_failure`."""
+
+    def debug(self, message: str) -> None:
+        log.debug("yt-dlp: %s", message)
+
+    def warning(self, message: str) -> None:
+        log.info("yt-dlp: %s", message)  # mostly notes ("falling back on generic"); what matters is raised
+
+    info = error = debug
+
+
+class _FfmpegPath:
+    """Puts a directory holding an ``ffmpeg`` link on PATH while any fetch runs.
+
+    yt-dlp decides whether it can download a section by running plain ``ffmpeg`` from PATH, even when
+    ``ffmpeg_location`` points at a binary with another name (imageio-ffmpeg's). PATH is process-wide, so
+    fetches share one directory, counted under a lock, and the last one out restores PATH.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._dir: str | None = None
+
+    @contextmanager
+    def __call__(self, executable: str) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0 and shutil.which("ffmpeg") is None:
+                self._dir = tempfile.mkdtemp(prefix="musrec-ffmpeg-")
+                os.symlink(executable, os.path.join(self._dir, "ffmpeg"))
+                os.environ["PATH"] = os.pathsep.join([self._dir, os.environ.get("PATH", "")])
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._dir is not None:
+                    paths = os.environ.get("PATH", "").split(os.pathsep)
+                    os.environ["PATH"] = os.pathsep.join(p for p in paths if p != self._dir)
+                    shutil.rmtree(self._dir, ignore_errors=True)
+                    self._dir = None
+
+
+_ffmpeg_on_path = _FfmpegPath()
