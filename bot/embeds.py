@@ -1,0 +1,141 @@
+"""Rendering results as Discord embeds, always within Discord's limits however long the labels are."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import discord
+
+from musrec.compare import Comparison
+from musrec.index import Manifest
+from musrec.recommend import Match, Query, Recommendation
+from musrec.timecode import format_timecode
+
+# Discord's embed limits.
+TITLE_MAX = 256
+DESCRIPTION_MAX = 4096
+FIELDS_MAX = 25
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FOOTER_MAX = 2048
+EMBED_TOTAL_MAX = 6000
+
+COLOUR = discord.Colour(0x5865F2)
+GENERIC_LABELS = frozenset({"Music"})  # true of nearly every match: it explains nothing
+WHY_LABELS = 3
+LABELS_PER_MATCH = 4
+ATTRIBUTION = (
+    "Segments and labels: Google AudioSet (CC BY 4.0), embeddings by VGGish. Links open YouTube at the segment."
+)
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def escape(text: str) -> str:
+    """Text shown inside a link's brackets: no markdown of its own."""
+    return discord.utils.escape_markdown(text).replace("[", "(").replace("]", ")")
+
+
+def percent(score: float) -> str:
+    return f"{max(0.0, score) * 100:.0f}%"
+
+
+def span(start_s: float, end_s: float) -> str:
+    return f"{format_timecode(start_s)}–{format_timecode(end_s)}"
+
+
+def why(matches: Sequence[Match]) -> str | None:
+    """ "sounds like: Guitar, Jazz": the labels the matches share most, ignoring ones that say nothing."""
+    counts = Counter(label for m in matches for label in set(m.labels))
+    shared = [label for label, n in counts.most_common() if n >= 2 and label not in GENERIC_LABELS]
+    if not shared:
+        shared = [label for label, n in counts.most_common() if n >= 2]
+    return "sounds like: " + ", ".join(shared[:WHY_LABELS]) if shared else None
+
+
+def describe_query(query: Query) -> str:
+    if query.kind == "audioset" and query.video_id is not None and query.start_s is not None:
+        url = f"https://www.youtube.com/watch?v={query.video_id}&t={int(query.start_s)}s"
+        return f"AudioSet segment [{query.video_id}]({url}) at {span(query.start_s, query.end_s or query.start_s)}"
+    what = str(query.extra.get("title") or query.source)
+    if query.kind == "url":
+        what = f"[{escape(clip(what, 200))}]({query.source})"
+    window = ""
+    if query.start_s is not None and query.end_s is not None:
+        window = f" ({span(query.start_s, query.end_s)})"
+    return f"{what}{window}"
+
+
+def recommendation_embed(result: Recommendation, *, index_size: int) -> discord.Embed:
+    matches = result.matches
+    lines = [clip(describe_query(result.query), 600)]
+    reason = why(matches)
+    if reason:
+        lines.append(f"**{clip(reason, 300)}**")
+    if not matches:
+        lines.append("No matches: try without the music-only filter, or another part of the clip.")
+    embed = discord.Embed(title="Sounds like this", description="\n".join(lines), colour=COLOUR)
+    for rank, m in enumerate(matches[: FIELDS_MAX - 1], start=1):
+        labels = ", ".join(m.labels[:LABELS_PER_MATCH]) or "unlabelled"
+        if len(m.labels) > LABELS_PER_MATCH:
+            labels += f" +{len(m.labels) - LABELS_PER_MATCH}"
+        name = clip(f"{rank}. {percent(m.score)} · {labels}", FIELD_NAME_MAX)
+        value = clip(f"[youtu.be/{m.video_id}]({m.url}) · {span(m.start_s, m.end_s)}", FIELD_VALUE_MAX)
+        embed.add_field(name=name, value=value, inline=False)
+    embed.set_footer(text=clip(f"{index_size:,} AudioSet segments searched · similarity = cosine", FOOTER_MAX))
+    return fit(embed)
+
+
+def comparison_embed(comparison: Comparison, first: Query, second: Query, *, image: str | None) -> discord.Embed:
+    embed = discord.Embed(
+        title=f"{percent(comparison.score)} alike",
+        description=clip(
+            f"**A:** {describe_query(first)}\n**B:** {describe_query(second)}\n"
+            "The picture compares them second by second: A down, B across; red is alike, blue is not.",
+            DESCRIPTION_MAX,
+        ),
+        colour=COLOUR,
+    )
+    if image:
+        embed.set_image(url=f"attachment://{image}")
+    embed.set_footer(text="cosine similarity of the two 10-second windows' VGGish embeddings")
+    return fit(embed)
+
+
+def about_embed(manifest: Manifest, *, embedder: str) -> discord.Embed:
+    embed = discord.Embed(
+        title="musrec: find music that sounds like this",
+        description=(
+            "Send me a sound and I find the 10-second YouTube segments of Google AudioSet that sound most like it.\n"
+            "• `/recommend clip:<file>` or `/recommend link:<YouTube link>` (with `start:1:30` for a part)\n"
+            "• `/compare` two clips or links\n"
+            "I embed a 10-second window with VGGish and search AudioSet's released embeddings by cosine similarity."
+        ),
+        colour=COLOUR,
+    )
+    embed.add_field(name="Index", value=f"{manifest.count:,} segments ({manifest.representation})", inline=True)
+    embed.add_field(name="Recall@10", value=f"{manifest.recall_at_10:.2f} (measured)", inline=True)
+    embed.add_field(name="Model", value=embedder, inline=True)
+    embed.set_footer(text=ATTRIBUTION)
+    return fit(embed)
+
+
+def embed_length(embed: discord.Embed) -> int:
+    return len(embed)
+
+
+def fit(embed: discord.Embed) -> discord.Embed:
+    """Trim field values, then drop trailing fields, until the embed is within Discord's total of 6000 characters."""
+    while len(embed) > EMBED_TOTAL_MAX and embed.fields:
+        longest = max(range(len(embed.fields)), key=lambda i: len(embed.fields[i].name) + len(embed.fields[i].value))
+        f = embed.fields[longest]
+        if len(f.name) > 64:
+            embed.set_field_at(longest, name=clip(f.name, 64), value=f.value, inline=f.inline)
+        else:
+            embed.remove_field(len(embed.fields) - 1)
+    if len(embed) > EMBED_TOTAL_MAX and embed.description:
+        embed.description = clip(embed.description, max(1, len(embed.description) - (len(embed) - EMBED_TOTAL_MAX)))
+    return embed

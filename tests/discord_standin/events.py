@@ -1,0 +1,133 @@
+"""Gateway events the tests trigger, built like Discord's: INTERACTION_CREATE for slash commands, MESSAGE_CREATE."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from .objects import (
+    APPLICATION_COMMAND,
+    MESSAGE_DEFAULT,
+    OPTION_ATTACHMENT,
+    OPTION_BOOLEAN,
+    OPTION_INTEGER,
+    OPTION_NUMBER,
+    OPTION_STRING,
+    OPTION_USER,
+    World,
+    timestamp,
+)
+
+MENTION = re.compile(r"<@!?(\d+)>")
+SUBCOMMAND_TYPES = (1, 2)
+
+
+def option_type(value: Any) -> int:
+    if isinstance(value, bool):
+        return OPTION_BOOLEAN
+    if isinstance(value, int):
+        return OPTION_INTEGER
+    if isinstance(value, float):
+        return OPTION_NUMBER
+    if isinstance(value, str):
+        return OPTION_STRING
+    if isinstance(value, dict) and {"filename", "url"} <= value.keys():
+        return OPTION_ATTACHMENT
+    if isinstance(value, dict) and "username" in value:
+        return OPTION_USER
+    raise TypeError(f"cannot tell the option type of {value!r}; pass an attachment or user object or a scalar")
+
+
+def command_options(
+    world: World, command: dict[str, Any], values: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Interaction ``data.options`` and ``data.resolved`` for ``values``, typed by the registered ``command``."""
+    schema = {o["name"]: o for o in command["options"]} if "options" in command else None
+    if schema is not None:
+        if any(o["type"] in SUBCOMMAND_TYPES for o in schema.values()):
+            raise NotImplementedError("subcommands are not modelled by the stand-in")
+        if unknown := set(values) - set(schema):
+            raise ValueError(f"/{command['name']} has no option(s) {sorted(unknown)}")
+        if missing := [n for n, o in schema.items() if o.get("required") and n not in values]:
+            raise ValueError(f"/{command['name']} needs option(s) {missing}")
+    options: list[dict[str, Any]] = []
+    resolved: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        kind = schema[name]["type"] if schema is not None else option_type(value)
+        if kind == OPTION_ATTACHMENT:
+            resolved.setdefault("attachments", {})[value["id"]] = value
+            value = value["id"]
+        elif kind == OPTION_USER:
+            user = value if isinstance(value, dict) else world.user(int(value))
+            resolved.setdefault("users", {})[user["id"]] = user
+            member = world.member(int(user["id"]), with_user=False, with_permissions=True)
+            resolved.setdefault("members", {})[user["id"]] = member
+            value = user["id"]
+        elif kind not in (OPTION_STRING, OPTION_INTEGER, OPTION_BOOLEAN, OPTION_NUMBER):
+            raise NotImplementedError(f"option type {kind} is not modelled by the stand-in")
+        elif option_type(value) != kind and not (kind == OPTION_NUMBER and option_type(value) == OPTION_INTEGER):
+            raise ValueError(f"option {name!r} has type {kind}, got {value!r}")
+        options.append({"name": name, "type": kind, "value": value})
+    return options, resolved
+
+
+def interaction_create(
+    world: World, command: dict[str, Any], values: Mapping[str, Any], *, user_id: int, channel_id: int, locale: str
+) -> dict[str, Any]:
+    """INTERACTION_CREATE (type 2) for ``command``: a registered command, or just ``{"name": ...}``."""
+    data: dict[str, Any] = {"id": command.get("id") or str(world.snowflake()), "name": command["name"], "type": 1}
+    options, resolved = command_options(world, command, values)
+    if options:
+        data["options"] = options
+    if resolved:
+        data["resolved"] = resolved
+    if command.get("guild_id"):
+        data["guild_id"] = command["guild_id"]
+    interaction_id = world.snowflake()
+    return {
+        "id": str(interaction_id),
+        "application_id": str(world.application_id),
+        "type": APPLICATION_COMMAND,
+        "data": data,
+        "guild_id": str(world.guild_id),
+        "guild": {"id": str(world.guild_id), "locale": "en-US", "features": []},
+        "channel_id": str(channel_id),
+        "channel": world.channels[channel_id],
+        "member": world.member(user_id, with_permissions=True),
+        "token": f"aW50ZXJhY3Rpb246{interaction_id}:{secrets.token_urlsafe(48)}",
+        "version": 1,
+        "app_permissions": str(world.permissions_in(channel_id)),
+        "locale": locale,
+        "guild_locale": "en-US",
+        "entitlements": [],
+        "authorizing_integration_owners": {"0": str(world.guild_id)},
+        "context": 0,
+        "attachment_size_limit": world.upload_limit,
+    }
+
+
+def message_create(
+    world: World, content: str, *, attachments: list[dict[str, Any]], channel_id: int, user: dict[str, Any]
+) -> dict[str, Any]:
+    """A message a user posts; ``<@id>`` mentions in ``content`` are resolved like Discord does."""
+    return {
+        "id": str(world.snowflake()),
+        "channel_id": str(channel_id),
+        "guild_id": str(world.guild_id),
+        "author": user,
+        "content": content,
+        "timestamp": timestamp(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [world.user(int(m)) for m in MENTION.findall(content)],
+        "mention_roles": [],
+        "attachments": attachments,
+        "embeds": [],
+        "components": [],
+        "pinned": False,
+        "type": MESSAGE_DEFAULT,
+        "flags": 0,
+    }

@@ -1,0 +1,114 @@
+"""Messages the bot creates and edits, built as Discord stores them; uploads become attachments on the stand-in CDN."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .objects import FLAG_LOADING, FLAG_SUPPRESS_EMBEDS, MESSAGE_DEFAULT, timestamp
+from .records import Call, InteractionHandle, StoredMessage
+
+if TYPE_CHECKING:
+    from .server import StandIn
+
+
+class Messages:
+    def __init__(self, standin: StandIn) -> None:
+        self.standin = standin
+        self.world = standin.world
+
+    async def create(
+        self,
+        channel_id: int,
+        payload: dict[str, Any],
+        call: Call,
+        *,
+        flags: int,
+        kind: int = MESSAGE_DEFAULT,
+        reference: dict[str, Any] | None = None,
+        interaction: InteractionHandle | None = None,
+    ) -> StoredMessage:
+        world = self.world
+        data: dict[str, Any] = {
+            "id": str(world.snowflake()),
+            "channel_id": str(channel_id),
+            "guild_id": str(world.guild_id),
+            "author": world.bot_user,
+            "content": "",
+            "timestamp": timestamp(),
+            "edited_timestamp": None,
+            "tts": bool(payload.get("tts")),
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "components": [],
+            "pinned": False,
+            "type": kind,
+            "flags": flags,
+        }
+        if reference:
+            referenced = self.standin.messages[int(reference["message_id"])]
+            data["message_reference"] = {"type": 0, "channel_id": str(channel_id), **reference}
+            data["message_reference"].pop("fail_if_not_exists", None)
+            data["referenced_message"] = referenced.data
+            allowed = payload.get("allowed_mentions") or {}
+            if allowed.get("replied_user", True):
+                data["mentions"] = [referenced.data["author"]]
+        if interaction is not None:
+            data.update(webhook_id=str(world.application_id), application_id=str(world.application_id))
+            user = interaction.payload["member"]["user"]
+            data["interaction_metadata"] = {
+                "id": str(interaction.id),
+                "type": interaction.payload["type"],
+                "user": user,
+                "authorizing_integration_owners": interaction.payload["authorizing_integration_owners"],
+                "name": interaction.payload["data"]["name"],
+            }
+        message = StoredMessage(data)
+        self.standin.messages[message.id] = message
+        message = await self.edit(message, payload, call, initial=True)
+        if not message.ephemeral:
+            member = world.member(world.application_id, with_user=False)
+            await self.standin.gateway.dispatch("MESSAGE_CREATE", {**message.data, "member": member})
+        return message
+
+    async def edit(
+        self, message: StoredMessage, payload: dict[str, Any], call: Call, *, initial: bool = False
+    ) -> StoredMessage:
+        """Apply a create (``initial``) or edit payload. Replacing a deferral's loading message keeps its flags."""
+        data = message.data
+        for key in ("content", "embeds", "components"):
+            if key in payload:
+                data[key] = payload[key] if payload[key] is not None else ([] if key != "content" else "")
+        if not initial:
+            if message.loading:
+                data["flags"] &= ~FLAG_LOADING
+            else:
+                data["edited_timestamp"] = timestamp()
+                if payload.get("flags") is not None:
+                    editable = FLAG_SUPPRESS_EMBEDS
+                    data["flags"] = data["flags"] & ~editable | payload["flags"] & editable
+        data["attachments"] = self._attachments(message, payload, call)
+        message.files.extend(call.files)
+        message.payloads.append(payload)
+        return message
+
+    def _attachments(self, message: StoredMessage, payload: dict[str, Any], call: Call) -> list[dict[str, Any]]:
+        existing = {a["id"]: a for a in message.attachments}
+        uploads = {f.field: f for f in call.files}
+        specs = payload.get("attachments")
+        if specs is None:
+            specs = [*({"id": key} for key in existing), *({"id": i} for i in range(len(call.files)))]
+        attachments = []
+        for spec in specs:
+            upload = uploads.get(f"files[{spec['id']}]")
+            if upload is not None:
+                filename = spec.get("filename") or upload.filename
+                attachment = self.standin.add_attachment(filename, upload.data, channel_id=message.channel_id)
+                if spec.get("description"):
+                    attachment["description"] = spec["description"]
+                attachments.append(attachment)
+            elif str(spec["id"]) in existing:
+                attachments.append(existing[str(spec["id"])])
+        return attachments

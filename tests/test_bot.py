@@ -1,0 +1,392 @@
+"""The Discord bot end to end: the real discord.py client against a Discord stand-in on 127.0.0.1, with the real
+musrec library underneath (a random-weight VGGish and a small index)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audio_fixtures import ffmpeg
+from audioset_fixtures import make_segments
+from discord_standin import StandIn, run
+from test_pipeline import distinct_clip
+from vggish_fixtures import shared_embedder
+from youtube_fixtures import media_server
+
+from bot.client import MusrecBot, command_payload, make_bot
+from musrec.audio import decode, to_wav_bytes
+from musrec.audioset import Segment
+from musrec.build import BuildOptions, build_index
+from musrec.config import Config, load_config
+from musrec.index import Index
+from musrec.labels import default_labels
+from musrec.representation import fit_rows
+from musrec.service import Musrec
+
+RATE = 16000
+CLIPS = 3
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    embedder = shared_embedder(tmp_path_factory)
+    root = tmp_path_factory.mktemp("bot")
+    clips = []
+    segments: list[Segment] = make_segments(200, split="eval")
+    for i in range(CLIPS):
+        wav = to_wav_bytes(distinct_clip(i, 12.0))
+        clips.append(wav)
+        rows = embedder.embed(decode(wav).samples[: 10 * RATE])
+        segments.append(Segment(f"botclip{i:04d}", 0.0, 10.0, (140, 235), "eval", fit_rows(rows)))
+    build_index(segments, root / "index", labels=default_labels(), options=BuildOptions(trees=8))
+    return {"embedder": embedder, "index": root / "index", "clips": clips}
+
+
+def config_for(world: dict[str, Any], standin: StandIn, **bot: Any) -> Config:
+    config = load_config(None, environ={})
+    settings = {"attachment_hosts": (standin.cdn_hostname,), "cooldown_s": 0.0, **bot}
+    # Links to the loopback media server only: 127.0.0.1 allowed explicitly, private addresses opted in.
+    youtube = replace(
+        config.youtube,
+        allowed_hosts=("127.0.0.1",),
+        allow_private_addresses=True,
+        retries=0,
+        socket_timeout_s=5.0,
+        cache_path=world["index"].parent / f"cache-{id(standin)}.sqlite3",
+    )
+    return replace(
+        config,
+        index=replace(config.index, path=world["index"]),
+        bot=replace(config.bot, **settings),
+        youtube=youtube,
+    )
+
+
+def bot_for(world: dict[str, Any], config: Config, *, embedder: Any = None) -> MusrecBot:
+    def factory() -> Musrec:
+        return Musrec(config=config, index=Index(world["index"]), embedder=embedder or world["embedder"])
+
+    bot = make_bot(config, musrec_factory=factory, guild_ready_timeout=0.05)
+    assert isinstance(bot, MusrecBot)
+    return bot
+
+
+def scenario(
+    world: dict[str, Any],
+    body: Callable[[StandIn, MusrecBot], Awaitable[None]],
+    *,
+    embedder: Any = None,
+    **bot: Any,
+) -> None:
+    async def main(standin: StandIn) -> None:
+        client = bot_for(world, config_for(world, standin, **bot), embedder=embedder)
+        async with standin.running(client, timeout=TIMEOUT):
+            await body(standin, client)
+        assert not standin.errors
+
+    run(main, timeout=TIMEOUT * 2, heartbeat_interval=0.5)
+
+
+def ephemeral_text(handle: Any) -> str:
+    visible = [m for m in handle.messages if not m.deleted]
+    assert len(visible) == 1, visible
+    assert visible[0].ephemeral, visible[0]
+    return str(visible[0].content)
+
+
+def test_recommend_a_clip(world: dict[str, Any]) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        clip = standin.add_attachment("my clip.wav", world["clips"][1], "audio/wav")
+        handle = await standin.dispatch_interaction("recommend", {"clip": clip, "top_k": 3, "start": "0"})
+        await handle.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+        assert handle.deferred is not None  # acknowledged at once, answered later
+        message = handle.original
+        assert not message.ephemeral and not message.deleted
+        embed = message.embeds[0]
+        assert embed["title"] == "Sounds like this"
+        assert embed["description"].startswith("my clip.wav (0:00–0:10)")
+        assert len(embed["fields"]) == 3
+        top = embed["fields"][0]
+        assert top["name"].startswith("1. 100% · Guitar, Jazz")
+        assert "https://www.youtube.com/watch?v=botclip0001&t=0s" in top["value"] and "0:00–0:10" in top["value"]
+        assert "203 AudioSet segments searched" in embed["footer"]["text"]
+        assert not standin.unexpected
+
+    scenario(world, body)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "Give exactly one of `clip` (a file) or `link` (a YouTube link)."),
+        ({"link": "https://youtu.be/dQw4w9WgXcQ", "clip": "ATTACHMENT"}, "Give exactly one of `clip`"),
+        ({"clip": "ATTACHMENT", "start": "soon"}, "'soon' is not a start time: write it like 90, 1:30 or 1m30s."),
+        ({"link": "https://example.com/song.mp3"}, "link"),
+        ({"clip": "TEXT"}, "notes.txt does not look like audio or video"),
+        ({"clip": "HUGE"}, "the limit is 1 MiB"),
+    ],
+)
+def test_bad_requests_get_an_ephemeral_answer_without_work(
+    world: dict[str, Any], options: dict[str, Any], expected: str
+) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        resolved = dict(options)
+        for key, value in options.items():
+            if value == "ATTACHMENT":
+                resolved[key] = standin.add_attachment("a.wav", world["clips"][0], "audio/wav")
+            elif value == "TEXT":
+                resolved[key] = standin.add_attachment("notes.txt", b"hello", "text/plain")
+            elif value == "HUGE":
+                resolved[key] = standin.add_attachment("big.wav", b"\0" * (2 << 20), "audio/wav")
+        handle = await standin.dispatch_interaction("recommend", resolved)
+        await handle.wait_for_response()
+        assert handle.deferred is None  # refused before deferring: nothing downloaded, nothing queued
+        assert expected in ephemeral_text(handle)
+        assert not [c for c in standin.recorded if "/attachments/" in c.path]
+        assert bot.queue.pending == 0
+
+    scenario(world, body, max_attachment_bytes=1 << 20)
+
+
+def test_corrupt_audio_is_reported_privately_after_deferring(world: dict[str, Any]) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        clip = standin.add_attachment("song.mp3", b"ID3" + b"\x17garbage" * 500, "audio/mpeg")
+        handle = await standin.dispatch_interaction("recommend", {"clip": clip})
+        await standin.wait_until(lambda: any(m.ephemeral for m in handle.messages), timeout=TIMEOUT)
+        assert handle.deferred is not None
+        assert handle.original is not None and handle.original.deleted  # the public "thinking" message is gone
+        assert ephemeral_text(handle) == "Could not read this as audio."
+
+    scenario(world, body)
+
+
+def test_unexpected_errors_are_logged_and_answered_generically(
+    world: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def embed(self, samples: Any, sample_rate: int = RATE) -> Any:
+            raise RuntimeError("internal detail: /secret/path")
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        clip = standin.add_attachment("a.wav", world["clips"][0], "audio/wav")
+        handle = await standin.dispatch_interaction("recommend", {"clip": clip})
+        await standin.wait_until(lambda: any(m.ephemeral for m in handle.messages), timeout=TIMEOUT)
+        text = ephemeral_text(handle)
+        assert text.startswith("Sorry, something went wrong on my side") and "secret" not in text
+
+    with caplog.at_level(logging.ERROR, logger="bot"):
+        scenario(world, body, embedder=Broken())
+    assert any("internal detail" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_recommend_a_link_fetches_only_the_window_and_caches_it(world: dict[str, Any], tmp_path: Path) -> None:
+    wav = tmp_path / "clip1.wav"
+    wav.write_bytes(to_wav_bytes(distinct_clip(1, 40.0)))
+    ffmpeg("-i", str(wav), "-c:a", "aac", "-b:a", "128k", str(tmp_path / "clip1.m4a"))
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        with media_server(tmp_path) as media:
+            url = media.media("clip1.m4a")
+            first = await standin.dispatch_interaction("recommend", {"link": f"listen <{url}>", "start": "0:00"})
+            await first.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+            embed = first.original.embeds[0]
+            assert "botclip0001" in embed["fields"][0]["value"]
+            assert embed["description"].startswith(f"[clip1]({url}) (0:00–0:10)")
+            fetched = media.count("/media/")
+            assert fetched > 0
+            again = await standin.dispatch_interaction("recommend", {"link": url, "start": "0"}, user_id=4321)
+            await again.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+            assert media.count("/media/") == fetched  # answered from the embedding cache
+            gone = await standin.dispatch_interaction("recommend", {"link": media.media("nope.m4a")}, user_id=99)
+            await standin.wait_until(lambda: any(m.ephemeral for m in gone.messages), timeout=TIMEOUT)
+            assert ephemeral_text(gone) == "Nothing was found at that link (HTTP 404)."
+
+    scenario(world, body)
+
+
+def test_links_elsewhere_are_refused(world: dict[str, Any]) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        for link, expected in [
+            ("https://www.youtube.com/playlist?list=PL0123456789", "playlists are not supported"),
+            ("http://10.0.0.1/admin", "only youtube links are supported"),
+            ("no link at all", "that is not a link"),
+        ]:
+            handle = await standin.dispatch_interaction("recommend", {"link": link}, user_id=hash(link) % 10**6)
+            await handle.wait_for_response()
+            assert handle.deferred is None and expected in ephemeral_text(handle).lower()
+
+    scenario(world, body)
+
+
+def test_compare_two_clips_with_a_picture(world: dict[str, Any]) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        a = standin.add_attachment("a.wav", world["clips"][0], "audio/wav")
+        b = standin.add_attachment("b.wav", world["clips"][0], "audio/wav")
+        handle = await standin.dispatch_interaction("compare", {"first_clip": a, "second_clip": b})
+        await handle.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+        embed = handle.original.embeds[0]
+        assert embed["title"] == "100% alike"
+        assert embed["image"]["url"] == "attachment://similarity.png"
+        png = handle.original.file("similarity.png").data
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 200
+
+    scenario(world, body)
+
+
+def test_about(world: dict[str, Any]) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        handle = await standin.dispatch_interaction("about")
+        await handle.wait_for_response()
+        embed = handle.original.embeds[0]
+        assert embed["fields"][0]["value"].startswith("203 segments")
+        assert "AudioSet (CC BY 4.0)" in embed["footer"]["text"]
+
+    scenario(world, body)
+
+
+def test_queue_under_many_concurrent_requests(world: dict[str, Any]) -> None:
+    """Eight users at once with one worker and two places to wait: each gets one clear outcome, promptly."""
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        users = [9000 + i for i in range(8)]
+        handles = []
+        for user in users:
+            clip = standin.add_attachment("a.wav", world["clips"][2], "audio/wav")
+            handles.append(await standin.dispatch_interaction("recommend", {"clip": clip}, user_id=user))
+        # A second request from a user still waiting is refused at once.
+        again = standin.add_attachment("a.wav", world["clips"][2], "audio/wav")
+        repeat = await standin.dispatch_interaction("recommend", {"clip": again}, user_id=users[0])
+        await repeat.wait_for_response()
+        assert "You already have a request in progress" in ephemeral_text(repeat)
+
+        def settled(h: Any) -> bool:
+            return any(m.embeds for m in h.messages) or any(m.ephemeral for m in h.messages)
+
+        await standin.wait_until(lambda: all(settled(h) for h in handles), timeout=TIMEOUT * 2)
+        answered = [h for h in handles if h.original is not None and h.original.embeds and not h.original.deleted]
+        busy = [h for h in handles if h.deferred is None]
+        assert len(answered) == 3 and len(busy) == 5  # one working + two waiting; the rest told at once
+        for h in busy:
+            assert "you would be number" in ephemeral_text(h) and "which is full" in ephemeral_text(h)
+        # Those that waited saw their place in line before the answer replaced it.
+        waited = [
+            h for h in answered if any("in the queue" in ((p or {}).get("content") or "") for p in h.original.payloads)
+        ]
+        assert len(waited) == 2
+        for _ in range(100):  # the last answer is recorded a moment before its request releases its place
+            if bot.queue.pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert bot.queue.pending == 0
+
+    scenario(world, body, workers=1, max_waiting=2)
+
+
+def test_heartbeats_continue_while_the_model_works(world: dict[str, Any]) -> None:
+    """Model work runs in worker threads: the gateway connection stays alive through a long request."""
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        long_clip = to_wav_bytes(distinct_clip(1, 240.0))
+        clip = standin.add_attachment("long.wav", long_clip, "audio/wav")
+        before = standin.gateway.heartbeats
+        started = time.monotonic()
+        handle = await standin.dispatch_interaction("recommend", {"clip": clip})
+        await handle.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+        elapsed = time.monotonic() - started
+        beats = standin.gateway.heartbeats - before
+        assert beats >= int(elapsed / 0.5) - 2  # one every 0.5 s throughout
+        assert bot.latency < 5
+
+    scenario(world, body)
+
+
+def test_posted_clips_in_listened_channels(world: dict[str, Any]) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        clip = standin.add_attachment("posted.wav", world["clips"][0], "audio/wav")
+        posted = await standin.post_message("what is this?", attachments=[clip])
+        reply = await posted.wait_for_reply(timeout=TIMEOUT)
+        assert reply.embeds[0]["title"] == "Sounds like this"
+        assert "botclip0000" in reply.embeds[0]["fields"][0]["value"]
+        chatter = await standin.post_message("just talking, no audio here")
+        await asyncio.sleep(0.5)
+        assert not chatter.replies
+
+    async def wrapped(standin: StandIn, bot: MusrecBot) -> None:
+        await body(standin, bot)
+
+    async def main(standin: StandIn) -> None:
+        config = config_for(world, standin, listen_channels=(str(standin.world.channel_id),))
+        client = bot_for(world, config)
+        assert client.intents.message_content
+        async with standin.running(client, timeout=TIMEOUT):
+            await wrapped(standin, client)
+
+    run(main, timeout=TIMEOUT * 2, heartbeat_interval=0.5)
+
+
+def test_unlistened_channels_and_default_intents(world: dict[str, Any]) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        assert not bot.intents.message_content  # slash commands need no privileged intent
+        clip = standin.add_attachment("posted.wav", world["clips"][0], "audio/wav")
+        posted = await standin.post_message("", attachments=[clip])
+        await asyncio.sleep(0.5)
+        assert not posted.replies
+
+    scenario(world, body)
+
+
+def test_owner_sync_sends_exactly_the_printed_payload(world: dict[str, Any]) -> None:
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        mention = f"<@{standin.world.application_id}> sync"
+        stranger = await standin.post_message(mention, author=424242)
+        assert (await stranger.wait_for_reply()).content == "Only the bot's owner can do that."
+        owner = await standin.post_message(mention, author=standin.world.user_id)
+        reply = await owner.wait_for_reply(timeout=TIMEOUT)
+        assert reply.content.startswith("Synced 3 commands to guild")
+        synced = standin.commands[standin.world.guild_id]
+        expected = await command_payload(bot.config)
+        assert [c["name"] for c in synced] == ["recommend", "compare", "about"]
+        assert json.loads(json.dumps(expected)) == [{k: v for k, v in c.items() if k in expected[0]} for c in synced]
+
+    scenario(world, body, owner_ids=())
+
+
+def test_print_commands_cli() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bot", "print-commands"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent,
+    )
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert [c["name"] for c in payload] == ["about", "compare", "recommend"] or {c["name"] for c in payload} == {
+        "recommend",
+        "compare",
+        "about",
+    }
+    recommend = next(c for c in payload if c["name"] == "recommend")
+    assert [o["name"] for o in recommend["options"]] == ["clip", "link", "start", "top_k", "music_only"]
+    assert out.stderr == ""
+
+
+def test_missing_token_is_one_line(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "bot"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "musrec-bot: set MUSREC_DISCORD_TOKEN to your bot's token (Discord developer portal > Bot > Reset Token)"
+    )
