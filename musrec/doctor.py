@@ -1,0 +1,238 @@
+"""``musrec doctor``: is this installation ready? One finding per check, each saying what to do about a problem.
+
+Checks: the configuration (loads, from where), the data directory, ffmpeg (system or bundled), the VGGish files
+(present, their checksum state as ``musrec setup`` recorded it), the index (loads; a summary of its manifest),
+the MAX servers when they are the embedder, the Discord token (present or not: never shown), TensorFlow and Annoy.
+Annoy is tried in a child process: a build compiled for another CPU dies of an illegal instruction, and the doctor
+must live to say so.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from musrec.config import Config, load_config
+from musrec.errors import MusrecError
+
+OK, WARN, PROBLEM = "ok", "warn", "problem"
+TOKEN_ENV = "MUSREC_DISCORD_TOKEN"
+SUBPROCESS_TIMEOUT_S = 30.0
+MAX_TIMEOUT_S = 5.0
+# Build a two-item Annoy index and query it: exercises the compiled code, not just the import.
+_ANNOY_SMOKE = (
+    "from annoy import AnnoyIndex\n"
+    "a = AnnoyIndex(16, 'angular')\n"
+    "[a.add_item(i, [float(i + j) for j in range(16)]) for i in range(2)]\n"
+    "a.build(2)\n"
+    "assert a.get_nns_by_item(0, 2) and len(a.get_nns_by_vector([1.0] * 16, 1)) == 1\n"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: ``status`` is ok, warn (works, but worth knowing) or problem (something needed is wrong)."""
+
+    name: str
+    status: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.status:<8} {self.name:<11} {self.detail}"
+
+
+def diagnose(
+    config_path: Path | None, *, environ: Mapping[str, str] | None = None, quick: bool = False, bot: bool = False
+) -> list[Check]:
+    """Run every check. ``quick`` skips importing TensorFlow (seconds); ``bot`` makes a missing token a problem."""
+    env = os.environ if environ is None else environ
+    checks: list[Check] = []
+    config, check = _config(config_path, env)
+    checks.append(check)
+    checks.append(_data_dir(config))
+    checks.append(_ffmpeg())
+    checks.extend(_models(config))
+    annoy = _annoy()
+    checks.append(_index(config, annoy_works=annoy.status == OK))
+    if config.embedder.kind == "max":
+        checks.append(_max_servers(config))
+    checks.append(_token(env, bot=bot))
+    checks.append(_tensorflow(config, quick=quick))
+    checks.append(annoy)
+    return checks
+
+
+def failed(checks: list[Check]) -> bool:
+    return any(c.status == PROBLEM for c in checks)
+
+
+def _config(path: Path | None, env: Mapping[str, str]) -> tuple[Config, Check]:
+    try:
+        config = load_config(path, env)
+    except MusrecError as err:
+        return Config(), Check("config", PROBLEM, f"{err} (the other checks use the defaults)")
+    where = str(path) if path is not None else "no config file: defaults and MUSREC_* variables"
+    overrides = sorted(k for k in env if k.startswith("MUSREC_") and k not in ("MUSREC_CONFIG", TOKEN_ENV))
+    return config, Check("config", OK, where + (f"; environment: {', '.join(overrides)}" if overrides else ""))
+
+
+def _data_dir(config: Config) -> Check:
+    path = config.data_dir
+    if not path.exists():
+        return Check("data", WARN, f"{path} does not exist yet: `musrec setup` creates it")
+    if not os.access(path, os.W_OK):
+        return Check("data", PROBLEM, f"{path} is not writable by this user: fix its owner or set data.dir")
+    free = shutil.disk_usage(path).free
+    return Check("data", OK, f"{path} ({free / 1e9:.1f} GB free)")
+
+
+def _ffmpeg() -> Check:
+    from musrec.audio import ffmpeg_executable
+
+    try:
+        exe = ffmpeg_executable()
+    except MusrecError:
+        return Check("ffmpeg", PROBLEM, "not found: install ffmpeg (apt-get install ffmpeg) or imageio-ffmpeg")
+    kind = "system" if shutil.which("ffmpeg") == exe else "bundled by imageio-ffmpeg"
+    try:
+        out = subprocess.run(
+            [exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        return Check("ffmpeg", PROBLEM, f"{exe} ({kind}) does not run: {err}")
+    version = out.splitlines()[0].split(" Copyright")[0] if out else "unknown version"
+    return Check("ffmpeg", OK, f"{exe} ({kind}): {version}")
+
+
+def _models(config: Config) -> list[Check]:
+    from musrec.download import human_bytes
+    from musrec.provision import SetupState, model_files
+
+    needed = config.embedder.kind == "local"
+    state = SetupState(config.data_dir)
+    checks = []
+    for mf in model_files(config):
+        if not mf.path.is_file():
+            if needed:
+                checks.append(Check(mf.name, PROBLEM, f"{mf.path} is missing: run `musrec setup --models-only`"))
+            else:
+                checks.append(Check(mf.name, WARN, f"{mf.path} is missing (not needed: embedder.kind = max)"))
+            continue
+        size = human_bytes(mf.path.stat().st_size)
+        record = state.lookup(mf.path)
+        if record is None:
+            known = state.files.get(state.key(mf.path)) is not None
+            detail = (
+                "changed since it was verified: run `musrec setup`" if known else "not verified: run `musrec setup`"
+            )
+            checks.append(Check(mf.name, WARN, f"{mf.path} ({size}), {detail}"))
+        elif mf.sha512 and record.get("sha512") != mf.sha512:
+            checks.append(Check(mf.name, WARN, f"{mf.path} ({size}) is not the file setup.{_sha_key(mf.name)} names"))
+        else:
+            checks.append(Check(mf.name, OK, f"{mf.path} ({size}), {record.get('verified')} on {record.get('at')}"))
+    return checks
+
+
+def _sha_key(name: str) -> str:
+    return "checkpoint_sha512" if name == "checkpoint" else "pca_sha512"
+
+
+def _index(config: Config, *, annoy_works: bool) -> Check:
+    from musrec.index import Index, Manifest
+    from musrec.provision import index_problem
+
+    path = config.index_path
+    problem = index_problem(path)
+    if problem is not None:
+        return Check("index", PROBLEM, problem)
+    m = Manifest.read(path)
+    if annoy_works:
+        try:
+            Index(path, backend="annoy").close()
+        except MusrecError as err:
+            return Check("index", PROBLEM, f"{path} does not load: {err} (run `musrec setup --rebuild`)")
+    splits = ",".join(m.filters.get("splits", [])) or "all"
+    music = " music-only" if m.filters.get("music_only") else ""
+    return Check(
+        "index",
+        OK,
+        f"{path}: {m.count:,} segments ({splits}{music}), {m.representation} {m.dimension}-d, {m.trees} trees, "
+        f"search_k {m.search_k}, recall@10 {m.recall_at_10:.3f}, {m.preferred_backend} preferred, built {m.built_at}",
+    )
+
+
+def _max_servers(config: Config) -> Check:
+    bad = []
+    for url in config.max.urls:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/model/metadata", timeout=MAX_TIMEOUT_S) as response:
+                json.loads(response.read(1 << 16))
+        except (OSError, ValueError, urllib.error.URLError) as err:
+            bad.append(f"{url} ({getattr(err, 'reason', err)})")
+    if len(bad) == len(config.max.urls):
+        return Check("max", PROBLEM, f"no MAX server answers: {', '.join(bad)}; start one or fix max.urls")
+    if bad:
+        return Check("max", WARN, f"not answering: {', '.join(bad)}")
+    return Check("max", OK, f"{len(config.max.urls)} server(s) answer /model/metadata")
+
+
+def _token(env: Mapping[str, str], *, bot: bool) -> Check:
+    token = env.get(TOKEN_ENV)
+    if not token:
+        return Check("token", PROBLEM if bot else WARN, f"{TOKEN_ENV} is not set: the Discord bot needs it")
+    if token != token.strip() or token[:1] in "\"'":
+        return Check("token", PROBLEM, f"{TOKEN_ENV} has surrounding spaces or quotes: remove them")
+    return Check("token", OK, f"{TOKEN_ENV} is set")
+
+
+def _tensorflow(config: Config, *, quick: bool) -> Check:
+    level = PROBLEM if config.embedder.kind == "local" else WARN
+    if quick:
+        if importlib.util.find_spec("tensorflow") is None:
+            return Check("tensorflow", level, "not installed: `pip install tensorflow`")
+        return Check("tensorflow", OK, f"installed ({_version('tensorflow')}; not imported: --quick)")
+    from musrec.tfutil import import_tensorflow
+
+    try:
+        tf = import_tensorflow()
+    except Exception as err:  # an import can fail in many ways (missing libraries, CPU features)
+        return Check("tensorflow", level, f"does not import: {type(err).__name__}: {err}")
+    return Check("tensorflow", OK, f"{tf.__version__} imports")
+
+
+def _annoy() -> Check:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _ANNOY_SMOKE], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        return Check("annoy", PROBLEM, f"could not be tried: {err}")
+    if done.returncode == -signal.SIGILL:
+        return Check(
+            "annoy",
+            PROBLEM,
+            "crashes with an illegal instruction: it was compiled for another CPU (-march=native); "
+            "reinstall it on this machine, or build it with portable ANNOY_COMPILER_ARGS (see the Dockerfile)",
+        )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return Check("annoy", PROBLEM, f"does not work: {last}; `pip install --force-reinstall annoy`")
+    return Check("annoy", OK, f"{_version('annoy')} builds and queries an index")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"

@@ -1,0 +1,179 @@
+"""`musrec doctor`: one line per check, each problem says what to do, exit 1 when something needed is wrong."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from setup_fixtures import FileServer, SetupFiles, setup_files, write_config
+
+import musrec.doctor
+from musrec.cli import main
+from musrec.doctor import PROBLEM, diagnose
+
+TOKEN = "MTIzNDU2Nzg5.secret-token-value"
+STATUSES = ("ok", "warn", "problem")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> SetupFiles:
+    return setup_files(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def ready(tmp_path_factory: pytest.TempPathFactory, files: SetupFiles) -> Path:
+    """A config whose data directory `musrec setup --from` filled (no network)."""
+    root = tmp_path_factory.mktemp("doctor")
+    mine = root / "mine"
+    mine.mkdir()
+    for path in (files.checkpoint, files.pca, files.features):
+        (mine / path.name).write_bytes(path.read_bytes())
+    with FileServer() as server:
+        config = write_config(
+            root / "musrec.toml",
+            server,
+            data_dir=root / "data",
+            checkpoint_sha512=files.checkpoint_sha512,
+            pca_sha512=files.pca_sha512,
+        )
+        assert main(["--config", str(config), "setup", "--from", str(mine), "--no-progress"]) == 0
+        assert server.hits() == []
+    return config
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MUSREC_DISCORD_TOKEN", raising=False)
+    monkeypatch.delenv("MUSREC_CONFIG", raising=False)
+
+
+def doctor(argv: Sequence[str]) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue().splitlines()
+
+
+def by_name(lines: list[str]) -> dict[str, tuple[str, str]]:
+    """{check name: (status, detail)} from lines in columns: status (8), name (11), detail."""
+    found = {}
+    for line in lines:
+        status, name, detail = line[:8].strip(), line[9:20].strip(), line[21:]
+        assert status in STATUSES and name not in found, line
+        found[name] = (status, detail)
+    return found
+
+
+def test_everything_ready(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUSREC_DISCORD_TOKEN", TOKEN)
+    code, lines = doctor(["--config", str(ready), "doctor"])
+    assert code == 0, lines
+    checks = by_name(lines)
+    assert set(checks) == {
+        "config",
+        "data",
+        "ffmpeg",
+        "checkpoint",
+        "pca params",
+        "index",
+        "token",
+        "tensorflow",
+        "annoy",
+    }
+    assert all(status == "ok" for status, _ in checks.values()), lines
+    assert checks["config"][1] == str(ready)
+    assert "(system)" in checks["ffmpeg"][1] or "(bundled by imageio-ffmpeg)" in checks["ffmpeg"][1]
+    assert "sha512 verified on " in checks["checkpoint"][1]
+    assert "100 segments" in checks["index"][1] and "recall@10" in checks["index"][1]
+    assert checks["token"][1] == "MUSREC_DISCORD_TOKEN is set"
+    assert "builds and queries an index" in checks["annoy"][1]
+    assert all(TOKEN not in line for line in lines)
+
+
+def test_quiet_prints_only_what_is_not_ok(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUSREC_DISCORD_TOKEN", TOKEN)
+    assert doctor(["--config", str(ready), "doctor", "--quiet", "--quick"]) == (0, [])
+    monkeypatch.delenv("MUSREC_DISCORD_TOKEN")
+    code, lines = doctor(["--config", str(ready), "doctor", "--quiet", "--quick"])
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("warn     token")
+    code, lines = doctor(["--config", str(ready), "doctor", "--quiet", "--quick", "--bot"])
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("problem  token")
+
+
+def test_nothing_set_up_is_one_problem_line_each(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[data]\ndir = "{tmp_path / "nothing"}"\n')
+    code, lines = doctor(["--config", str(config), "doctor", "--quick"])
+    assert code == 1
+    checks = by_name(lines)
+    assert len(lines) == len(checks)  # one line per check
+    assert checks["data"][0] == "warn" and "musrec setup" in checks["data"][1]
+    assert checks["checkpoint"] == (
+        PROBLEM,
+        f"{tmp_path}/nothing/models/vggish_model.ckpt is missing: run `musrec setup --models-only`",
+    )
+    assert checks["pca params"][0] == PROBLEM
+    assert checks["index"] == (
+        PROBLEM,
+        f"no index at {tmp_path}/nothing/index: run `musrec setup` (or `musrec index build`)",
+    )
+    assert checks["token"][0] == "warn"
+
+
+def test_a_config_that_does_not_load_is_reported_and_the_rest_still_checked(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[recommend]\ntop_k = 0\n")
+    code, lines = doctor(["--config", str(config), "doctor", "--quick"])
+    assert code == 1
+    checks = by_name(lines)
+    assert checks["config"][0] == PROBLEM and "recommend.top_k must be at least 1" in checks["config"][1]
+    assert "ffmpeg" in checks and "annoy" in checks
+
+
+def test_changed_model_file_and_max_servers(ready: Path, tmp_path: Path, files: SetupFiles) -> None:
+    # A copy of the ready data directory whose checkpoint changed after verification, using MAX servers.
+    import shutil
+
+    from musrec.config import load_config
+
+    data = load_config(ready, environ={}).data_dir
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy, symlinks=True)
+    (copy / "models" / "vggish_model.ckpt").write_bytes(b"changed")
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "c.toml"
+    config.write_text(
+        ready.read_text().replace(str(data), str(copy))
+        + f'\n[embedder]\nkind = "max"\n[max]\nurls = ["http://127.0.0.1:{port}"]\n'
+    )
+    code, lines = doctor(["--config", str(config), "doctor", "--quick"])
+    checks = by_name(lines)
+    assert code == 1
+    assert (
+        checks["checkpoint"][0] == "warn"
+        and "changed since it was verified: run `musrec setup`" in checks["checkpoint"][1]
+    )
+    assert checks["max"][0] == PROBLEM and "no MAX server answers" in checks["max"][1]
+    assert checks["index"][0] == "ok"
+
+
+def test_a_token_with_quotes_is_a_problem(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUSREC_DISCORD_TOKEN", f'"{TOKEN}"')
+    code, lines = doctor(["--config", str(ready), "doctor", "--quick"])
+    assert code == 1
+    assert "problem  token       MUSREC_DISCORD_TOKEN has surrounding spaces or quotes: remove them" in lines
+    assert all(TOKEN not in line for line in lines)
+
+
+def test_an_annoy_built_for_another_cpu_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The child dies of SIGILL exactly as an Annoy compiled with -march=native for a newer CPU does.
+    monkeypatch.setattr(musrec.doctor, "_ANNOY_SMOKE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
+    checks = {c.name: c for c in diagnose(None, environ={"MUSREC_DATA_DIR": str(tmp_path)}, quick=True)}
+    assert checks["annoy"].status == PROBLEM
+    assert "illegal instruction" in checks["annoy"].detail and "ANNOY_COMPILER_ARGS" in checks["annoy"].detail
