@@ -1,4 +1,4 @@
-"""Audio in: any file ffmpeg reads -> 16 kHz mono float32; the 10-second query window; WAV bytes out.
+"""Audio in: any file ffmpeg reads -> 16 kHz mono float32; the 10-second query window.
 
 Decoding mirrors the reference pipeline: ffmpeg writes signed 16-bit PCM at the input's native rate and
 channel count, samples become ``int16 / 32768.0``, channels are averaged, and
@@ -12,19 +12,15 @@ upload is refused after about ten minutes of audio have been decoded, not three 
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
 import shutil
 import stat
-import struct
 import subprocess
 import tempfile
 import threading
 import time
-import wave
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +31,7 @@ import numpy.typing as npt
 
 from musrec.errors import DecodeError, TooLongError, TooShortError
 from musrec.resample import TARGET_RATE, resample
+from musrec.wav import INT16_SCALE, read_wav_header
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +46,11 @@ DURATION_TOLERANCE_S = DURATION_SLACK_S / 2
 TRIM_MARGIN_S = 0.5
 # Higher native rates are converted to this by ffmpeg: ten minutes at 384 kHz would take gigabytes.
 MAX_NATIVE_RATE = 48_000
-INT16_SCALE = 32768.0  # reading: int16 / 32768, as the reference
-INT16_MIN, INT16_MAX = -32768, 32767
 READ_CHUNK_FRAMES = 1 << 16
 STDERR_LOG_CHARS = 4000
 # ffmpeg recognises these playlists by their first bytes; they only point at other files or URLs.
 PLAYLIST_MAGIC = (b"#EXTM3U", b"ffconcat version")
 MAGIC_BYTES = 32
-WAVE_FORMAT_PCM = 1
-WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-# Sizes written by streaming writers (ffmpeg into a pipe) that cannot seek back to fill them in.
-WAV_SIZE_PLACEHOLDERS = (0, 0xFFFFFFFF)
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
@@ -287,7 +278,7 @@ def _run_ffmpeg(
 def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple[_Pcm | None, bool]:
     """ffmpeg's WAV output, and whether reading stopped before its end (span reached, or rate too high)."""
     try:
-        fmt = _read_wav_header(stream.read)
+        fmt = read_wav_header(stream.read)
     except DecodeError:
         return None, False  # ffmpeg failed before writing a header; its exit status and stderr say why
     channels, rate, _ = fmt
@@ -305,39 +296,6 @@ def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple
         out[n : n + k] = frames.sum(axis=1, dtype=np.int32)
         n += k
     return _Pcm(out[:n], channels, rate), n >= max_frames
-
-
-def _read_exact(read: Callable[[int], bytes], size: int) -> bytes:
-    data = read(size)
-    if len(data) != size:
-        raise DecodeError("not a valid WAV file (it ends early)")
-    return data
-
-
-def _read_wav_header(read: Callable[[int], bytes]) -> tuple[int, int, int | None]:
-    """Channels, rate and data size (None: unknown, to the end) of a 16-bit PCM WAV, read up to its data."""
-    riff = _read_exact(read, 12)
-    if riff[:4] != b"RIFF" or riff[8:] != b"WAVE":
-        raise DecodeError("not a WAV file")
-    fmt: tuple[int, int] | None = None
-    while True:
-        chunk_id, size = struct.unpack("<4sI", _read_exact(read, 8))
-        if chunk_id == b"data":
-            if fmt is None:
-                raise DecodeError("not a valid WAV file (no format chunk)")
-            return (*fmt, None if size in WAV_SIZE_PLACEHOLDERS else size)
-        body = _read_exact(read, size + (size & 1))  # chunks are padded to even sizes
-        if chunk_id == b"fmt ":
-            if size < 16:
-                raise DecodeError("not a valid WAV file (short format chunk)")
-            tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag == WAVE_FORMAT_EXTENSIBLE and size >= 26:
-                tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the tag
-            if tag != WAVE_FORMAT_PCM or bits != 16:
-                raise DecodeError("only 16-bit PCM WAV is supported")
-            if channels < 1 or rate < 1 or block_align != 2 * channels:
-                raise DecodeError("not a valid WAV file (bad format chunk)")
-            fmt = (channels, rate)
 
 
 def choose_window(
@@ -391,41 +349,6 @@ def cut(samples: npt.NDArray[np.floating], window: Window, sample_rate: int = TA
     if not 0 <= first < last <= len(samples):
         raise ValueError(f"window {window} is outside a clip of {len(samples) / sample_rate:.3f} s")
     return samples[first:last]
-
-
-def to_wav_bytes(samples: npt.NDArray[np.floating], sample_rate: int = TARGET_RATE) -> bytes:
-    """A 16-bit PCM mono WAV (what a MAX server takes): samples times 32768, rounded, clipped to int16.
-
-    The inverse of reading (``int16 / 32768``), so decoded audio survives the trip to a MAX server exactly; only
-    +1.0 itself lands one step lower, at 32767.
-    """
-    x = np.asarray(samples, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"expected mono samples (1-D), got shape {x.shape}")
-    pcm = np.clip(np.rint(x * INT16_SCALE), INT16_MIN, INT16_MAX).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
-
-
-def read_wav_bytes(data: bytes) -> tuple[npt.NDArray[np.float64], int]:
-    """Mono samples (``int16 / 32768``, channels averaged) and rate of a 16-bit PCM WAV; else DecodeError.
-
-    Placeholder sizes (0 or 0xFFFFFFFF, as written into a pipe) mean the data runs to the end.
-    """
-    stream = io.BytesIO(data)
-    channels, rate, size = _read_wav_header(stream.read)
-    rest = memoryview(data)[stream.tell() :]
-    if size is not None and size <= len(rest):
-        rest = rest[:size]
-    frames = len(rest) // (2 * channels)
-    pcm = np.frombuffer(rest, dtype="<i2", count=frames * channels).reshape(frames, channels)
-    mono = pcm.sum(axis=1, dtype=np.int32).astype(np.float64) / INT16_SCALE
-    return (mono / channels if channels > 1 else mono), rate
 
 
 def _clock(seconds: float) -> str:

@@ -116,8 +116,9 @@ def _ffmpeg() -> Check:
 
 
 def _models(config: Config) -> list[Check]:
-    from musrec.download import human_bytes
-    from musrec.provision import SetupState, model_files
+    from musrec.model_files import model_files
+    from musrec.progress import human_bytes
+    from musrec.setup_state import SetupState
 
     needed = config.embedder.kind == "local"
     state = SetupState(config.data_dir)

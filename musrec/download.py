@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +33,7 @@ from typing import Any
 
 from musrec import __version__
 from musrec.errors import DataError, DownloadError
+from musrec.progress import Meter, human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ META_SUFFIX = ".part.json"  # where a partial transfer came from, to resume it s
 USER_AGENT = f"musrec/{__version__}"
 DISK_MARGIN = 64 << 20  # bytes left free beyond a download's size
 MAX_RETRY_WAIT_S = 30.0
-LOG_INTERVAL_S = 15.0  # progress log lines when there is no terminal
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
 
@@ -86,6 +85,13 @@ class Downloaded:
         """Bytes per second over the network."""
         return self.transferred / self.seconds if self.seconds > 0 else 0.0
 
+    def summary(self) -> str:
+        """One line for people: ``289.0 MB from URL: 289.0 MB in 12.3 s, 23.5 MB/s`` (and where it resumed)."""
+        fetched = f"{human_bytes(self.transferred)} in {self.seconds:.1f} s, {human_bytes(self.rate)}/s"
+        if self.resumed_from:
+            return f"{human_bytes(self.size)} from {self.url}, resumed at {human_bytes(self.resumed_from)}: {fetched}"
+        return f"{human_bytes(self.size)} from {self.url}: {fetched}"
+
 
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + PART_SUFFIX)
@@ -101,58 +107,7 @@ def discard_partial(dest: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-# ---- progress -----------------------------------------------------------------------------------------------
-
-
-class Meter:
-    """Byte progress: a tqdm bar on stderr when it is a terminal, else a log line every ``LOG_INTERVAL_S``."""
-
-    def __init__(self, desc: str, *, total: int | None, initial: int = 0, enabled: bool) -> None:
-        self.desc = desc
-        self.total = total
-        self.done = initial
-        self.enabled = enabled
-        self._bar: Any = None
-        self._last_log = time.monotonic()
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                desc=desc,
-                total=total,
-                initial=initial,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1000,  # as the summary lines: MB, GB
-                file=sys.stderr,
-                mininterval=0.5,
-                leave=False,
-            )
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(n)
-        elif self.enabled and time.monotonic() - self._last_log >= LOG_INTERVAL_S:
-            self._last_log = time.monotonic()
-            of = f" of {human_bytes(self.total)} ({100 * self.done / self.total:.0f}%)" if self.total else ""
-            log.info("%s: %s%s", self.desc, human_bytes(self.done), of)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-# ---- hashing ------------------------------------------------------------------------------------------------
+# ---- hashing and publishing ---------------------------------------------------------------------------------
 
 
 def sha512_file(path: Path, *, progress: bool = False, name: str | None = None) -> str:
@@ -167,20 +122,6 @@ def sha512_file(path: Path, *, progress: bool = False, name: str | None = None) 
     finally:
         meter.close()
     return digest.hexdigest()
-
-
-def copy_file(src: Path, dest: Path, *, progress: bool = False) -> None:
-    """Copy ``src`` to ``dest`` (which must not be a final name: callers copy to a ``.part``)."""
-    meter = Meter(f"copying {src.name}", total=src.stat().st_size, enabled=progress)
-    try:
-        with src.open("rb") as fin, dest.open("wb") as fout:
-            while chunk := fin.read(CHUNK):
-                fout.write(chunk)
-                meter.update(len(chunk))
-            fout.flush()
-            os.fsync(fout.fileno())
-    finally:
-        meter.close()
 
 
 def publish(part: Path, dest: Path) -> None:

@@ -31,11 +31,11 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio import to_wav_bytes
 from musrec.errors import EmbedderError, TooLongError
 from musrec.resample import TARGET_RATE, resample
 from musrec.vggish.frontend import to_mono
 from musrec.vggish.postprocess import EMBEDDING_SIZE
+from musrec.wav import to_wav_bytes
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 from aiohttp import web
 
-from musrec.audio import read_wav_bytes
 from musrec.errors import DecodeError, MusrecError
+from musrec.wav import read_wav_bytes
 
 if TYPE_CHECKING:
     from musrec.embedders import Embedder

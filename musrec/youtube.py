@@ -13,24 +13,19 @@ inside the video, which skips most silent intros while fetching only 14 seconds;
 window is used whole. When the duration is unknown until the media is read (a plain media file), the first
 ``default_start_s`` plus the window is fetched and the same rule is applied to what arrived.
 
-Every yt-dlp failure becomes a :class:`FetchError` whose message is short and safe to show a user.
+Every yt-dlp failure becomes a :class:`~musrec.fetch_errors.FetchError` whose message is short and safe to show a
+user.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import re
 import shutil
 import socket
-import sys
 import tempfile
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,7 +34,8 @@ import numpy.typing as npt
 
 from musrec.audio import WINDOW_S, AudioLimits, Window, choose_window, cut, decode, ffmpeg_executable
 from musrec.cache import CacheKey, EmbeddingCache
-from musrec.errors import DecodeError, DownloadError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
+from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
+from musrec.fetch_errors import FetchError, FetchFailure, ytdlp_failure
 from musrec.links import (
     YOUTUBE_HOSTS,
     is_public_address,
@@ -48,6 +44,7 @@ from musrec.links import (
     split_link,
 )
 from musrec.resample import TARGET_RATE
+from musrec.ytdlp_env import ffmpeg_on_path, js_runtime_config
 
 if TYPE_CHECKING:
     from musrec.embedders import Embedder
@@ -67,76 +64,6 @@ MICROSECONDS: Final = 1_000_000
 _DIRECT = "[protocol^=http][protocol!*=dash]"
 FORMAT: Final = f"bestaudio{_DIRECT}/bestaudio/best{_DIRECT}/best"
 GENERIC_KEY_PREFIX: Final = "url:"  # cache keys of non-YouTube media; YouTube ids never contain ':'
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class FetchFailure(Enum):
-    """Why a fetch failed; the value is the user-facing message."""
-
-    BOT_CHECK = "YouTube asked this server to prove it is not a bot; try again later"
-    AGE_RESTRICTED = "this video is age-restricted, so it cannot be fetched"
-    PRIVATE = "this video is private"
-    MEMBERS_ONLY = "this video is for channel members only"
-    REGION_BLOCKED = "this video is not available in the country of this server"
-    LIVE = "live streams and premieres cannot be used; try again once it has ended"
-    DRM = "this video is copy-protected (DRM)"
-    RATE_LIMITED = "YouTube is rate-limiting this server; try again in a few minutes"
-    TIMEOUT = "the download timed out; try again"
-    NOT_FOUND = "nothing was found at that link (HTTP 404)"
-    FORBIDDEN = "the website refused the download (HTTP 403)"
-    SERVER_ERROR = "the website had an error; try again later"
-    TOO_LARGE = "the audio file is too large"
-    NO_FFMPEG = "downloading is not available on this server"
-    NO_AUDIO = "no audio could be found at that link"
-    UNAVAILABLE = "this video is unavailable (removed, or the link is wrong)"
-    SIGN_IN = "this video can only be watched when signed in to YouTube"
-    NETWORK = "could not connect to the website; try again later"
-    UNSUPPORTED = "this link cannot be downloaded"
-    EXTRACTION = "could not read the video page (YouTube may have changed it); try again later"
-    FAILED = "the audio could not be downloaded"
-
-
-# First match wins, on yt-dlp's message lower-cased with typographic apostrophes made plain: order matters
-# ("Private video. Sign in if you've been granted access" is PRIVATE, not SIGN_IN).
-FAILURE_PATTERNS: Final[tuple[tuple[re.Pattern[str], FetchFailure], ...]] = tuple(
-    (re.compile(pattern), failure)
-    for pattern, failure in (
-        (r"not a bot|captcha|likely being blocked|unusual traffic", FetchFailure.BOT_CHECK),
-        (r"confirm your age|age[- ]restricted|inappropriate for some|age[- ]verification", FetchFailure.AGE_RESTRICTED),
-        (r"private video|video is private", FetchFailure.PRIVATE),
-        (r"members[- ]only|channel's members|join this channel", FetchFailure.MEMBERS_ONLY),
-        (r"in your country|from your location|geo[- ]?restrict", FetchFailure.REGION_BLOCKED),
-        (r"live event|premieres? in|premiere will|live stream|livestream|\bis live\b", FetchFailure.LIVE),
-        (r"\bdrm\b", FetchFailure.DRM),
-        (r"http error 429|too many requests|rate[- ]limit|try again later", FetchFailure.RATE_LIMITED),
-        (r"timed out|timeout", FetchFailure.TIMEOUT),
-        (r"http error 404|404: not found", FetchFailure.NOT_FOUND),
-        (r"http error 403|403: forbidden", FetchFailure.FORBIDDEN),
-        (r"http error 5\d\d", FetchFailure.SERVER_ERROR),
-        (r"max-filesize|max_filesize", FetchFailure.TOO_LARGE),
-        (r"ffmpeg is not installed|ffmpeg not found|ffmpeg could not be found", FetchFailure.NO_FFMPEG),
-        (r"requested format is not available|no video formats|no audio|no formats", FetchFailure.NO_AUDIO),
-        (r"unavailable|not available|has been removed|been terminated|does not exist", FetchFailure.UNAVAILABLE),
-        (r"sign in|log in|login|registered users", FetchFailure.SIGN_IN),
-        (r"unable to connect|connection (refused|reset|aborted)|name or service|name resolution", FetchFailure.NETWORK),
-        (r"network is unreachable|no route to host|getaddrinfo|remote end closed|\bssl\b", FetchFailure.NETWORK),
-        (r"unsupported url|no suitable extractor", FetchFailure.UNSUPPORTED),
-        (
-            r"unable to extract|failed to extract|player response|challenge|signature|javascript",
-            FetchFailure.EXTRACTION,
-        ),
-    )
-)
-
-
-class FetchError(DownloadError):
-    """A fetch failed for ``reason``; ``str(err)`` is its user-facing message."""
-
-    def __init__(self, reason: FetchFailure) -> None:
-        super().__init__(reason.value)
-        self.reason = reason
-        self.expected = reason is not FetchFailure.NO_FFMPEG  # a broken installation is a bug, not the user's
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,12 +160,6 @@ def check_resolves_public(host: str, port: int) -> None:
             raise UnsupportedLinkError("this link points to a private network address, which is not allowed")
 
 
-def classify_failure(message: str) -> FetchFailure:
-    """The reason behind a yt-dlp error message, by :data:`FAILURE_PATTERNS`; FAILED if nothing matches."""
-    text = _ANSI.sub("", message).replace("\u2019", "'").lower()
-    return next((failure for pattern, failure in FAILURE_PATTERNS if pattern.search(text)), FetchFailure.FAILED)
-
-
 def default_start(duration_s: float, *, window_s: float = WINDOW_S, preferred_s: float = DEFAULT_START_S) -> float:
     """Where the default window starts in media of ``duration_s``: ``min(preferred, duration / 3)``, kept inside."""
     if duration_s <= window_s:
@@ -271,7 +192,7 @@ def fetch_window(
     from yt_dlp import YoutubeDL
     from yt_dlp.utils import YoutubeDLError, download_range_func
 
-    with tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp, _ffmpeg_on_path(ffmpeg_executable()):
+    with tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp, ffmpeg_on_path(ffmpeg_executable()):
         try:
             with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor)) as ydl:
                 info = ydl.extract_info(target.url, download=False, process=False)
@@ -407,17 +328,6 @@ def _section(
     return start, max(0.0, start - options.margin_s), start + window_s + options.margin_s
 
 
-def js_runtime_config(names: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """yt-dlp's ``js_runtimes``: each runtime found on PATH or beside this Python (the ``deno`` package installs its
-    binary there, which is not on PATH when musrec runs as ``.venv/bin/musrec``)."""
-    config: dict[str, dict[str, str]] = {}
-    beside = Path(sys.executable).parent
-    for name in names:
-        found = shutil.which(name) or shutil.which(name, path=str(beside))
-        config[name] = {"path": found} if found else {}
-    return config
-
-
 def _ydl_params(options: FetchOptions, tmp: Path, extractor: str) -> dict[str, Any]:
     params: dict[str, Any] = {
         "format": FORMAT,
@@ -467,13 +377,7 @@ def _downloaded_file(tmp: Path, options: FetchOptions) -> Path:
 
 
 def _failure(err: Exception) -> MusrecError:
-    from yt_dlp.utils import GeoRestrictedError
-
-    cause = getattr(err, "exc_info", None)
-    if isinstance(err, GeoRestrictedError) or (cause and isinstance(cause[1], GeoRestrictedError)):
-        reason = FetchFailure.REGION_BLOCKED
-    else:
-        reason = classify_failure(str(err))
+    reason = ytdlp_failure(err)
     level = logging.ERROR if reason in (FetchFailure.NO_FFMPEG, FetchFailure.FAILED) else logging.INFO
     log.log(level, "yt-dlp failed (%s): %s", reason.name, err)
     return FetchError(reason)
@@ -494,39 +398,3 @@ class _YtdlpLogger:
         log.info("yt-dlp: %s", message)  # mostly notes ("falling back on generic"); what matters is raised
 
     info = error = debug
-
-
-class _FfmpegPath:
-    """Puts a directory holding an ``ffmpeg`` link on PATH while any fetch runs.
-
-    yt-dlp decides whether it can download a section by running plain ``ffmpeg`` from PATH, even when
-    ``ffmpeg_location`` points at a binary with another name (imageio-ffmpeg's). PATH is process-wide, so
-    fetches share one directory, counted under a lock, and the last one out restores PATH.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._dir: str | None = None
-
-    @contextmanager
-    def __call__(self, executable: str) -> Iterator[None]:
-        with self._lock:
-            if self._users == 0 and shutil.which("ffmpeg") is None:
-                self._dir = tempfile.mkdtemp(prefix="musrec-ffmpeg-")
-                os.symlink(executable, os.path.join(self._dir, "ffmpeg"))
-                os.environ["PATH"] = os.pathsep.join([self._dir, os.environ.get("PATH", "")])
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0 and self._dir is not None:
-                    paths = os.environ.get("PATH", "").split(os.pathsep)
-                    os.environ["PATH"] = os.pathsep.join(p for p in paths if p != self._dir)
-                    shutil.rmtree(self._dir, ignore_errors=True)
-                    self._dir = None
-
-
-_ffmpeg_on_path = _FfmpegPath()

@@ -24,10 +24,9 @@ from musrec.audio import (
     cut,
     decode,
     ffmpeg_executable,
-    read_wav_bytes,
-    to_wav_bytes,
 )
 from musrec.errors import DecodeError, TooLongError, TooShortError
+from musrec.wav import read_wav_bytes, to_wav_bytes
 
 RATE = 16000
 

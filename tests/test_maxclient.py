@@ -25,7 +25,6 @@ from max_fixtures import (
 )
 from vggish_fixtures import shared_embedder
 
-from musrec.audio import read_wav_bytes, to_wav_bytes
 from musrec.embedders import LocalEmbedder
 from musrec.errors import EmbedderError, TooLongError
 from musrec.maxclient import (
@@ -38,6 +37,7 @@ from musrec.maxclient import (
 )
 from musrec.resample import resample
 from musrec.server import make_app
+from musrec.wav import read_wav_bytes, to_wav_bytes
 
 PREDICT = "/model/predict"
 

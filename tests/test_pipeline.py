@@ -17,7 +17,7 @@ from audio_fixtures import ffmpeg, tone
 from audioset_fixtures import make_segments
 from vggish_fixtures import music_like, shared_embedder, shared_vggish_files
 
-from musrec.audio import decode, to_wav_bytes
+from musrec.audio import decode
 from musrec.audioset import Segment
 from musrec.build import BuildOptions, build_index
 from musrec.cli import main
@@ -26,6 +26,7 @@ from musrec.embedders import LocalEmbedder
 from musrec.labels import default_labels
 from musrec.representation import fit_rows
 from musrec.service import Musrec
+from musrec.wav import to_wav_bytes
 
 RATE = 16000
 CLIPS = 6  # real audio clips indexed as if they were AudioSet segments

@@ -30,11 +30,12 @@ from setup_fixtures import (
 )
 from vggish_fixtures import music_like, shared_vggish_files
 
-from musrec.audio import to_wav_bytes
 from musrec.cli import main
 from musrec.config import load_config
 from musrec.errors import DownloadError
-from musrec.provision import STATE_FILE, check_ready, ensure_ready
+from musrec.provision import check_ready, ensure_ready
+from musrec.setup_state import STATE_FILE
+from musrec.wav import to_wav_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 CUT = 100 * 1000 * 1000  # the first checkpoint response stops after this many bytes

@@ -28,18 +28,9 @@ from youtube_fixtures import (
 
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.errors import DecodeError, DownloadError, TooLongError, TooShortError, UnsupportedLinkError
+from musrec.fetch_errors import FAILURE_PATTERNS, FetchError, FetchFailure, classify_failure
 from musrec.links import YOUTUBE_HOSTS, find_link, parse_timestamp, parse_youtube_url
-from musrec.youtube import (
-    FAILURE_PATTERNS,
-    FetchError,
-    FetchFailure,
-    FetchOptions,
-    check_url_allowed,
-    classify_failure,
-    default_start,
-    embed_link,
-    fetch_window,
-)
+from musrec.youtube import FetchOptions, check_url_allowed, default_start, embed_link, fetch_window
 
 pytestmark = pytest.mark.timeout(120)
 

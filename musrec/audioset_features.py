@@ -1,0 +1,175 @@
+"""AudioSet's features in the data directory: the tarball or its unpacked tree, found, from ``--from``, or fetched.
+
+The features have no published checksum: their size is checked against the server's ``Content-Length`` and the
+tarball is read through to the end (gzip CRC, tar structure); an unpacked tree has each TFRecord file's header
+checked. A tree from ``--from`` is mirrored with hard links (copies across file systems).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import tarfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, cast
+
+from musrec.config import Config
+from musrec.download import CHUNK
+from musrec.errors import DataError
+from musrec.progress import Meter
+from musrec.setup_files import fetch_file, find_file, link_or_copy
+from musrec.setup_state import TFRECORD, SetupOptions, SetupState, Step
+
+log = logging.getLogger(__name__)
+
+AUDIOSET_DIR = "audioset"
+FEATURES_TARBALL = "features.tar.gz"
+EMBEDDINGS_DIR = "audioset_v1_embeddings"
+
+
+def ensure_features(
+    config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]
+) -> Path | None:
+    """A verified features source in the data directory (a directory of TFRecords, or the tarball), or None."""
+    audioset = config.data_dir / AUDIOSET_DIR
+    tree, tarball = audioset / EMBEDDINGS_DIR, audioset / FEATURES_TARBALL
+    for candidate in (tree, tarball):
+        if not candidate.exists():
+            continue
+        record = None if options.recheck else state.lookup(candidate)
+        if record is None:
+            try:
+                record = state.record(candidate, **_check_features(candidate, progress=options.progress))
+            except DataError as err:
+                if candidate == tree:
+                    raise
+                log.warning("%s: %s; fetching it again", candidate, err)
+                candidate.unlink()
+                continue
+        emit(Step("features", "present", f"{candidate}, {record['verified']}"))
+        return candidate
+    found = (find_file(options.source, FEATURES_TARBALL) or _find_tree(options.source)) if options.source else None
+    if found is not None:
+        facts = _check_features(found, progress=options.progress)
+        dest = tree if found.is_dir() else tarball
+        how = _link_tree(found, dest) if found.is_dir() else link_or_copy(found, dest, progress=options.progress)
+        state.record(dest, **facts, source=str(found))
+        emit(Step("features", how, f"from {found}; {facts['verified']}"))
+        return dest
+    if not options.features:
+        return None
+    return _download_features(config, tarball, state, options, emit)
+
+
+def _download_features(
+    config: Config, tarball: Path, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]
+) -> Path:
+    s = config.setup
+    facts: dict[str, Any] = {}
+
+    def check(part: Path) -> None:
+        facts.update(_check_features(part, progress=options.progress, name="the download"))
+
+    got = fetch_file(
+        s,
+        s.features_urls,
+        tarball,
+        what="the AudioSet features",
+        sha512=s.features_sha512,
+        progress=options.progress,
+        check=check,
+    )
+    size = "size matches Content-Length" if got.size_checked else "no size announced by the server"
+    facts["verified"] = ("sha512 verified; " if s.features_sha512 else "") + f"{size}; {facts['verified']}"
+    state.record(tarball, sha512=got.sha512, source=got.url, **facts)
+    emit(Step("features", "downloaded", f"{got.summary()}; {facts['verified']}"))
+    return tarball
+
+
+def _check_features(path: Path, *, progress: bool, name: str | None = None) -> dict[str, Any]:
+    """Read a features tarball through (gzip CRC, tar structure), or look over a directory; count TFRecord files."""
+    from musrec.audioset import looks_like_tfrecord, split_of
+
+    counts: dict[str, int] = {}
+    if path.is_dir():
+        for file in sorted(path.rglob(f"*{TFRECORD}")):
+            if not looks_like_tfrecord(file):
+                raise DataError(f"{file} is not a TFRecord file")
+            split = split_of(file) or "other"
+            counts[split] = counts.get(split, 0) + 1
+        what = "TFRecord headers check"
+    else:
+        counts = _read_tarball(path, progress=progress, name=name or path.name)
+        what = "tarball reads to the end"
+    total = sum(counts.values())
+    if total == 0:
+        raise DataError(f"{name or path.name} holds no {TFRECORD} files")
+    by_split = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    return {"tfrecords": counts, "verified": f"{what}: {total:,} TFRecord files ({by_split})"}
+
+
+def _read_tarball(path: Path, *, progress: bool, name: str) -> dict[str, int]:
+    from musrec.audioset import split_of
+
+    counts: dict[str, int] = {}
+    meter = Meter(f"checking {path.name.removesuffix('.part')}", total=path.stat().st_size, enabled=progress)
+    try:
+        with path.open("rb") as raw:
+            reader = _MeteredReader(raw, meter)
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream: Any = gzip.GzipFile(fileobj=cast(Any, reader), mode="rb") if gzipped else reader
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if member.isfile() and member.name.endswith(TFRECORD):
+                        split = split_of(PurePosixPath(member.name)) or "other"
+                        counts[split] = counts.get(split, 0) + 1
+                # Past the end-of-archive marker, to the gzip trailer: its CRC covers every byte.
+                while stream.read(CHUNK):
+                    pass
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise DataError(f"{name} is not a complete tarball: {err}") from None
+    finally:
+        meter.close()
+    return counts
+
+
+class _MeteredReader:
+    def __init__(self, raw: BinaryIO, meter: Meter) -> None:
+        self.raw = raw
+        self.meter = meter
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.meter.update(len(data))
+        return data
+
+
+def _find_tree(directory: Path) -> Path | None:
+    """An ``audioset_v1_embeddings`` directory: ``directory`` itself, or one inside it."""
+    if directory.name == EMBEDDINGS_DIR or any((directory / split).is_dir() for split in ("bal_train", "eval")):
+        return directory
+    return next((p for p in sorted(directory.rglob(EMBEDDINGS_DIR)) if p.is_dir()), None)
+
+
+def _link_tree(src: Path, dest: Path) -> str:
+    """Mirror a directory of TFRecord files into ``dest`` with hard links (copies across file systems)."""
+    part = dest.with_name(dest.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    how = "linked"
+    for file in sorted(src.rglob(f"*{TFRECORD}")):
+        target = part / file.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(file, target)
+        except OSError:
+            shutil.copyfile(file, target)
+            how = "copied"
+    if dest.exists():
+        shutil.rmtree(dest)
+    part.rename(dest)
+    return how

@@ -1,0 +1,105 @@
+"""What a ``musrec setup`` run is asked to do, what it reports, and what it remembers for the next run.
+
+``setup-state.json`` in the data directory records size, modification time and sha512 of every verified file, so
+a rerun re-hashes nothing that is unchanged; it also records the index setup built and the ``[build]`` settings it
+used, so an unchanged index is not rebuilt, and an index built elsewhere is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "setup-state.json"
+STATE_VERSION = 1
+TFRECORD = ".tfrecord"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing setup did or found: ``checkpoint: downloaded (289.0 MB from ...; sha512 verified)``."""
+
+    name: str
+    action: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.action}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetupOptions:
+    models: bool = True  # the VGGish files
+    features: bool = True  # may download the features (only ever when an index must be built)
+    index: bool = True  # build the default index when it is missing or out of date
+    source: Path | None = None  # a directory of files the user already has (--from)
+    rebuild: bool = False  # build the index even if it is up to date (or was built elsewhere)
+    refresh_index: bool = True  # rebuild an index setup built when the [build] settings changed
+    recheck: bool = False  # re-hash files even if the state file says they are verified
+    progress: bool = False
+
+
+class SetupState:
+    """``setup-state.json``: verified files by path (with the size and mtime they had), and the index setup built."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / STATE_FILE
+        self.files: dict[str, dict[str, Any]] = {}
+        self.index: dict[str, Any] = {}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(raw, dict) and raw.get("version") == STATE_VERSION:
+            self.files = dict(raw.get("files") or {})
+            self.index = dict(raw.get("index") or {})
+
+    def key(self, path: Path) -> str:
+        path = path.absolute()
+        try:
+            return path.relative_to(self.data_dir.absolute()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def lookup(self, path: Path) -> dict[str, Any] | None:
+        """The record of ``path`` if it is unchanged since it was verified."""
+        record = self.files.get(self.key(path))
+        if record is None or not path.exists():
+            return None
+        return record if all(record.get(k) == v for k, v in signature(path).items()) else None
+
+    def record(self, path: Path, **facts: Any) -> dict[str, Any]:
+        entry = {**signature(path), **facts, "at": now()}
+        self.files[self.key(path)] = entry
+        self.save()
+        return entry
+
+    def save(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        data = {"version": STATE_VERSION, "files": self.files, "index": self.index}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def signature(path: Path) -> dict[str, int]:
+    """Size and modification time of a file; for a directory, of all its TFRecord files together."""
+    if path.is_dir():
+        files = [p.stat() for p in path.rglob(f"*{TFRECORD}") if p.is_file()]
+        return {
+            "size": sum(s.st_size for s in files),
+            "mtime_ns": max((s.st_mtime_ns for s in files), default=0),
+            "files": len(files),
+        }
+    info = path.stat()
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def now() -> str:
+    """The time for a state record: UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
