@@ -23,7 +23,7 @@ from vggish_fixtures import shared_embedder
 from youtube_fixtures import media_server
 
 from bot.client import MusrecBot, command_payload, make_bot
-from musrec.audio import decode, to_wav_bytes
+from musrec.audio import decode
 from musrec.audioset import Segment
 from musrec.build import BuildOptions, build_index
 from musrec.config import Config, load_config
@@ -31,6 +31,7 @@ from musrec.index import Index
 from musrec.labels import default_labels
 from musrec.representation import fit_rows
 from musrec.service import Musrec
+from musrec.wav import to_wav_bytes
 
 RATE = 16000
 CLIPS = 3
@@ -390,3 +391,40 @@ def test_missing_token_is_one_line(tmp_path: Path) -> None:
     assert out.stderr.strip() == (
         "musrec-bot: set MUSREC_DISCORD_TOKEN to your bot's token (Discord developer portal > Bot > Reset Token)"
     )
+
+
+def test_main_entry_serves_and_shuts_down_on_sigterm(
+    world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The production start-up path (`python -m bot`'s _serve): loads musrec from the configuration, answers, and a
+    SIGTERM closes the connection and returns cleanly."""
+    import os
+    import signal
+
+    from vggish_fixtures import shared_vggish_files
+
+    from bot.__main__ import _serve
+
+    files = shared_vggish_files(tmp_path_factory)
+
+    async def main(standin: StandIn) -> None:
+        base = config_for(world, standin)
+        config = replace(
+            base, embedder=replace(base.embedder, checkpoint=files.checkpoint, pca_params=files.pca_column)
+        )
+        served = asyncio.create_task(_serve(config, standin.token))
+        await standin.wait_until(lambda: standin.gateway.identifies >= 1, timeout=TIMEOUT)
+        handle = None
+        for _ in range(200):  # READY, then the guild: wait until the bot answers
+            handle = await standin.dispatch_interaction("about")
+            try:
+                await handle.wait_for_response(timeout=1.0)
+                break
+            except AssertionError:
+                continue
+        assert handle is not None and handle.original is not None and handle.original.embeds
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(served, timeout=TIMEOUT)
+        assert standin.gateway.close_codes  # the bot closed its gateway connection itself
+
+    run(main, timeout=TIMEOUT * 3, heartbeat_interval=0.5)
