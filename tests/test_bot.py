@@ -428,3 +428,24 @@ def test_main_entry_serves_and_shuts_down_on_sigterm(
         assert standin.gateway.close_codes  # the bot closed its gateway connection itself
 
     run(main, timeout=TIMEOUT * 3, heartbeat_interval=0.5)
+
+
+def test_posted_clips_answered_in_a_thread(world: dict[str, Any]) -> None:
+    async def main(standin: StandIn) -> None:
+        config = config_for(world, standin, listen_channels=(str(standin.world.channel_id),), reply_mode="thread")
+        client = bot_for(world, config)
+        async with standin.running(client, timeout=TIMEOUT):
+            link_free = standin.add_attachment("tune.wav", world["clips"][2], "audio/wav")
+            await standin.post_message("", attachments=[link_free])
+
+            def in_thread() -> list[Any]:
+                return [m for m in standin.bot_messages() if m.embeds and m.channel_id != standin.world.channel_id]
+
+            await standin.wait_until(lambda: bool(in_thread()), timeout=TIMEOUT)
+            answer = in_thread()[0]
+            assert "botclip0002" in answer.embeds[0]["fields"][0]["value"]
+            assert standin.calls(method="POST", route="thread_from_message") or any(
+                "/threads" in c.path for c in standin.recorded
+            )
+
+    run(main, timeout=TIMEOUT * 2, heartbeat_interval=0.5)
