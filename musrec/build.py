@@ -1,9 +1,12 @@
-"""Building an index: stream segments in, tune Annoy's ``search_k`` against exact search, publish atomically.
+"""Building an index: stream segments in, build an approximate structure, tune it against exact search, publish.
 
-``search_k`` is chosen by measurement: a sample of indexed segments is queried leave-one-out (each query's own
-item is dropped from both answers, as a real query-by-segment drops it), exact cosine search gives the truth, and
-the smallest ``search_k`` whose recall@10 reaches the target is kept. Annoy's default (trees x k) reads barely one
-leaf at high dimension, so an untuned index returns poor neighbours.
+Ingest streams the segments to the raw-row file and the metadata database. Then one pass over the memory-mapped rows
+builds the approximate structure: an Annoy forest for small and medium indexes, a faiss IVF index (8-bit codes,
+candidates re-scored exactly from the raw rows) from :data:`~musrec.ann_build.AUTO_IVF_MIN_COUNT` segments, or
+whichever ``options.backend`` names. Its search parameter (Annoy's ``search_k``, IVF's ``nprobe``) is the smallest
+whose recall@10 against exact search, on segments held out of the structure, reaches the target; Annoy's default
+(trees x k) reads barely one leaf at high dimension, so an untuned index returns poor neighbours. See
+:mod:`musrec.ann_build` for why held-out queries, not leave-one-out ones, set the parameter.
 
 The build writes into a hidden sibling directory and renames it into place only when complete: a crash or Ctrl-C
 never leaves a half-written index where a running bot would load it.
@@ -22,34 +25,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from musrec import __version__
+from musrec.ann_build import Sample, build_structure, choose_ann
 from musrec.audioset import IngestReport, Segment
 from musrec.errors import DataError, IndexFormatError
 from musrec.index import (
-    ANNOY_FILE,
     EMBEDDINGS_FILE,
     FORMAT_VERSION,
     MANIFEST,
-    RECALL_K,
+    MUSIC_FILE,
     SEGMENTS_FILE,
-    AnnoyBackend,
-    ExactBackend,
     Manifest,
-    exact_matrix_fits,
-    exact_search_many,
     open_embeddings,
 )
 from musrec.labels import Labels
-from musrec.representation import dimension, represent
+from musrec.representation import dimension
 from musrec.store import SegmentInfo, SegmentWriter
 
 log = logging.getLogger(__name__)
 
 _BATCH = 4096
-_REFINE_STEPS = 4
-_TIMING_QUERIES = 50
 
 
 @dataclass(frozen=True)
@@ -59,13 +55,10 @@ class BuildOptions:
     target_recall: float = 0.95
     recall_queries: int = 200
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Tuning:
-    search_k: int
-    recall: float
-    tried: dict[int, float]
+    # "annoy", "ivf", or "auto": Annoy below ann_build.AUTO_IVF_MIN_COUNT segments, IVF from there.
+    backend: str = "auto"
+    ivf_lists: int = 0  # 0: about 2 sqrt(count), a power of two
+    rerank: int = 50  # IVF candidates re-scored exactly from the raw rows, per 10 results
 
 
 def build_index(
@@ -94,26 +87,51 @@ def build_index(
         if count == 0:
             raise DataError("no segments left to index: check the sources and filters")
         embeddings = open_embeddings(tmp, count)
-        tuning, query_ms, preferred = _tune(tmp, embeddings, options)
+        ann = choose_ann(options.backend, count)
+        sample = Sample.choose(count, options.recall_queries, seed=options.seed)
+        built = build_structure(
+            tmp,
+            embeddings,
+            ann=ann,
+            representation=options.representation,
+            trees=options.trees,
+            ivf_lists=options.ivf_lists,
+            rerank=options.rerank,
+            target=options.target_recall,
+            sample=sample,
+            seed=options.seed,
+        )
+        tuning = built.tuning
+        preferred = ann
+        reached = tuning.recall >= options.target_recall
+        if "exact" in built.query_ms and (built.query_ms["exact"] <= built.query_ms[ann] or not reached):
+            preferred = "exact"  # exact and no slower, or the approximate structure could not reach the target
+        tried = {str(k): round(v, 4) for k, v in sorted(tuning.tried.items())}
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             representation=options.representation,
             dimension=dimension(options.representation),
             count=count,
-            trees=options.trees,
-            search_k=tuning.search_k,
+            trees=options.trees if ann == "annoy" else 0,
+            search_k=tuning.value if ann == "annoy" else 0,
             recall_at_10=round(tuning.recall, 4),
             target_recall=options.target_recall,
-            recall_queries=min(options.recall_queries, count),
+            recall_queries=len(sample.held_out) or len(sample.indexed),
             preferred_backend=preferred,
-            query_ms=query_ms,
+            query_ms=built.query_ms,
             sources=list(sources),
             filters=filters or {},
             ingest=asdict(report) if report is not None else {},
             built_at=datetime.now(UTC).isoformat(timespec="seconds"),
             build_seconds=round(time.monotonic() - started, 2),
             musrec_version=__version__,
-            extra={"search_k_tried": {str(k): round(v, 4) for k, v in sorted(tuning.tried.items())}},
+            extra={"search_k_tried" if ann == "annoy" else "nprobe_tried": tried},
+            ann=ann,
+            nprobe=tuning.value if ann == "ivf" else 0,
+            ivf_lists=built.ivf_lists,
+            rerank=options.rerank if ann == "ivf" else 0,
+            recall_leave_one_out=round(tuning.recall_leave_one_out, 4),
+            held_out=len(sample.held_out),
         )
         del embeddings
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
@@ -121,7 +139,15 @@ def build_index(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("built %s: %d segments, search_k %d, recall@10 %.3f", out, count, tuning.search_k, tuning.recall)
+    log.info(
+        "built %s: %d segments, %s tuned to %d, recall@10 %.3f held out, %.3f leave-one-out",
+        out,
+        count,
+        ann,
+        tuning.value,
+        tuning.recall,
+        tuning.recall_leave_one_out,
+    )
     return manifest
 
 
@@ -133,23 +159,17 @@ def _ingest(
     options: BuildOptions,
     progress: Callable[[int], None] | None,
 ) -> int:
-    from annoy import AnnoyIndex
-
-    annoy = AnnoyIndex(dimension(options.representation), "angular")
-    annoy.set_seed(options.seed)
-    annoy.on_disk_build(str(tmp / ANNOY_FILE))  # the forest is written to disk, not held in memory
     writer = SegmentWriter(tmp / SEGMENTS_FILE)
     count = 0
     batch: list[Segment] = []
 
     def flush() -> None:
         nonlocal count
-        rows = np.stack([s.rows for s in batch])
-        vectors = represent(rows, options.representation)
-        raw.write(rows.tobytes())
-        for i, (segment, vector) in enumerate(zip(batch, vectors, strict=True)):
+        raw.write(np.stack([s.rows for s in batch]).tobytes())
+        music = [labels.is_music(s.labels) for s in batch]
+        flags.write(bytes(music))
+        for i, segment in enumerate(batch):
             item = count + i
-            annoy.add_item(item, vector.tolist())  # a list is about twice as fast as a numpy row here
             writer.add(
                 SegmentInfo(
                     item=item,
@@ -158,7 +178,7 @@ def _ingest(
                     end_s=segment.end_s,
                     split=segment.split,
                     labels=segment.labels,
-                    music=labels.is_music(segment.labels),
+                    music=music[i],
                 )
             )
         count += len(batch)
@@ -166,7 +186,8 @@ def _ingest(
             progress(len(batch))
         batch.clear()
 
-    with (tmp / EMBEDDINGS_FILE).open("wb") as raw:
+    # The music flags are also written as one byte per item, so that loading a large index skips a table scan.
+    with (tmp / EMBEDDINGS_FILE).open("wb") as raw, (tmp / MUSIC_FILE).open("wb") as flags:
         for segment in segments:
             batch.append(segment)
             if len(batch) >= _BATCH:
@@ -174,105 +195,7 @@ def _ingest(
         if batch:
             flush()
     writer.close()
-    if count:
-        annoy.build(options.trees, n_jobs=-1)
-    annoy.unload()
-    if not count:
-        (tmp / ANNOY_FILE).unlink(missing_ok=True)
     return count
-
-
-def _tune(tmp: Path, embeddings: npt.NDArray[np.uint8], options: BuildOptions) -> tuple[Tuning, dict[str, float], str]:
-    """Pick search_k for the target recall; time exact and Annoy queries to choose the default backend."""
-    count = len(embeddings)
-    rng = np.random.default_rng(options.seed)
-    q_items = np.sort(rng.choice(count, size=min(options.recall_queries, count), replace=False))
-    queries = represent(np.asarray(embeddings[q_items]), options.representation)
-    k = min(RECALL_K, count - 1)
-    matrix = None
-    if exact_matrix_fits(count, options.representation):
-        matrix = represent(np.asarray(embeddings), options.representation)
-    truth_ids, _ = exact_search_many(embeddings, options.representation, queries, k + 1, matrix=matrix)
-    truth = [_drop(ids, item, k) for ids, item in zip(truth_ids, q_items, strict=True)]
-
-    annoy = AnnoyBackend(tmp / ANNOY_FILE, dimension(options.representation), search_k=1)
-    try:
-        tuning = _choose_search_k(
-            annoy,
-            queries,
-            q_items,
-            truth,
-            k=k,
-            trees=options.trees,
-            count=count,
-            target=options.target_recall,
-        )
-        annoy.search_k = tuning.search_k
-        query_ms = {"annoy": _time_queries(annoy, queries, k)}
-    finally:
-        annoy.unload()
-    preferred = "annoy"
-    if matrix is not None:
-        query_ms["exact"] = _time_queries(ExactBackend(matrix), queries, k)
-        if query_ms["exact"] <= query_ms["annoy"] or tuning.recall < options.target_recall:
-            preferred = "exact"  # exact and no slower, or Annoy could not reach the target at all
-    return tuning, query_ms, preferred
-
-
-def _choose_search_k(
-    annoy: AnnoyBackend,
-    queries: npt.NDArray[np.float32],
-    q_items: npt.NDArray[np.int64],
-    truth: list[set[int]],
-    *,
-    k: int,
-    trees: int,
-    count: int,
-    target: float,
-) -> Tuning:
-    tried: dict[int, float] = {}
-
-    def recall_at(search_k: int) -> float:
-        if search_k not in tried:
-            hits = 0
-            for vector, item, want in zip(queries, q_items, truth, strict=True):
-                # k + 1 results (the query's own item is dropped) at exactly this search_k.
-                ids, _ = annoy.search(vector, k + 1, search_k=search_k)
-                hits += len(_drop(ids, item, k) & want)
-            tried[search_k] = hits / max(1, k * len(queries))
-        return tried[search_k]
-
-    if k <= 0:
-        return Tuning(search_k=trees, recall=1.0, tried={trees: 1.0})
-    # Double from Annoy's own default until the target is met or every node could be read, then bisect.
-    ceiling = max(trees * k, 2 * count * trees)
-    low, high = 0, trees * k
-    while recall_at(high) < target and high < ceiling:
-        low, high = high, min(high * 2, ceiling)
-    if recall_at(high) >= target:
-        for _ in range(_REFINE_STEPS):
-            mid = (low + high) // 2
-            if mid <= low or mid >= high:
-                break
-            if recall_at(mid) >= target:
-                high = mid
-            else:
-                low = mid
-    return Tuning(search_k=high, recall=recall_at(high), tried=tried)
-
-
-def _drop(ids: npt.NDArray[np.int64], item: int, k: int) -> set[int]:
-    """The first ``k`` ids other than the query's own item."""
-    return set([int(i) for i in ids if i != item][:k])
-
-
-def _time_queries(backend: AnnoyBackend | ExactBackend, queries: npt.NDArray[np.float32], k: int) -> float:
-    sample = queries[:_TIMING_QUERIES]
-    backend.search(sample[0], k)
-    started = time.perf_counter()
-    for vector in sample:
-        backend.search(vector, k)
-    return round(1000.0 * (time.perf_counter() - started) / len(sample), 4)
 
 
 def _publish(tmp: Path, out: Path) -> None:

@@ -37,6 +37,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from musrec.config import BUILD_BACKENDS
+
     parser = _Parser(prog="musrec", description="Find sounds that sound like this one, in Google AudioSet.")
     parser.add_argument("--version", action="version", version=f"musrec {__version__}")
     parser.add_argument("--config", type=Path, help="TOML config file (default: $MUSREC_CONFIG or ./config.toml)")
@@ -74,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--trees", type=int, help="Annoy trees (more: better recall, bigger file)")
     build.add_argument("--target-recall", type=float, help="recall@10 that the tuned search_k must reach")
     build.add_argument("--recall-queries", type=int, help="held-out queries used to measure recall")
+    build.add_argument(
+        "--backend",
+        choices=BUILD_BACKENDS,
+        help="approximate structure: annoy, ivf (faiss, for 1M+ segments) or auto (by size; default from the config)",
+    )
+    build.add_argument("--ivf-lists", type=int, metavar="N", help="IVF inverted lists (default: about 2 sqrt(count))")
+    build.add_argument("--rerank", type=int, metavar="N", help="IVF candidates re-scored exactly per 10 results")
     build.add_argument("--force", action="store_true", help="replace an existing index")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -244,6 +253,9 @@ def _index_build(args: argparse.Namespace, config: Config) -> int:
             "build.trees": args.trees,
             "build.target_recall": args.target_recall,
             "build.recall_queries": args.recall_queries,
+            "build.backend": args.backend,
+            "build.ivf_lists": args.ivf_lists,
+            "build.rerank": args.rerank,
         }
     )
     b = config.build
@@ -270,6 +282,9 @@ def _index_build(args: argparse.Namespace, config: Config) -> int:
                 trees=b.trees,
                 target_recall=b.target_recall,
                 recall_queries=b.recall_queries,
+                backend=b.backend,
+                ivf_lists=b.ivf_lists,
+                rerank=b.rerank,
                 seed=b.seed,
             ),
             sources=[str(s) for s in args.sources],
@@ -293,9 +308,16 @@ def _index_build(args: argparse.Namespace, config: Config) -> int:
     if report.damaged_files:
         shown = ", ".join(report.damaged_files[:5]) + (" ..." if len(report.damaged_files) > 5 else "")
         print(f"warning: {report.corrupt_records} corrupt records skipped; damaged: {shown}", file=sys.stderr)
+    if manifest.ann == "ivf":
+        tuned = f"ivf, {manifest.ivf_lists} lists, nprobe {manifest.nprobe}, re-ranking {manifest.rerank}"
+    else:
+        tuned = f"annoy, {manifest.trees} trees, search_k {manifest.search_k}"
+    loo = manifest.recall_leave_one_out
     print(
-        f"{manifest.representation} ({manifest.dimension}-d), {manifest.trees} trees, search_k {manifest.search_k}: "
-        f"recall@10 {manifest.recall_at_10:.3f} (target {manifest.target_recall}); "
+        f"{manifest.representation} ({manifest.dimension}-d), {tuned}: recall@10 {manifest.recall_at_10:.3f} on "
+        f"{manifest.held_out} held-out segments"
+        + (f", {loo:.3f} leave-one-out" if loo is not None else "")
+        + f" (target {manifest.target_recall}); "
         f"default backend {manifest.preferred_backend} ({_format_ms(manifest.query_ms)})"
     )
     return 0

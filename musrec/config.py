@@ -27,7 +27,8 @@ ENV_RESERVED = frozenset({"MUSREC_CONFIG", "MUSREC_DISCORD_TOKEN", "MUSREC_TF_VE
 
 REPRESENTATIONS = ("flatten", "mean", "meanstd")
 EMBEDDERS = ("local", "max")
-BACKENDS = ("auto", "annoy", "exact")
+BACKENDS = ("auto", "annoy", "ivf", "exact")
+BUILD_BACKENDS = ("auto", "annoy", "ivf")
 SPLITS = ("bal_train", "eval", "unbal_train")
 SHORT_SEGMENT_POLICIES = ("pad", "skip")
 
@@ -59,6 +60,9 @@ class BuildConfig:
     trees: int = 50
     target_recall: float = 0.95
     recall_queries: int = 200
+    backend: str = "auto"
+    ivf_lists: int = 0
+    rerank: int = 50
     splits: tuple[str, ...] = SPLITS
     music_only: bool = False
     include_labels: tuple[str, ...] = ()
@@ -69,6 +73,9 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         _choice("build.representation", self.representation, REPRESENTATIONS)
+        _choice("build.backend", self.backend, BUILD_BACKENDS)
+        _at_least("build.ivf_lists", self.ivf_lists, 0)
+        _at_least("build.rerank", self.rerank, 10)
         _choice("build.short_segments", self.short_segments, SHORT_SEGMENT_POLICIES)
         for split in self.splits:
             _choice("build.splits", split, SPLITS)

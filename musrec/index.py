@@ -1,44 +1,79 @@
-"""The vector index: an Annoy forest (or exact numpy search) over segment vectors, with SQLite metadata.
+"""The vector index: an approximate search structure over segment vectors, with SQLite metadata.
 
 An index is a directory:
 
-- ``manifest.json``: format version, representation, dimension, count, trees, the tuned ``search_k`` and the recall
-  measured at build time, the backend that measured faster, source files, build time;
-- ``annoy.ann``: the Annoy forest (angular metric, memory-mapped, so processes share its pages);
-- ``embeddings.u8``: the raw uint8 rows, [count, 10, 128], memory-mapped: exact search, query-by-segment, and
-  rebuilding with another representation all start from here;
-- ``segments.sqlite``: item -> video id, start, end, labels, split.
+- ``manifest.json``: format version, representation, dimension, count, the approximate structure (``ann``) and its
+  tuned search parameter (Annoy's ``search_k`` or IVF's ``nprobe``), the recall@10 measured at build time on held-out
+  queries and leave-one-out, the backend that measured faster, source files, build time;
+- ``annoy.ann`` (``ann = "annoy"``): the Annoy forest (angular metric, memory-mapped, so processes share its pages),
+  with ``holdout.npy``: the few segments held out of the forest to measure recall honestly, searched exactly beside it;
+- ``ivf.faiss`` (``ann = "ivf"``): a faiss inverted-file index with 8-bit codes, memory-mapped; its candidates are
+  re-scored exactly from the raw rows;
+- ``embeddings.u8``: the raw uint8 rows, [count, 10, 128], memory-mapped: exact search, re-ranking, query-by-segment,
+  and rebuilding with another representation all start from here;
+- ``segments.sqlite``: item -> video id, start, end, labels, split; ``music.u8``: its music flags, one byte per item,
+  read at load time instead of scanning the table.
+
+Indexes written before the IVF backend (no ``ann`` key) are Annoy indexes and load unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from musrec.backends import (
+    RECALL_K,
+    AnnoyBackend,
+    Backend,
+    ExactBackend,
+    IvfBackend,
+    ScanBackend,
+    TopN,
+    exact_search_many,
+    iter_vectors,
+    top_n,
+)
 from musrec.errors import IndexFormatError, IndexNotFoundError
 from musrec.representation import SEGMENT_ROWS, dimension, represent
 from musrec.store import SegmentStore
 from musrec.vggish.postprocess import EMBEDDING_SIZE
+
+__all__ = [
+    "RECALL_K",
+    "AnnoyBackend",
+    "Backend",
+    "ExactBackend",
+    "Index",
+    "IvfBackend",
+    "Manifest",
+    "ScanBackend",
+    "TopN",
+    "exact_matrix_fits",
+    "exact_search_many",
+    "iter_vectors",
+    "open_embeddings",
+    "top_n",
+]
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ANNOY_FILE = "annoy.ann"
+HOLDOUT_FILE = "holdout.npy"
+IVF_FILE = "ivf.faiss"
 EMBEDDINGS_FILE = "embeddings.u8"
 SEGMENTS_FILE = "segments.sqlite"
-RECALL_K = 10
+MUSIC_FILE = "music.u8"
 # Exact search keeps a float32 copy of all vectors in memory; above this it is not offered automatically.
 EXACT_MEMORY_BUDGET = 2 << 30
-_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -61,6 +96,13 @@ class Manifest:
     build_seconds: float
     musrec_version: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # Added with the IVF backend; the defaults describe the Annoy indexes written before it.
+    ann: str = "annoy"  # the approximate structure stored: "annoy" or "ivf"
+    nprobe: int = 0  # IVF: inverted lists visited per query, tuned like search_k
+    ivf_lists: int = 0
+    rerank: int = 0  # IVF: candidates re-scored exactly from the raw rows, per 10 results
+    recall_leave_one_out: float | None = None  # recall@10 of indexed segments as queries (can be optimistic)
+    held_out: int = 0  # segments kept out of the structure while tuning, the queries behind recall_at_10
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -85,76 +127,6 @@ class Manifest:
             raise IndexFormatError(f"{path} is malformed: {err}") from None
 
 
-class Backend(Protocol):
-    name: str
-
-    def search(self, vector: npt.NDArray[np.float32], n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """The ``n`` nearest items to a unit vector, best first, with cosine similarities."""
-        ...
-
-
-class AnnoyBackend:
-    """Annoy, angular metric. ``search_k`` was tuned at build time for k = 10; larger requests scale it."""
-
-    name = "annoy"
-
-    def __init__(self, path: Path, dim: int, *, search_k: int) -> None:
-        from annoy import AnnoyIndex
-
-        self.path = path
-        self.search_k = search_k
-        self._annoy = AnnoyIndex(dim, "angular")
-        try:
-            self._annoy.load(str(path))  # memory-mapped
-        except OSError as err:
-            raise IndexFormatError(f"cannot load {path.name}: {err}") from None
-
-    def search(
-        self, vector: npt.NDArray[np.float32], n: int, *, search_k: int | None = None
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """``search_k`` defaults to the tuned value, scaled up in proportion when more than 10 results are asked."""
-        if search_k is None:
-            search_k = math.ceil(self.search_k * max(1.0, n / RECALL_K))
-        ids, dists = self._annoy.get_nns_by_vector(vector.tolist(), n, search_k=search_k, include_distances=True)
-        d = np.asarray(dists, dtype=np.float32)
-        return np.asarray(ids, dtype=np.int64), 1.0 - d * d / 2.0  # angular distance = sqrt(2 - 2 cos)
-
-    def warm(self) -> None:
-        """Read the file once so the first query does not pay for page faults (seconds on a cold multi-GB file)."""
-        with self.path.open("rb") as f:
-            while f.read(1 << 24):
-                pass
-
-    def unload(self) -> None:
-        self._annoy.unload()
-
-
-class ExactBackend:
-    """Brute-force cosine search over an in-memory float32 matrix of unit vectors."""
-
-    name = "exact"
-
-    def __init__(self, vectors: npt.NDArray[np.float32]) -> None:
-        self.vectors = vectors
-
-    def search(self, vector: npt.NDArray[np.float32], n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        ids, scores = top_n(self.vectors @ vector, n)
-        return ids, scores
-
-    def warm(self) -> None:
-        pass
-
-
-def top_n(scores: npt.NDArray[np.float32], n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Indices and values of the ``n`` largest scores, best first."""
-    n = min(n, len(scores))
-    if n <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    order = part[np.argsort(-scores[part], kind="stable")]
-    return order.astype(np.int64), scores[order].astype(np.float32)
-
-
 def open_embeddings(directory: Path, count: int) -> npt.NDArray[np.uint8]:
     path = directory / EMBEDDINGS_FILE
     expected = count * SEGMENT_ROWS * EMBEDDING_SIZE
@@ -163,39 +135,6 @@ def open_embeddings(directory: Path, count: int) -> npt.NDArray[np.uint8]:
     if count == 0:
         return np.empty((0, SEGMENT_ROWS, EMBEDDING_SIZE), dtype=np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="r", shape=(count, SEGMENT_ROWS, EMBEDDING_SIZE))
-
-
-def iter_vectors(
-    embeddings: npt.NDArray[np.uint8], representation: str, *, chunk: int = _CHUNK
-) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
-    """(offset, unit vectors) for consecutive chunks of the raw rows."""
-    for lo in range(0, len(embeddings), chunk):
-        yield lo, represent(np.asarray(embeddings[lo : lo + chunk]), representation)
-
-
-def exact_search_many(
-    embeddings: npt.NDArray[np.uint8],
-    representation: str,
-    queries: npt.NDArray[np.float32],
-    n: int,
-    *,
-    matrix: npt.NDArray[np.float32] | None = None,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Exact top-``n`` for many queries at once, streaming over the rows when no in-memory matrix is given."""
-    q = len(queries)
-    best_ids = np.zeros((q, 0), dtype=np.int64)
-    best_scores = np.zeros((q, 0), dtype=np.float32)
-    chunks = [(0, matrix)] if matrix is not None else iter_vectors(embeddings, representation)
-    for lo, vectors in chunks:
-        scores = queries @ vectors.T  # [q, chunk]
-        cand_ids = np.concatenate([best_ids, np.broadcast_to(np.arange(lo, lo + len(vectors)), scores.shape)], axis=1)
-        cand_scores = np.concatenate([best_scores, scores], axis=1)
-        keep = min(n, cand_scores.shape[1])
-        part = np.argpartition(-cand_scores, keep - 1, axis=1)[:, :keep]
-        best_ids = np.take_along_axis(cand_ids, part, axis=1)
-        best_scores = np.take_along_axis(cand_scores, part, axis=1)
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    return np.take_along_axis(best_ids, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
 
 
 def exact_matrix_fits(count: int, representation: str) -> bool:
@@ -215,15 +154,46 @@ class Index:
         if self.store.count != m.count:
             raise IndexFormatError("index metadata and manifest disagree on the segment count: rebuild the index")
         self.embeddings = open_embeddings(directory, m.count)
-        self.music_mask = self.store.music_mask()
+        self.music_mask = self._music_mask()
         chosen = m.preferred_backend if backend == "auto" else backend
-        self.backend: AnnoyBackend | ExactBackend
-        if chosen == "exact":
-            self.backend = ExactBackend(self.all_vectors())
-        elif chosen == "annoy":
-            self.backend = AnnoyBackend(directory / ANNOY_FILE, m.dimension, search_k=m.search_k)
-        else:
-            raise IndexFormatError(f"unknown backend {chosen!r}")
+        self.backend: Backend = self._open_backend(chosen)
+
+    def _open_backend(self, name: str) -> Backend:
+        m = self.manifest
+        if name == "exact":
+            # The float vectors are held in memory when they fit; otherwise each query scans the raw rows.
+            if exact_matrix_fits(m.count, m.representation):
+                return ExactBackend(self.all_vectors())
+            return ScanBackend(self.embeddings, m.representation)
+        if name not in ("annoy", "ivf"):
+            raise IndexFormatError(f"unknown backend {name!r}")
+        if name != m.ann:
+            raise IndexFormatError(
+                f"this index was built with the {m.ann} backend, not {name}: search it with {m.ann} or exact, "
+                f"or rebuild it with `musrec index build --backend {name}`"
+            )
+        if name == "ivf":
+            return IvfBackend.load(
+                self.directory / IVF_FILE, self.embeddings, m.representation, nprobe=m.nprobe, rerank=m.rerank
+            )
+        if not (self.directory / HOLDOUT_FILE).is_file():  # indexes built before the held-out sample
+            return AnnoyBackend(self.directory / ANNOY_FILE, m.dimension, search_k=m.search_k)
+        extra_ids = np.load(self.directory / HOLDOUT_FILE).astype(np.int64)
+        return AnnoyBackend(
+            self.directory / ANNOY_FILE,
+            m.dimension,
+            search_k=m.search_k,
+            extra_ids=extra_ids,
+            extra_vectors=represent(np.asarray(self.embeddings[extra_ids]), m.representation)
+            if len(extra_ids)
+            else None,
+        )
+
+    def _music_mask(self) -> npt.NDArray[np.bool_]:
+        path = self.directory / MUSIC_FILE
+        if path.is_file() and path.stat().st_size == len(self):
+            return np.fromfile(path, dtype=np.uint8).astype(bool)
+        return self.store.music_mask()  # indexes built before the flag file
 
     @property
     def representation(self) -> str:
@@ -249,7 +219,10 @@ class Index:
         return self.backend.search(np.asarray(vector, dtype=np.float32), min(n, len(self)))
 
     def warm(self) -> None:
+        """Read the memory-mapped files once and answer one query, so the first real answer is not slow."""
         self.backend.warm()
+        if len(self) and not isinstance(self.backend, ScanBackend):  # a scan would just be a slow query
+            self.search(self.item_vector(0), RECALL_K)
 
     def close(self) -> None:
         self.store.close()
