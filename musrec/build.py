@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,8 @@ import numpy as np
 
 from musrec import __version__
 from musrec.ann_build import Sample, build_structure, choose_ann
-from musrec.audioset import IngestReport, Segment
+from musrec.audioset import IngestReport, Segment, SegmentFilter, read_segments
+from musrec.config import Config
 from musrec.errors import DataError, IndexFormatError
 from musrec.index import (
     EMBEDDINGS_FILE,
@@ -210,3 +211,62 @@ def _publish(tmp: Path, out: Path) -> None:
     tmp.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def build_from_config(
+    config: Config,
+    sources: Sequence[Path],
+    out: Path,
+    *,
+    labels: Labels,
+    force: bool,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Manifest, IngestReport]:
+    """Read ``sources`` through the ``[build]`` filters and build ``out`` with the ``[build]`` options."""
+    b = config.build
+    filt = SegmentFilter(
+        splits=frozenset(b.splits),
+        music_only=b.music_only,
+        include_labels=labels.indices_of(b.include_labels),
+        exclude_labels=labels.indices_of(b.exclude_labels),
+        min_seconds=b.min_seconds,
+        short_segments=b.short_segments,
+    )
+    options = BuildOptions(
+        representation=b.representation,
+        trees=b.trees,
+        target_recall=b.target_recall,
+        recall_queries=b.recall_queries,
+        seed=b.seed,
+        backend=b.backend,
+        ivf_lists=b.ivf_lists,
+        rerank=b.rerank,
+    )
+    filters = {
+        "splits": sorted(b.splits),
+        "music_only": b.music_only,
+        "include_labels": list(b.include_labels),
+        "exclude_labels": list(b.exclude_labels),
+        "min_seconds": b.min_seconds,
+        "short_segments": b.short_segments,
+    }
+    report = IngestReport()
+    manifest = build_index(
+        read_segments(list(sources), labels=labels, filt=filt, report=report),
+        out,
+        labels=labels,
+        options=options,
+        sources=[str(s) for s in sources],
+        filters=filters,
+        report=report,
+        force=force,
+        progress=progress,
+    )
+    return manifest, report
+
+
+def describe_structure(m: Manifest) -> str:
+    """The approximate structure and its tuned parameter, for people: "ivf, 2048 lists, nprobe 6, ..."."""
+    if m.ann == "ivf":
+        return f"ivf, {m.ivf_lists} lists, nprobe {m.nprobe}, re-ranking {m.rerank}"
+    return f"annoy, {m.trees} trees, search_k {m.search_k}"

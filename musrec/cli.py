@@ -237,8 +237,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _index_build(args: argparse.Namespace, config: Config) -> int:
-    from musrec.audioset import IngestReport, SegmentFilter, read_segments
-    from musrec.build import BuildOptions, build_index
+    from musrec.build import build_from_config, describe_structure
     from musrec.labels import default_labels
 
     config = config.with_overrides(
@@ -258,45 +257,14 @@ def _index_build(args: argparse.Namespace, config: Config) -> int:
             "build.rerank": args.rerank,
         }
     )
-    b = config.build
-    labels = default_labels()
-    filt = SegmentFilter(
-        splits=frozenset(b.splits),
-        music_only=b.music_only,
-        include_labels=labels.indices_of(b.include_labels),
-        exclude_labels=labels.indices_of(b.exclude_labels),
-        min_seconds=b.min_seconds,
-        short_segments=b.short_segments,
-    )
     out = args.out or config.index_path
-    report = IngestReport()
-    segments = read_segments(args.sources, labels=labels, filt=filt, report=report)
     bar = _progress_bar(enabled=not args.no_progress)
     try:
-        manifest = build_index(
-            segments,
+        manifest, report = build_from_config(
+            config,
+            args.sources,
             out,
-            labels=labels,
-            options=BuildOptions(
-                representation=b.representation,
-                trees=b.trees,
-                target_recall=b.target_recall,
-                recall_queries=b.recall_queries,
-                backend=b.backend,
-                ivf_lists=b.ivf_lists,
-                rerank=b.rerank,
-                seed=b.seed,
-            ),
-            sources=[str(s) for s in args.sources],
-            filters={
-                "splits": sorted(b.splits),
-                "music_only": b.music_only,
-                "include_labels": list(b.include_labels),
-                "exclude_labels": list(b.exclude_labels),
-                "min_seconds": b.min_seconds,
-                "short_segments": b.short_segments,
-            },
-            report=report,
+            labels=default_labels(),
             force=args.force,
             progress=bar.update if bar is not None else None,
         )
@@ -308,10 +276,7 @@ def _index_build(args: argparse.Namespace, config: Config) -> int:
     if report.damaged_files:
         shown = ", ".join(report.damaged_files[:5]) + (" ..." if len(report.damaged_files) > 5 else "")
         print(f"warning: {report.corrupt_records} corrupt records skipped; damaged: {shown}", file=sys.stderr)
-    if manifest.ann == "ivf":
-        tuned = f"ivf, {manifest.ivf_lists} lists, nprobe {manifest.nprobe}, re-ranking {manifest.rerank}"
-    else:
-        tuned = f"annoy, {manifest.trees} trees, search_k {manifest.search_k}"
+    tuned = describe_structure(manifest)
     loo = manifest.recall_leave_one_out
     print(
         f"{manifest.representation} ({manifest.dimension}-d), {tuned}: recall@10 {manifest.recall_at_10:.3f} on "
@@ -336,6 +301,7 @@ def _format_ms(query_ms: dict[str, float]) -> str:
 
 
 def _index_info(args: argparse.Namespace, config: Config) -> int:
+    from musrec.build import describe_structure
     from musrec.index import Manifest
 
     directory = args.directory or config.index_path
@@ -347,10 +313,12 @@ def _index_info(args: argparse.Namespace, config: Config) -> int:
         ("path", str(directory)),
         ("segments", f"{m.count:,}"),
         ("representation", f"{m.representation} ({m.dimension} dimensions)"),
-        ("annoy", f"{m.trees} trees, search_k {m.search_k}"),
+        ("structure", describe_structure(m)),
         (
             "recall@10",
-            f"{m.recall_at_10:.3f} measured on {m.recall_queries} queries (target {m.target_recall})",
+            f"{m.recall_at_10:.3f} on {m.held_out} held-out segments"
+            + (f", {m.recall_leave_one_out:.3f} leave-one-out" if m.recall_leave_one_out is not None else "")
+            + f" (target {m.target_recall})",
         ),
         ("backend", f"{m.preferred_backend} by default; {_format_ms(m.query_ms)}"),
         ("filters", ", ".join(f"{k}={v}" for k, v in sorted(m.filters.items())) or "none"),

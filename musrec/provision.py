@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from musrec.audioset_features import ensure_features
+from musrec.build import describe_structure
 from musrec.config import Config
 from musrec.errors import DataError, MusrecError
 from musrec.index import ANNOY_FILE, SEGMENTS_FILE, Manifest, open_embeddings
@@ -176,56 +177,29 @@ def _summary(m: Manifest, path: Path) -> str:
     music = ", music only" if m.filters.get("music_only") else ""
     return (
         f"{m.count:,} segments at {path} ({splits}{music}); {m.representation} {m.dimension}-d, "
-        f"search_k {m.search_k}, recall@10 {m.recall_at_10:.3f}"
+        f"{describe_structure(m)}, recall@10 {m.recall_at_10:.3f}"
     )
 
 
 def _build(config: Config, source: Path, *, progress: bool) -> Manifest:
-    from musrec.audioset import IngestReport, SegmentFilter, read_segments
-    from musrec.build import BuildOptions, build_index
+    from musrec.build import build_from_config
     from musrec.labels import default_labels
 
-    b = config.build
-    labels = default_labels()
-    filt = SegmentFilter(
-        splits=frozenset(b.splits),
-        music_only=b.music_only,
-        include_labels=labels.indices_of(b.include_labels),
-        exclude_labels=labels.indices_of(b.exclude_labels),
-        min_seconds=b.min_seconds,
-        short_segments=b.short_segments,
-    )
-    report = IngestReport()
     bar: Any = None
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(unit=" segments", unit_scale=True, desc="indexing", file=sys.stderr, mininterval=0.5, leave=False)
     try:
-        return build_index(
-            read_segments([source], labels=labels, filt=filt, report=report),
+        manifest, _ = build_from_config(
+            config,
+            [source],
             config.index_path,
-            labels=labels,
-            options=BuildOptions(
-                representation=b.representation,
-                trees=b.trees,
-                target_recall=b.target_recall,
-                recall_queries=b.recall_queries,
-                seed=b.seed,
-            ),
-            sources=[str(source)],
-            filters={
-                "splits": sorted(b.splits),
-                "music_only": b.music_only,
-                "include_labels": list(b.include_labels),
-                "exclude_labels": list(b.exclude_labels),
-                "min_seconds": b.min_seconds,
-                "short_segments": b.short_segments,
-            },
-            report=report,
+            labels=default_labels(),
             force=True,
             progress=bar.update if bar is not None else None,
         )
+        return manifest
     finally:
         if bar is not None:
             bar.close()
