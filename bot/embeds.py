@@ -123,10 +123,6 @@ def about_embed(manifest: Manifest, *, embedder: str) -> discord.Embed:
     return fit(embed)
 
 
-def embed_length(embed: discord.Embed) -> int:
-    return len(embed)
-
-
 def fit(embed: discord.Embed) -> discord.Embed:
     """Trim field values, then drop trailing fields, until the embed is within Discord's total of 6000 characters."""
     while len(embed) > EMBED_TOTAL_MAX and embed.fields:

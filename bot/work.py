@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -54,15 +54,6 @@ class WorkQueue:
     def release(self, user_id: int) -> None:
         with contextlib.suppress(ValueError):
             self._admitted.remove(user_id)
-
-    @contextlib.asynccontextmanager
-    async def slot(self, user_id: int) -> AsyncIterator[int]:
-        """``async with queue.slot(user) as ahead:`` admits (or raises BusyError) and always releases."""
-        ahead = self.admit(user_id)
-        try:
-            yield ahead
-        finally:
-            self.release(user_id)
 
     async def run(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         """Run ``fn`` in a worker thread once a worker is free."""

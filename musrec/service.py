@@ -180,6 +180,7 @@ class Musrec:
         self._cache: EmbeddingCache | None = None
         self._cache_opened = False
         self._cache_lock = threading.Lock()
+        self._fetch_options: FetchOptions | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Musrec:
@@ -266,7 +267,7 @@ class Musrec:
             embedder_id=embedder_identity(self.config),
             start_s=start_s,
             duration_s=self.config.audio.window_s,
-            options=fetch_options(self.config),
+            options=self.fetch_options,
             limits=audio_limits(self.config),
             cache=self.cache,
         )
@@ -284,6 +285,13 @@ class Musrec:
             extra=extra,
         )
         return link.embedding, query
+
+    @property
+    def fetch_options(self) -> FetchOptions:
+        """The link-fetching policy, built once (its warning about private addresses is logged once)."""
+        if self._fetch_options is None:
+            self._fetch_options = fetch_options(self.config)
+        return self._fetch_options
 
     @property
     def cache(self) -> EmbeddingCache | None:
