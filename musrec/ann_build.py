@@ -33,7 +33,8 @@ from musrec.backends import (
     ScanBackend,
     TopN,
 )
-from musrec.index import ANNOY_FILE, EMBEDDINGS_FILE, HOLDOUT_FILE, IVF_FILE, exact_matrix_fits
+from musrec.index import exact_matrix_fits
+from musrec.layout import ANNOY_FILE, EMBEDDINGS_FILE, HOLDOUT_FILE, IVF_FILE
 from musrec.representation import SEGMENT_ROWS, dimension, represent
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 

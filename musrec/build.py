@@ -8,15 +8,14 @@ whose recall@10 against exact search, on segments held out of the structure, rea
 (trees x k) reads barely one leaf at high dimension, so an untuned index returns poor neighbours. See
 :mod:`musrec.ann_build` for why held-out queries, not leave-one-out ones, set the parameter.
 
-The build writes into a hidden sibling directory and renames it into place only when complete: a crash or Ctrl-C
-never leaves a half-written index where a running bot would load it.
+The build writes into a hidden sibling directory and swaps it into place only when complete (see
+:mod:`musrec.layout`): a crash or Ctrl-C never leaves a half-written index where a running bot would load it, the
+path is never empty, and a later build removes what a killed one left behind.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,17 +29,20 @@ from musrec import __version__
 from musrec.ann_build import Sample, build_structure, choose_ann
 from musrec.audioset import IngestReport, Segment, SegmentFilter, read_segments
 from musrec.config import Config
-from musrec.errors import DataError, IndexFormatError
-from musrec.index import (
+from musrec.errors import DataError
+from musrec.labels import Labels
+from musrec.layout import (
     EMBEDDINGS_FILE,
     FORMAT_VERSION,
     MANIFEST,
     MUSIC_FILE,
     SEGMENTS_FILE,
     Manifest,
+    check,
     open_embeddings,
+    publish,
+    staging,
 )
-from musrec.labels import Labels
 from musrec.representation import dimension
 from musrec.store import SegmentInfo, SegmentWriter
 
@@ -78,12 +80,8 @@ def build_index(
     out = out.resolve()
     if out.exists() and not force:
         raise DataError(f"{out} already exists: pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     started = time.monotonic()
-    try:
+    with staging(out) as tmp:
         count = _ingest(segments, tmp, labels=labels, options=options, progress=progress)
         if count == 0:
             raise DataError("no segments left to index: check the sources and filters")
@@ -136,10 +134,8 @@ def build_index(
         )
         del embeddings
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        check(tmp)  # what every reader checks, before anything is replaced
+        publish(tmp, out)
     log.info(
         "built %s: %d segments, %s tuned to %d, recall@10 %.3f held out, %.3f leave-one-out",
         out,
@@ -199,20 +195,6 @@ def _ingest(
     return count
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished build into place; an existing index is swapped out, then removed."""
-    old = None
-    if out.exists():
-        if not (out / MANIFEST).is_file() and any(out.iterdir()):
-            raise IndexFormatError(f"{out} exists and is not a musrec index: refusing to replace it")
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_from_config(
     config: Config,
     sources: Sequence[Path],
@@ -263,10 +245,3 @@ def build_from_config(
         progress=progress,
     )
     return manifest, report
-
-
-def describe_structure(m: Manifest) -> str:
-    """The approximate structure and its tuned parameter, for people: "ivf, 2048 lists, nprobe 6, ..."."""
-    if m.ann == "ivf":
-        return f"ivf, {m.ivf_lists} lists, nprobe {m.nprobe}, re-ranking {m.rerank}"
-    return f"annoy, {m.trees} trees, search_k {m.search_k}"

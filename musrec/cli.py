@@ -237,7 +237,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _index_build(args: argparse.Namespace, config: Config) -> int:
-    from musrec.build import build_from_config, describe_structure
+    from musrec.build import build_from_config
     from musrec.labels import default_labels
 
     config = config.with_overrides(
@@ -276,7 +276,7 @@ def _index_build(args: argparse.Namespace, config: Config) -> int:
     if report.damaged_files:
         shown = ", ".join(report.damaged_files[:5]) + (" ..." if len(report.damaged_files) > 5 else "")
         print(f"warning: {report.corrupt_records} corrupt records skipped; damaged: {shown}", file=sys.stderr)
-    tuned = describe_structure(manifest)
+    tuned = manifest.structure()
     loo = manifest.recall_leave_one_out
     print(
         f"{manifest.representation} ({manifest.dimension}-d), {tuned}: recall@10 {manifest.recall_at_10:.3f} on "
@@ -301,8 +301,7 @@ def _format_ms(query_ms: dict[str, float]) -> str:
 
 
 def _index_info(args: argparse.Namespace, config: Config) -> int:
-    from musrec.build import describe_structure
-    from musrec.index import Manifest
+    from musrec.layout import Manifest
 
     directory = args.directory or config.index_path
     m = Manifest.read(directory)
@@ -313,7 +312,7 @@ def _index_info(args: argparse.Namespace, config: Config) -> int:
         ("path", str(directory)),
         ("segments", f"{m.count:,}"),
         ("representation", f"{m.representation} ({m.dimension} dimensions)"),
-        ("structure", describe_structure(m)),
+        ("structure", m.structure()),
         (
             "recall@10",
             f"{m.recall_at_10:.3f} on {m.held_out} held-out segments"

@@ -150,27 +150,36 @@ def _sha_key(name: str) -> str:
 
 
 def _index(config: Config, *, annoy_works: bool) -> Check:
-    from musrec.index import Index, Manifest
-    from musrec.provision import index_problem
+    from musrec.index import Index
+    from musrec.layout import Manifest, debris, problem
 
     path = config.index_path
-    problem = index_problem(path)
-    if problem is not None:
-        return Check("index", PROBLEM, problem)
+    trouble = problem(path)
+    if trouble is not None:
+        return Check("index", PROBLEM, trouble)
     m = Manifest.read(path)
-    if annoy_works:
+    # Annoy is tried in a child process first: loading a forest with a build that crashes would kill the doctor.
+    if m.ann != "annoy" or annoy_works:
         try:
-            Index(path, backend="annoy").close()
+            Index(path, backend=m.ann).close()
         except MusrecError as err:
             return Check("index", PROBLEM, f"{path} does not load: {err} (run `musrec setup --rebuild`)")
     splits = ",".join(m.filters.get("splits", [])) or "all"
     music = " music-only" if m.filters.get("music_only") else ""
-    return Check(
-        "index",
-        OK,
-        f"{path}: {m.count:,} segments ({splits}{music}), {m.representation} {m.dimension}-d, {m.trees} trees, "
-        f"search_k {m.search_k}, recall@10 {m.recall_at_10:.3f}, {m.preferred_backend} preferred, built {m.built_at}",
+    detail = (
+        f"{path}: {m.count:,} segments ({splits}{music}), {m.representation} {m.dimension}-d, {m.structure()}, "
+        f"recall@10 {m.recall_at_10:.3f}, {m.preferred_backend} preferred, built {m.built_at}"
     )
+    left = debris(path)
+    if left:
+        size = sum(f.stat().st_size for d in left for f in d.rglob("*") if f.is_file())
+        return Check(
+            "index",
+            WARN,
+            f"{detail}; {len(left)} unfinished build(s) beside it ({size / 1e9:.1f} GB): "
+            "`musrec setup` removes them unless a build is running",
+        )
+    return Check("index", OK, detail)
 
 
 def _max_servers(config: Config) -> Check:

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from musrec.audioset_features import ensure_features
-from musrec.build import describe_structure
 from musrec.config import Config
 from musrec.errors import DataError, MusrecError
-from musrec.index import ANNOY_FILE, SEGMENTS_FILE, Manifest, open_embeddings
+from musrec.layout import MANIFEST, Manifest, problem, remove_debris
 from musrec.model_files import ensure_models, model_files
 from musrec.setup_state import SetupOptions, SetupState, Step, now, signature
 
@@ -72,9 +71,9 @@ def check_ready(config: Config) -> list[str]:
                 problems.append(
                     f"VGGish {mf.name} not found ({mf.path}): run `musrec setup --models-only`, or set {mf.key}"
                 )
-    problem = index_problem(config.index_path)
-    if problem:
-        problems.append(problem)
+    trouble = problem(config.index_path)
+    if trouble:
+        problems.append(trouble)
     return problems
 
 
@@ -92,21 +91,6 @@ def ensure_ready(config: Config, *, progress: bool) -> None:
     problems = check_ready(config)
     if problems:
         raise DataError(problems[0])
-
-
-def index_problem(directory: Path) -> str | None:
-    """Why the index at ``directory`` cannot be used (one line), or None."""
-    if not directory.exists():
-        return f"no index at {directory}: run `musrec setup` (or `musrec index build`)"
-    try:
-        manifest = Manifest.read(directory)
-        for name in (ANNOY_FILE, SEGMENTS_FILE):
-            if not (directory / name).is_file():
-                return f"the index at {directory} has no {name}: run `musrec setup --rebuild`"
-        open_embeddings(directory, manifest.count)
-    except MusrecError as err:
-        return f"{err} (run `musrec setup`)"
-    return None
 
 
 # ---- labels -------------------------------------------------------------------------------------------------
@@ -129,21 +113,22 @@ def _check_labels(emit: Callable[[Step], None]) -> None:
 
 def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]) -> None:
     path = config.index_path
+    remove_debris(path)
     wanted = _fingerprint(config)
     ours = state.index.get("path") == str(path.absolute()) and _manifest_stamp(path) == state.index.get("manifest")
     if _occupied(path) and not options.rebuild:
-        problem = index_problem(path)
-        if problem is None and not ours:
+        trouble = problem(path)
+        if trouble is None and not ours:
             emit(Step("index", "kept", f"{path} was not built by musrec setup; --rebuild replaces it"))
             return
-        if problem is None and state.index.get("build") == wanted:
+        if trouble is None and state.index.get("build") == wanted:
             emit(Step("index", "up to date", _summary(Manifest.read(path), path)))
             return
-        if problem is None and not options.refresh_index:
+        if trouble is None and not options.refresh_index:
             emit(Step("index", "kept", f"{path}, built with other [build] settings; `musrec setup` rebuilds it"))
             return
-        if problem is not None and not ours:
-            raise DataError(f"{problem}; `musrec setup --rebuild` replaces it")
+        if trouble is not None and not ours:
+            raise DataError(trouble)
     source = ensure_features(config, state, options, emit)
     if source is None:
         emit(Step("index", "skipped", "no AudioSet features here: run `musrec setup` without --skip-features"))
@@ -169,7 +154,7 @@ def _manifest_stamp(directory: Path) -> dict[str, Any] | None:
         manifest = Manifest.read(directory)
     except MusrecError:
         return None
-    return {"built_at": manifest.built_at, "count": manifest.count, **signature(directory / "manifest.json")}
+    return {"built_at": manifest.built_at, "count": manifest.count, **signature(directory / MANIFEST)}
 
 
 def _summary(m: Manifest, path: Path) -> str:
@@ -177,7 +162,7 @@ def _summary(m: Manifest, path: Path) -> str:
     music = ", music only" if m.filters.get("music_only") else ""
     return (
         f"{m.count:,} segments at {path} ({splits}{music}); {m.representation} {m.dimension}-d, "
-        f"{describe_structure(m)}, recall@10 {m.recall_at_10:.3f}"
+        f"{m.structure()}, recall@10 {m.recall_at_10:.3f}"
     )
 
 
@@ -227,4 +212,4 @@ def _locked(data_dir: Path) -> Iterator[None]:
 
 
 # SetupOptions and Step live in musrec.setup_state; callers of setup() take them from here.
-__all__ = ["SetupOptions", "Step", "check_ready", "ensure_ready", "index_problem", "setup"]
+__all__ = ["SetupOptions", "Step", "check_ready", "ensure_ready", "setup"]

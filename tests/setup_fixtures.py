@@ -268,6 +268,7 @@ def write_config(
     features_urls: Sequence[str] | None = None,
     bundle: bool = True,
     retries: int = 0,
+    backend: str = "auto",
     extra: str = "",
 ) -> Path:
     """A config whose URLs all point at ``server`` and whose data directory is ``data_dir``; small, fast builds."""
@@ -291,6 +292,7 @@ retry_wait_s = 0.0
 trees = 5
 recall_queries = 40
 target_recall = 0.9
+backend = {backend!r}
 """
     if not bundle:
         text = text.replace(f"bundle_urls = [{server.url(BUNDLE_PATH)!r}]", "bundle_urls = []")

@@ -19,8 +19,9 @@ from musrec.backends import ExactBackend, IvfBackend, ScanBackend, TopN
 from musrec.build import BuildOptions, build_index
 from musrec.cli import main
 from musrec.errors import ConfigError, IndexFormatError
-from musrec.index import HOLDOUT_FILE, IVF_FILE, MANIFEST, MUSIC_FILE, Index, exact_search_many
+from musrec.index import Index, exact_search_many
 from musrec.labels import default_labels
+from musrec.layout import HOLDOUT_FILE, IVF_FILE, MANIFEST, MUSIC_FILE
 from musrec.representation import represent
 from musrec.synthetic import SyntheticAudioSet
 
@@ -128,10 +129,13 @@ def test_each_index_loads_with_its_own_structure_or_exact_search(ivf_index: Path
         Index(ivf_index, backend="hnsw")
     (ivf_index / IVF_FILE).rename(ivf_index / "moved")
     try:
+        with pytest.raises(IndexFormatError, match=f"has no {IVF_FILE}"):
+            Index(ivf_index, backend="exact")  # an incomplete index is refused whatever backend is asked for
+        (ivf_index / IVF_FILE).write_bytes(b"not a faiss index")
         with pytest.raises(IndexFormatError, match=f"cannot load {IVF_FILE}"):
             Index(ivf_index, backend="ivf")
     finally:
-        (ivf_index / "moved").rename(ivf_index / IVF_FILE)
+        (ivf_index / "moved").replace(ivf_index / IVF_FILE)
 
 
 def test_index_written_before_the_ivf_backend_still_loads(tmp_path: Path) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
+import shutil
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,10 +16,12 @@ from setup_fixtures import FileServer, SetupFiles, setup_files, write_config
 
 import musrec.doctor
 from musrec.cli import main
+from musrec.config import load_config
 from musrec.doctor import PROBLEM, diagnose
 
 TOKEN = "MTIzNDU2Nzg5.secret-token-value"
 STATUSES = ("ok", "warn", "problem")
+STRUCTURES = ("annoy", "ivf")
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +29,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> SetupFiles:
     return setup_files(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def ready(tmp_path_factory: pytest.TempPathFactory, files: SetupFiles) -> Path:
-    """A config whose data directory `musrec setup --from` filled (no network)."""
-    root = tmp_path_factory.mktemp("doctor")
+@pytest.fixture(scope="module", params=STRUCTURES)
+def ready(tmp_path_factory: pytest.TempPathFactory, files: SetupFiles, request: pytest.FixtureRequest) -> Path:
+    """A config whose data directory `musrec setup --from` filled (no network), with each index structure."""
+    root = tmp_path_factory.mktemp(f"doctor-{request.param}")
     mine = root / "mine"
     mine.mkdir()
     for path in (files.checkpoint, files.pca, files.features):
@@ -39,6 +44,7 @@ def ready(tmp_path_factory: pytest.TempPathFactory, files: SetupFiles) -> Path:
             data_dir=root / "data",
             checkpoint_sha512=files.checkpoint_sha512,
             pca_sha512=files.pca_sha512,
+            backend=request.param,
         )
         assert main(["--config", str(config), "setup", "--from", str(mine), "--no-progress"]) == 0
         assert server.hits() == []
@@ -89,6 +95,8 @@ def test_everything_ready(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "(system)" in checks["ffmpeg"][1] or "(bundled by imageio-ffmpeg)" in checks["ffmpeg"][1]
     assert "sha512 verified on " in checks["checkpoint"][1]
     assert "100 segments" in checks["index"][1] and "recall@10" in checks["index"][1]
+    ann = json.loads((load_config(ready, environ={}).index_path / "manifest.json").read_text())["ann"]
+    assert f"{ann}, " in checks["index"][1]  # issue 12: an IVF index is checked as what it is
     assert checks["token"][1] == "MUSREC_DISCORD_TOKEN is set"
     assert "builds and queries an index" in checks["annoy"][1]
     assert all(TOKEN not in line for line in lines)
@@ -177,3 +185,35 @@ def test_an_annoy_built_for_another_cpu_is_named(tmp_path: Path, monkeypatch: py
     checks = {c.name: c for c in diagnose(None, environ={"MUSREC_DATA_DIR": str(tmp_path)}, quick=True)}
     assert checks["annoy"].status == PROBLEM
     assert "illegal instruction" in checks["annoy"].detail and "ANNOY_COMPILER_ARGS" in checks["annoy"].detail
+
+
+def test_an_unfinished_build_beside_the_index_is_a_warning(ready: Path, tmp_path: Path) -> None:
+    """Issue 12: what a killed build left is named, with its size; `musrec setup` removes it."""
+    data = load_config(ready, environ={}).data_dir
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy, symlinks=True)
+    config = tmp_path / "c.toml"
+    config.write_text(ready.read_text().replace(str(data), str(copy)))
+    dead = copy / f".index.building-{_dead_pid()}"
+    dead.mkdir()
+    (dead / "embeddings.u8").write_bytes(b"\0" * 2_000_000)
+    code, lines = doctor(["--config", str(config), "doctor", "--quick"])
+    checks = by_name(lines)
+    assert code == 0 and checks["index"][0] == "warn", lines
+    assert "1 unfinished build(s) beside it (0.0 GB): `musrec setup` removes them" in checks["index"][1]
+    assert main(["--config", str(config), "setup", "--no-progress", "--skip-features"]) == 0
+    assert not dead.exists()
+    assert by_name(doctor(["--config", str(config), "doctor", "--quick"])[1])["index"][0] == "ok"
+
+
+def _dead_pid() -> int:
+    """A process id that no process has: a child that has exited and been reaped."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(child.stdout)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 0)
+        pytest.skip("the pid was reused at once")
+    return pid

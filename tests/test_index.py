@@ -9,8 +9,9 @@ from audioset_fixtures import make_segments
 
 from musrec.build import BuildOptions, build_index
 from musrec.errors import DataError, IndexFormatError, IndexNotFoundError
-from musrec.index import MANIFEST, Index, exact_search_many
+from musrec.index import Index, exact_search_many
 from musrec.labels import default_labels
+from musrec.layout import MANIFEST
 from musrec.representation import represent
 from musrec.synthetic import SyntheticAudioSet
 

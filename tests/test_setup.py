@@ -33,11 +33,14 @@ from vggish_fixtures import music_like, shared_vggish_files
 from musrec.cli import main
 from musrec.config import load_config
 from musrec.errors import DownloadError
+from musrec.index import Index
+from musrec.layout import MANIFEST
 from musrec.provision import check_ready, ensure_ready
 from musrec.setup_state import STATE_FILE
 from musrec.wav import to_wav_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
+STRUCTURES = ("annoy", "ivf")  # every user-level path runs on both index structures
 CUT = 100 * 1000 * 1000  # the first checkpoint response stops after this many bytes
 
 
@@ -398,14 +401,19 @@ def test_models_only_and_skip_features(tmp_path: Path, server: FileServer, files
     assert len(problems) == 1 and problems[0].startswith("no index at ")
 
 
-def test_an_index_built_elsewhere_is_kept_unless_rebuild(tmp_path: Path, server: FileServer, files: SetupFiles) -> None:
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_an_index_built_elsewhere_is_kept_unless_rebuild(
+    tmp_path: Path, server: FileServer, files: SetupFiles, structure: str
+) -> None:
     serve_all(server, files)
     config = small_config(tmp_path, server, files)
     index = tmp_path / "data" / "index"
-    assert main(["index", "build", str(files.embeddings_dir / "eval"), "--out", str(index), "--no-progress"]) == 0
+    build = ["index", "build", str(files.embeddings_dir / "eval"), "--out", str(index), "--backend", structure]
+    assert main([*build, "--no-progress"]) == 0
     r = run(["--config", str(config), "setup", "--no-progress"])
     assert r.code == 0, r.err
     assert "was not built by musrec setup; --rebuild replaces it" in r.out and not server.hits(FEATURES_PATH)
+    assert check_ready(load_config(config, environ={})) == []  # issue 12: an IVF index is ready too
     r = run(["--config", str(config), "setup", "--rebuild", "--no-progress"])
     assert r.code == 0, r.err
     assert re.search(r"^index: built \(100 segments", r.out, re.M) and len(server.hits(FEATURES_PATH)) == 1
@@ -414,21 +422,37 @@ def test_an_index_built_elsewhere_is_kept_unless_rebuild(tmp_path: Path, server:
 # ---- ensure_ready / check_ready -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("structure", STRUCTURES)
 def test_ensure_ready_sets_up_what_is_missing_then_returns_at_once(
-    tmp_path: Path, server: FileServer, files: SetupFiles
+    tmp_path: Path, server: FileServer, files: SetupFiles, structure: str
 ) -> None:
     serve_all(server, files)
-    config = load_config(small_config(tmp_path, server, files), environ={})
+    path = small_config(tmp_path, server, files, backend=structure)
+    config = load_config(path, environ={})
     problems = check_ready(config)
     assert len(problems) == 3
     assert problems[0].startswith("VGGish checkpoint not found") and problems[1].startswith("VGGish pca params")
     assert problems[2].startswith(f"no index at {tmp_path / 'data' / 'index'}: run `musrec setup`")
     ensure_ready(config, progress=False)
     assert check_ready(config) == []
+    manifest = config.index_path / MANIFEST
+    assert json.loads(manifest.read_text())["ann"] == structure
+    built = manifest.stat().st_mtime_ns
     count = len(server.hits())
     assert count == 3  # checkpoint, PCA, features
     ensure_ready(config, progress=True)
     assert len(server.hits()) == count
+    # Issue 12: the bot's start-up and a rerun of setup accept an IVF index as they do an Annoy one.
+    r = run(["--config", str(path), "setup", "--no-progress"])
+    assert r.code == 0, r.err
+    assert re.search(r"^index: up to date \(100 segments", r.out, re.M), r.out
+    assert manifest.stat().st_mtime_ns == built and len(server.hits()) == count
+    index = Index(config.index_path)
+    seg = index.store.get(7)
+    index.close()
+    r = run(["--config", str(path), "recommend", f"audioset:{seg.video_id}@{seg.start_s:g}", "--json"])
+    assert r.code == 0, r.err
+    assert len(json.loads(r.out)["matches"]) == 10
 
 
 def test_ensure_ready_with_max_servers_fetches_no_model(tmp_path: Path, server: FileServer, files: SetupFiles) -> None:
