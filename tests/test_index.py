@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audioset_fixtures import make_segments
+from tolerances import dot_tolerance
 
 from musrec.build import BuildOptions, build_index
 from musrec.errors import DataError, IndexFormatError, IndexNotFoundError
@@ -41,8 +42,9 @@ def test_neighbours_match_exact_search(tmp_path: Path, representation: str) -> N
         for q, want, want_scores in zip(queries, truth, truth_scores, strict=True):
             ids, scores = idx.search(q, 10)
             hits += len(set(ids.tolist()) & set(want.tolist()))
-            assert scores[0] == pytest.approx(want_scores[0], abs=1e-4)
-            assert np.all(np.diff(scores) <= 1e-6)  # best first
+            # Annoy, numpy and the exact scan each sum in their own order (tests/tolerances.py).
+            assert scores[0] == pytest.approx(want_scores[0], abs=dot_tolerance(m.dimension))
+            assert np.all(np.diff(scores) <= 0)  # best first
         assert hits / 500 >= (0.999 if backend == "exact" else 0.9)
 
 
