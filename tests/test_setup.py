@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -490,17 +491,34 @@ def test_dockerfile_copies_files_that_exist_and_sets_what_the_image_needs() -> N
         assert secret_or_bulk in ignored
 
 
-def test_compose_file_runs_the_bot_beside_max() -> None:
+def test_compose_file_runs_the_bot_with_exact_embeddings_and_max_as_an_option() -> None:
+    """Issue 12: the default deployment embeds in the bot's own process (exactly the index's space); IBM's MAX
+    image, whose ReLU output is not, is an opt-in profile."""
     yaml = pytest.importorskip("yaml")
-    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    text = (ROOT / "compose.yaml").read_text()
+    compose = yaml.safe_load(text)
     bot, max_ = compose["services"]["bot"], compose["services"]["max"]
+    assert set(compose["services"]) == {"bot", "max"} and max_["profiles"] == ["max"] and "profiles" not in bot
+    assert bot["environment"]["MUSREC_EMBEDDER_KIND"] == "${MUSREC_EMBEDDER_KIND:-local}"
+    assert bot["environment"]["MUSREC_MAX_URLS"] == "${MUSREC_MAX_URLS:-http://max:5000}"
+    assert "depends_on" not in bot  # it would fail whenever the max profile is off
     assert max_["image"].startswith("quay.io/codait/max-audio-embedding-generator")
     assert "/model/metadata" in " ".join(max_["healthcheck"]["test"])
-    assert bot["environment"]["MUSREC_EMBEDDER_KIND"] == "max"
-    assert bot["environment"]["MUSREC_MAX_URLS"] == "http://max:5000"
-    assert bot["depends_on"]["max"]["condition"] == "service_healthy"
-    assert any(str(v).endswith(":/data") for v in bot["volumes"]) and "env_file" in bot
+    assert any(str(v).endswith(":/data") for v in bot["volumes"]) and bot["env_file"] == ".env"
     assert "MUSREC_DISCORD_TOKEN" not in json.dumps(bot.get("environment", {}))  # the token comes from the env file
+    assert "docker compose run --rm bot sync" in text
+
+
+def test_the_token_file_stays_out_of_git_and_the_image() -> None:
+    """Issue 12: the README tells Docker users to put the token in .env; git must not offer it for a commit."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    for name in (".env", "prod.env"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT, timeout=60)
+        assert ignored.returncode == 0, f"git does not ignore {name}"
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+    readme = (ROOT / "README.md").read_text()
+    assert "docker compose run --rm bot sync" in readme
 
 
 def _logical_lines(text: str) -> list[str]:
