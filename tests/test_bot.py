@@ -38,10 +38,11 @@ CLIPS = 3
 TIMEOUT = 60.0
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+@pytest.fixture(scope="module", params=("annoy", "ivf"))
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The bot's world on each index structure: Annoy (small indexes) and IVF (what the full AudioSet builds)."""
     embedder = shared_embedder(tmp_path_factory)
-    root = tmp_path_factory.mktemp("bot")
+    root = tmp_path_factory.mktemp(f"bot-{request.param}")
     clips = []
     segments: list[Segment] = make_segments(200, split="eval")
     for i in range(CLIPS):
@@ -49,8 +50,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         clips.append(wav)
         rows = embedder.embed(decode(wav).samples[: 10 * RATE])
         segments.append(Segment(f"botclip{i:04d}", 0.0, 10.0, (140, 235), "eval", fit_rows(rows)))
-    build_index(segments, root / "index", labels=default_labels(), options=BuildOptions(trees=8))
-    return {"embedder": embedder, "index": root / "index", "clips": clips}
+    options = BuildOptions(trees=8, backend=request.param)
+    build_index(segments, root / "index", labels=default_labels(), options=options)
+    assert Index(root / "index").manifest.ann == request.param
+    return {"embedder": embedder, "index": root / "index", "clips": clips, "structure": request.param}
 
 
 def config_for(world: dict[str, Any], standin: StandIn, **bot: Any) -> Config:
@@ -403,7 +406,7 @@ def test_main_entry_serves_and_shuts_down_on_sigterm(
 
     from vggish_fixtures import shared_vggish_files
 
-    from bot.__main__ import _serve
+    from bot.__main__ import _prepare, _serve
 
     files = shared_vggish_files(tmp_path_factory)
 
@@ -412,6 +415,9 @@ def test_main_entry_serves_and_shuts_down_on_sigterm(
         config = replace(
             base, embedder=replace(base.embedder, checkpoint=files.checkpoint, pca_params=files.pca_column)
         )
+        before = (world["index"] / "manifest.json").stat().st_mtime_ns
+        await asyncio.to_thread(_prepare, config)  # issue 12: start-up accepts the index as it is, IVF too
+        assert (world["index"] / "manifest.json").stat().st_mtime_ns == before
         served = asyncio.create_task(_serve(config, standin.token))
         await standin.wait_until(lambda: standin.gateway.identifies >= 1, timeout=TIMEOUT)
         handle = None
