@@ -34,11 +34,11 @@ K = 10
 
 def worker(size: int, representation: str, trees: int, target: float, backend: str) -> dict[str, object]:
 
-    from musrec.build import BuildOptions, build_index
-    from musrec.index import Index, exact_search_many
-    from musrec.labels import default_labels
-    from musrec.representation import represent
-    from musrec.synthetic import SyntheticAudioSet
+    from musrec.audioset.labels import default_labels
+    from musrec.audioset.representation import represent
+    from musrec.audioset.synthetic import SyntheticAudioSet
+    from musrec.index.build import BuildOptions, build_index
+    from musrec.index.loaded import Index, exact_search_many
 
     gen = SyntheticAudioSet()
     with tempfile.TemporaryDirectory(prefix="musrec-bench-") as tmp:

@@ -39,20 +39,20 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
 
-    from musrec.audio import choose_window, cut, decode, ffmpeg_executable
-    from musrec.build import BuildOptions, build_index
+    from musrec.audio.decode import choose_window, cut, decode, ffmpeg_executable
+    from musrec.audioset.labels import default_labels
+    from musrec.audioset.synthetic import SyntheticAudioSet
     from musrec.config import Config
-    from musrec.embedders import LocalEmbedder
-    from musrec.index import Index
-    from musrec.labels import default_labels
+    from musrec.embedding.local import LocalEmbedder
+    from musrec.index.build import BuildOptions, build_index
+    from musrec.index.loaded import Index
+    from musrec.pipeline import audio_limits
     from musrec.recommend import Query, recommend_rows
     from musrec.render import render_table
-    from musrec.service import audio_limits
-    from musrec.synthetic import SyntheticAudioSet
-    from musrec.tfutil import import_tensorflow
     from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
     from musrec.vggish.frontend import waveform_to_examples
     from musrec.vggish.postprocess import load_pca_params, postprocess
+    from musrec.vggish.tfutil import import_tensorflow
 
     import_tensorflow()
     config = Config()

@@ -65,9 +65,9 @@ class MemoryPeaks:
 
 
 def build_worker(size: int, representation: str, backend: str, out: Path, target: float) -> dict[str, Any]:
-    from musrec.build import BuildOptions, build_index
-    from musrec.labels import default_labels
-    from musrec.synthetic import SyntheticAudioSet
+    from musrec.audioset.labels import default_labels
+    from musrec.audioset.synthetic import SyntheticAudioSet
+    from musrec.index.build import BuildOptions, build_index
 
     memory = MemoryPeaks()
     started = time.perf_counter()
@@ -92,9 +92,9 @@ def build_worker(size: int, representation: str, backend: str, out: Path, target
 def query_worker(out: Path) -> dict[str, Any]:
     import numpy as np
 
-    from musrec.index import Index, exact_search_many
-    from musrec.representation import represent
-    from musrec.synthetic import SyntheticAudioSet
+    from musrec.audioset.representation import represent
+    from musrec.audioset.synthetic import SyntheticAudioSet
+    from musrec.index.loaded import Index, exact_search_many
 
     t0 = time.perf_counter()
     index = Index(out)  # the backend the build chose
@@ -134,7 +134,7 @@ def query_worker(out: Path) -> dict[str, Any]:
         loo_hits += len(set(got) & ({int(i) for i in want} - {int(item)}))
     loo_recall = loo_hits / (K * QUERIES)
 
-    from musrec.index import ExactBackend
+    from musrec.index.loaded import ExactBackend
 
     exact = ExactBackend(matrix)
     exact_s, exact_found = timed(exact.search, queries[:EXACT_TIMED])

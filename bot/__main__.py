@@ -112,7 +112,7 @@ def _run(config: Config, token: str) -> int:
 def _prepare(config: Config) -> None:
     """Make sure the model files and the index exist (a first run downloads and builds them)."""
     try:
-        from musrec.provision import ensure_ready
+        from musrec.setup.provision import ensure_ready
     except ImportError:  # a build without the provisioning module: the files must already be there
         return
     ensure_ready(config, progress=True)  # bars on a terminal, periodic log lines elsewhere (e.g. in a container)

@@ -17,7 +17,7 @@ from bot.cogs.sounds import Sounds
 from bot.errors import GENERIC
 from bot.work import WorkQueue
 from musrec.config import Config
-from musrec.service import Musrec
+from musrec.pipeline import Musrec
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import discord
 
 from musrec.compare import Comparison
-from musrec.layout import Manifest
+from musrec.index.layout import Manifest
 from musrec.recommend import Match, Query, Recommendation
 from musrec.timecode import format_timecode
 

@@ -65,7 +65,7 @@ def parse_start(text: str | None) -> float | None:
 def check_link(text: str, *, allowed_hosts: tuple[str, ...]) -> str:
     """The link in ``text``: a YouTube video, or a host the configuration allows. No network here: where the host
     resolves to is checked when it is fetched, in a worker thread."""
-    from musrec.links import find_link, parse_youtube_url
+    from musrec.links.parse import find_link, parse_youtube_url
 
     link = find_link(text)
     if link is None:

@@ -237,8 +237,8 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _index_build(args: argparse.Namespace, config: Config) -> int:
-    from musrec.build import build_from_config
-    from musrec.labels import default_labels
+    from musrec.audioset.labels import default_labels
+    from musrec.index.build import build_from_config
 
     config = config.with_overrides(
         {
@@ -301,7 +301,7 @@ def _format_ms(query_ms: dict[str, float]) -> str:
 
 
 def _index_info(args: argparse.Namespace, config: Config) -> int:
-    from musrec.layout import Manifest
+    from musrec.index.layout import Manifest
 
     directory = args.directory or config.index_path
     m = Manifest.read(directory)
@@ -344,9 +344,9 @@ def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _recommend(args: argparse.Namespace, config: Config) -> int:
-    from musrec.index import Index
+    from musrec.index.loaded import Index
+    from musrec.pipeline import Musrec, is_link, make_embedder
     from musrec.recommend import AUDIOSET_PREFIX
-    from musrec.service import Musrec, is_link, make_embedder
 
     config = config.with_overrides(
         {
@@ -397,18 +397,18 @@ def _check_input_file(text: str) -> None:
 
 def import_tensorflow_quietly(config: Config) -> None:
     if config.embedder.kind == "local":
-        from musrec.tfutil import import_tensorflow
+        from musrec.vggish.tfutil import import_tensorflow
 
         import_tensorflow()
 
 
 def _embed(args: argparse.Namespace, config: Config) -> int:
-    from musrec.audio import Audio, decode
-    from musrec.service import audio_limits, fetch_options, is_link, make_embedder
+    from musrec.audio.decode import Audio, decode
+    from musrec.pipeline import audio_limits, fetch_options, is_link, make_embedder
 
     config = config.with_overrides(_model_overrides(args))
     if is_link(args.input):
-        from musrec.youtube import fetch_window
+        from musrec.links.fetch import fetch_window
 
         # A link: only the window is fetched (10 s, or --duration), never the whole video.
         fetched = fetch_window(
@@ -440,8 +440,8 @@ def _embed(args: argparse.Namespace, config: Config) -> int:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    from musrec.server import run_server
-    from musrec.service import make_embedder
+    from musrec.embedding.server import run_server
+    from musrec.pipeline import make_embedder
 
     config = config.with_overrides({**_model_overrides(args), "server.host": args.host, "server.port": args.port})
     if config.embedder.kind != "local":
@@ -458,7 +458,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _setup(args: argparse.Namespace, config: Config) -> int:
-    from musrec.provision import SetupOptions, check_ready, setup
+    from musrec.setup.provision import SetupOptions, check_ready, setup
 
     config = config.with_overrides(
         {"build.splits": tuple(args.splits) if args.splits else None, "build.music_only": args.music_only}
@@ -479,7 +479,7 @@ def _setup(args: argparse.Namespace, config: Config) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from musrec.doctor import diagnose, failed
+    from musrec.setup.doctor import diagnose, failed
 
     checks = diagnose(_config_path(args), quick=args.quick, bot=args.bot)
     for check in checks:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from musrec.representation import fit_rows, represent
+from musrec.audioset.representation import fit_rows, represent
 from musrec.vggish.postprocess import dequantize
 
 CELL_PX = 24  # each second-by-second cell of the picture is a 24 x 24 pixel square

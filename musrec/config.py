@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from musrec.errors import ConfigError
-from musrec.links import YOUTUBE_HOSTS
+from musrec.links.parse import YOUTUBE_HOSTS
 
 ENV_PREFIX = "MUSREC_"
 # Environment variables with this prefix that are not config keys.

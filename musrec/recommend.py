@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audioset.labels import Labels, default_labels
+from musrec.audioset.representation import fit_rows
 from musrec.errors import QueryError, UnknownSegmentError
-from musrec.index import Index
-from musrec.labels import Labels, default_labels
-from musrec.representation import fit_rows
-from musrec.store import SegmentInfo
+from musrec.index.loaded import Index
+from musrec.index.store import SegmentInfo
 
 AUDIOSET_PREFIX = "audioset:"
 # YouTube ids are 11 characters of [A-Za-z0-9_-]; accept any such token so older ids still resolve.

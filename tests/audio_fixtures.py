@@ -6,7 +6,7 @@ import math
 import subprocess
 from pathlib import Path
 
-from musrec.audio import ffmpeg_executable
+from musrec.audio.decode import ffmpeg_executable
 
 TONE_HZ = 440.0
 TONE_S = 3.0

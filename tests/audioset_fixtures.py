@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from musrec.audioset import Segment, write_records
-from musrec.synthetic import SyntheticAudioSet, SyntheticSpec
+from musrec.audioset.records import Segment, write_records
+from musrec.audioset.synthetic import SyntheticAudioSet, SyntheticSpec
 
 ROOT = "audioset_v1_embeddings"
 GUITAR, JAZZ, SPEECH, DOG = 140, 235, 0, 74  # label indices in class_labels_indices.csv

@@ -31,7 +31,7 @@ MAX_EXACT = 0.499
 def int16_clip(seconds: float, *, rate: int = 16000, channels: int = 1, seed: int = 0) -> npt.NDArray[np.float64]:
     """Tones plus noise as 16-bit PCM values (k / 32768) below 0.5 in magnitude.
 
-    musrec.wav writes WAV as ``x * 32768`` and reads ``int16 / 32768``, so these values round-trip exactly and
+    musrec.audio.wav writes WAV as ``x * 32768`` and reads ``int16 / 32768``, so these values round-trip exactly and
     an upload carries exactly the samples embedded in-process.
     """
     rng = np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def int16_clip(seconds: float, *, rate: int = 16000, channels: int = 1, seed: in
 
 
 def wav_bytes(samples: npt.NDArray[np.floating], *, rate: int, sampwidth: int = 2) -> bytes:
-    """A WAV written by the stdlib (independent of musrec.wav); ``sampwidth`` is 1, 2, 3 or 4 bytes."""
+    """A WAV written by the stdlib (independent of musrec.audio.wav); ``sampwidth`` is 1, 2, 3 or 4 bytes."""
     x = np.asarray(samples, dtype=np.float64)
     channels = 1 if x.ndim == 1 else x.shape[1]
     if sampwidth == 1:  # 8-bit WAV is unsigned

@@ -1,4 +1,4 @@
-"""musrec.audio against real ffmpeg decoding real encoded files."""
+"""musrec.audio.decode against real ffmpeg decoding real encoded files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from audio_fixtures import FORMATS, TONE_HZ, TONE_S, encoded, ffmpeg, long_mp3, long_mp3_hz, tone, video
 
-from musrec.audio import (
+from musrec.audio.decode import (
     Audio,
     AudioLimits,
     Window,
@@ -25,8 +25,8 @@ from musrec.audio import (
     decode,
     ffmpeg_executable,
 )
+from musrec.audio.wav import read_wav_bytes, to_wav_bytes
 from musrec.errors import DecodeError, TooLongError, TooShortError
-from musrec.wav import read_wav_bytes, to_wav_bytes
 
 RATE = 16000
 
@@ -233,7 +233,7 @@ def test_playlists_cannot_reach_the_network(tmp_path: Path, media: dict[str, Pat
 
 
 def test_ffmpeg_stderr_goes_to_the_debug_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="musrec.audio")
+    caplog.set_level(logging.DEBUG, logger="musrec.audio.decode")
     with pytest.raises(DecodeError) as info:
         decode(b"not audio at all" * 100)
     assert "Invalid data" in caplog.text

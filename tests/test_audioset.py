@@ -15,9 +15,9 @@ from audioset_fixtures import (
     write_layout,
 )
 
-from musrec.audioset import IngestReport, SegmentFilter, looks_like_tfrecord, read_segments, write_records
+from musrec.audioset.labels import default_labels
+from musrec.audioset.records import IngestReport, SegmentFilter, looks_like_tfrecord, read_segments, write_records
 from musrec.errors import DataError
-from musrec.labels import default_labels
 
 LABELS = default_labels()
 

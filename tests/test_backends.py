@@ -13,18 +13,18 @@ import pytest
 from audioset_fixtures import make_segments
 from tolerances import dot_tolerance
 
-from musrec import index as index_module
-from musrec.ann_build import AUTO_IVF_MIN_COUNT, Sample, auto_ivf_lists, choose_ann
-from musrec.audioset import write_records
-from musrec.backends import ExactBackend, IvfBackend, ScanBackend, TopN
-from musrec.build import BuildOptions, build_index
+from musrec.audioset.labels import default_labels
+from musrec.audioset.records import write_records
+from musrec.audioset.representation import represent
+from musrec.audioset.synthetic import SyntheticAudioSet
 from musrec.cli import main
 from musrec.errors import ConfigError, IndexFormatError
-from musrec.index import Index, exact_search_many
-from musrec.labels import default_labels
-from musrec.layout import HOLDOUT_FILE, IVF_FILE, MANIFEST, MUSIC_FILE
-from musrec.representation import represent
-from musrec.synthetic import SyntheticAudioSet
+from musrec.index import loaded as index_module
+from musrec.index.backends import ExactBackend, IvfBackend, ScanBackend, TopN
+from musrec.index.build import BuildOptions, build_index
+from musrec.index.layout import HOLDOUT_FILE, IVF_FILE, MANIFEST, MUSIC_FILE
+from musrec.index.loaded import Index, exact_search_many
+from musrec.index.tune import AUTO_IVF_MIN_COUNT, Sample, auto_ivf_lists, choose_ann
 
 LABELS = default_labels()
 HELD_OUT_START = 10**9  # synthetic segments generated from here on are not in any test index

@@ -23,15 +23,15 @@ from vggish_fixtures import shared_embedder
 from youtube_fixtures import media_server
 
 from bot.client import MusrecBot, command_payload, make_bot
-from musrec.audio import decode
-from musrec.audioset import Segment
-from musrec.build import BuildOptions, build_index
+from musrec.audio.decode import decode
+from musrec.audio.wav import to_wav_bytes
+from musrec.audioset.labels import default_labels
+from musrec.audioset.records import Segment
+from musrec.audioset.representation import fit_rows
 from musrec.config import Config, load_config
-from musrec.index import Index
-from musrec.labels import default_labels
-from musrec.representation import fit_rows
-from musrec.service import Musrec
-from musrec.wav import to_wav_bytes
+from musrec.index.build import BuildOptions, build_index
+from musrec.index.loaded import Index
+from musrec.pipeline import Musrec
 
 RATE = 16000
 CLIPS = 3

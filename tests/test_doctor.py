@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from setup_fixtures import FileServer, SetupFiles, setup_files, write_config
 
-import musrec.doctor
+import musrec.setup.doctor
 from musrec.cli import main
 from musrec.config import load_config
-from musrec.doctor import PROBLEM, diagnose
+from musrec.setup.doctor import PROBLEM, diagnose
 
 TOKEN = "MTIzNDU2Nzg5.secret-token-value"
 STATUSES = ("ok", "warn", "problem")
@@ -181,7 +181,7 @@ def test_a_token_with_quotes_is_a_problem(ready: Path, monkeypatch: pytest.Monke
 
 def test_an_annoy_built_for_another_cpu_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The child dies of SIGILL exactly as an Annoy compiled with -march=native for a newer CPU does.
-    monkeypatch.setattr(musrec.doctor, "_ANNOY_SMOKE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
+    monkeypatch.setattr(musrec.setup.doctor, "_ANNOY_SMOKE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
     checks = {c.name: c for c in diagnose(None, environ={"MUSREC_DATA_DIR": str(tmp_path)}, quick=True)}
     assert checks["annoy"].status == PROBLEM
     assert "illegal instruction" in checks["annoy"].detail and "ANNOY_COMPILER_ARGS" in checks["annoy"].detail

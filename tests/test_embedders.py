@@ -10,10 +10,10 @@ import pytest
 from tolerances import network_atol
 from vggish_fixtures import VggishFiles, music_like, shared_embedder, shared_vggish_files, tone
 
-from musrec.embedders import BATCH_EXAMPLES, Embedder, LocalEmbedder
+from musrec.audio.resample import resample
+from musrec.audioset.representation import REPRESENTATION_DIMS, fit_rows, represent
+from musrec.embedding.local import BATCH_EXAMPLES, Embedder, LocalEmbedder
 from musrec.errors import EmbedderError
-from musrec.representation import REPRESENTATION_DIMS, fit_rows, represent
-from musrec.resample import resample
 from musrec.vggish.frontend import waveform_to_examples
 from musrec.vggish.postprocess import load_pca_params, postprocess
 

@@ -8,13 +8,13 @@ import pytest
 from audioset_fixtures import make_segments
 from tolerances import dot_tolerance
 
-from musrec.build import BuildOptions, build_index
+from musrec.audioset.labels import default_labels
+from musrec.audioset.representation import represent
+from musrec.audioset.synthetic import SyntheticAudioSet
 from musrec.errors import DataError, IndexFormatError, IndexNotFoundError
-from musrec.index import Index, exact_search_many
-from musrec.labels import default_labels
-from musrec.layout import MANIFEST
-from musrec.representation import represent
-from musrec.synthetic import SyntheticAudioSet
+from musrec.index.build import BuildOptions, build_index
+from musrec.index.layout import MANIFEST
+from musrec.index.loaded import Index, exact_search_many
 
 LABELS = default_labels()
 

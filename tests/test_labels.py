@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from musrec.audioset.labels import default_labels
 from musrec.errors import DataError
-from musrec.labels import default_labels
 
 
 def test_all_527_classes_in_csv_order() -> None:

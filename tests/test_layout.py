@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 from audioset_fixtures import make_segments
 
-from musrec.audioset import write_records
-from musrec.build import BuildOptions, build_index
+from musrec.audioset.labels import default_labels
+from musrec.audioset.records import write_records
 from musrec.errors import IndexFormatError
-from musrec.index import Index
-from musrec.labels import default_labels
-from musrec.layout import (
+from musrec.index.build import BuildOptions, build_index
+from musrec.index.layout import (
     ANNOY_FILE,
     IVF_FILE,
     MANIFEST,
@@ -33,6 +32,7 @@ from musrec.layout import (
     remove_debris,
     staging,
 )
+from musrec.index.loaded import Index
 
 STRUCTURES = ("annoy", "ivf")
 # Bounds for waiting on a child process: generous, so a slow shared machine never fails the test; they only stop a

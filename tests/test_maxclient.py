@@ -25,9 +25,10 @@ from max_fixtures import (
 )
 from vggish_fixtures import shared_embedder
 
-from musrec.embedders import LocalEmbedder
-from musrec.errors import EmbedderError, TooLongError
-from musrec.maxclient import (
+from musrec.audio.resample import resample
+from musrec.audio.wav import read_wav_bytes, to_wav_bytes
+from musrec.embedding.local import LocalEmbedder
+from musrec.embedding.max_client import (
     MSG_CLOSED,
     MSG_INVALID,
     MSG_TIMEOUT,
@@ -35,9 +36,8 @@ from musrec.maxclient import (
     MaxEmbedder,
     parse_embedding,
 )
-from musrec.resample import resample
-from musrec.server import make_app
-from musrec.wav import read_wav_bytes, to_wav_bytes
+from musrec.embedding.server import make_app
+from musrec.errors import EmbedderError, TooLongError
 
 PREDICT = "/model/predict"
 

@@ -18,16 +18,16 @@ from audioset_fixtures import make_segments
 from tolerances import dot_tolerance
 from vggish_fixtures import music_like, shared_embedder, shared_vggish_files
 
-from musrec.audio import decode
-from musrec.audioset import Segment
-from musrec.build import BuildOptions, build_index
+from musrec.audio.decode import decode
+from musrec.audio.wav import to_wav_bytes
+from musrec.audioset.labels import default_labels
+from musrec.audioset.records import Segment
+from musrec.audioset.representation import fit_rows
 from musrec.cli import main
 from musrec.config import load_config
-from musrec.embedders import LocalEmbedder
-from musrec.labels import default_labels
-from musrec.representation import fit_rows
-from musrec.service import Musrec
-from musrec.wav import to_wav_bytes
+from musrec.embedding.local import LocalEmbedder
+from musrec.index.build import BuildOptions, build_index
+from musrec.pipeline import Musrec
 
 RATE = 16000
 CLIPS = 6  # real audio clips indexed as if they were AudioSet segments

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from musrec.audioset.representation import REPRESENTATION_DIMS, fit_rows, represent
 from musrec.errors import EmbedderError
-from musrec.representation import REPRESENTATION_DIMS, fit_rows, represent
 from musrec.vggish.checkpoint import write_random_pca_params
 from musrec.vggish.postprocess import EMBEDDING_SIZE, dequantize, load_pca_params, postprocess
 

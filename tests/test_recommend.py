@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from audioset_fixtures import make_segments
 
-from musrec.build import BuildOptions, build_index
+from musrec.audioset.labels import default_labels
 from musrec.errors import QueryError, UnknownSegmentError
-from musrec.index import Index
-from musrec.labels import default_labels
+from musrec.index.build import BuildOptions, build_index
+from musrec.index.loaded import Index
 from musrec.recommend import nearest, parse_audioset_ref, recommend_segment, youtube_url
 
 LABELS = default_labels()

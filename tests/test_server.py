@@ -30,8 +30,8 @@ from max_fixtures import (
 )
 from vggish_fixtures import shared_embedder
 
-from musrec.embedders import LocalEmbedder
-from musrec.server import MODEL_METADATA, make_app
+from musrec.embedding.local import LocalEmbedder
+from musrec.embedding.server import MODEL_METADATA, make_app
 
 MISSING = {
     "message": "Input payload validation failed",
@@ -253,7 +253,7 @@ def test_make_app_rejects_bad_limits(local_embedder: LocalEmbedder) -> None:
 SERVE_SCRIPT = """
 import logging, sys
 import numpy as np
-from musrec.server import run_server
+from musrec.embedding.server import run_server
 
 class Silent:
     warmed = False

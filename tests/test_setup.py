@@ -31,14 +31,14 @@ from setup_fixtures import (
 )
 from vggish_fixtures import music_like, shared_vggish_files
 
+from musrec.audio.wav import to_wav_bytes
 from musrec.cli import main
 from musrec.config import load_config
 from musrec.errors import DownloadError
-from musrec.index import Index
-from musrec.layout import MANIFEST
-from musrec.provision import check_ready, ensure_ready
-from musrec.setup_state import STATE_FILE
-from musrec.wav import to_wav_bytes
+from musrec.index.layout import MANIFEST
+from musrec.index.loaded import Index
+from musrec.setup.provision import check_ready, ensure_ready
+from musrec.setup.state import STATE_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 STRUCTURES = ("annoy", "ivf")  # every user-level path runs on both index structures
@@ -186,7 +186,7 @@ def test_fresh_setup_builds_a_working_index(fresh: Fresh) -> None:
 
 
 def test_recommend_works_after_setup(fresh: Fresh, tmp_path: Path) -> None:
-    from musrec.index import Index
+    from musrec.index.loaded import Index
 
     seg = Index(fresh.data / "index").store.get(5)
     r = run(["--config", str(fresh.config), "recommend", f"audioset:{seg.video_id}@{seg.start_s:g}", "--json"])
@@ -313,11 +313,11 @@ def test_a_broken_features_tarball_is_rejected(tmp_path: Path, server: FileServe
 def test_not_enough_disk_space_is_a_clear_error(
     tmp_path: Path, server: FileServer, files: SetupFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import musrec.download
+    import musrec.setup.download
 
     serve_all(server, files)
     full = shutil._ntuple_diskusage(total=10**9, used=10**9 - 1000, free=1000)  # type: ignore[attr-defined]
-    monkeypatch.setattr(musrec.download.shutil, "disk_usage", lambda path: full)
+    monkeypatch.setattr(musrec.setup.download.shutil, "disk_usage", lambda path: full)
     r = run(["--config", str(small_config(tmp_path, server, files)), "setup", "--no-progress"])
     assert r.code == 1
     assert "not enough disk space for vggish_model.ckpt" in r.err

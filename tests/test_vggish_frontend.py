@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from vggish_fixtures import music_like, tone
 
-from musrec.resample import resample
+from musrec.audio.resample import resample
 from musrec.vggish.frontend import (
     EXAMPLE_FRAMES,
     LOG_OFFSET,

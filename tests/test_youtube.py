@@ -1,4 +1,4 @@
-"""musrec.youtube: link parsing, the fetch policy, error classification, and real yt-dlp against a loopback server."""
+"""musrec.links: link parsing, the fetch policy, error classification, and real yt-dlp against a loopback server."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from youtube_fixtures import (
 
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.errors import DecodeError, DownloadError, TooLongError, TooShortError, UnsupportedLinkError
-from musrec.fetch_errors import FAILURE_PATTERNS, FetchError, FetchFailure, classify_failure
-from musrec.links import YOUTUBE_HOSTS, find_link, parse_timestamp, parse_youtube_url
-from musrec.youtube import FetchOptions, check_url_allowed, default_start, embed_link, fetch_window
+from musrec.links.errors import FAILURE_PATTERNS, FetchError, FetchFailure, classify_failure
+from musrec.links.fetch import FetchOptions, check_url_allowed, default_start, embed_link, fetch_window
+from musrec.links.parse import YOUTUBE_HOSTS, find_link, parse_timestamp, parse_youtube_url
 
 pytestmark = pytest.mark.timeout(120)
 

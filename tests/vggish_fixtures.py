@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from musrec.embedders import LocalEmbedder
+from musrec.embedding.local import LocalEmbedder
 from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
 from musrec.vggish.model import read_checkpoint
 

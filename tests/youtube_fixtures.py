@@ -23,7 +23,7 @@ import numpy.typing as npt
 from aiohttp import web
 from audio_fixtures import ffmpeg
 
-from musrec.youtube import FetchOptions
+from musrec.links.fetch import FetchOptions
 
 LOOPBACK = "127.0.0.1"
 WAIT_S = 10.0
@@ -102,7 +102,7 @@ def first_change_s(samples: npt.NDArray[np.floating], low_hz: float, high_hz: fl
 
 
 class ToneEmbedder:
-    """An :class:`~musrec.embedders.Embedder` whose rows say which tone each 0.96 s holds (Hz / 10, as uint8)."""
+    """An :class:`~musrec.embedding.local.Embedder` whose rows say which tone each 0.96 s holds (Hz / 10, as uint8)."""
 
     def __init__(self) -> None:
         self.calls = 0

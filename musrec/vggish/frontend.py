@@ -1,7 +1,7 @@
 """VGGish front end: waveform -> log-mel examples of 96 frames x 64 bands.
 
 Pure numpy, float64 throughout as in Google's reference, which makes the output at 16 kHz bit-for-bit identical
-to it. Non-16 kHz input is converted with :func:`musrec.resample.resample` (see there for how close that gets
+to it. Non-16 kHz input is converted with :func:`musrec.audio.resample.resample` (see there for how close that gets
 to the reference's resampler).
 """
 
@@ -13,7 +13,7 @@ from typing import Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from musrec.resample import TARGET_RATE, resample
+from musrec.audio.resample import TARGET_RATE, resample
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``musrec serve``: a MAX-compatible embedding server.
 
 It speaks the REST API of IBM's MAX Audio Embedding Generator, so existing MAX clients (and
-:class:`~musrec.maxclient.MaxEmbedder`) can use it unchanged:
+:class:`~musrec.embedding.max_client.MaxEmbedder`) can use it unchanged:
 
 - ``GET /model/metadata``: the model's metadata document.
 - ``POST /model/predict``: multipart/form-data with a file field ``audio`` holding a signed 16-bit PCM WAV
@@ -37,11 +37,11 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 from aiohttp import web
 
+from musrec.audio.wav import read_wav_bytes
 from musrec.errors import DecodeError, MusrecError
-from musrec.wav import read_wav_bytes
 
 if TYPE_CHECKING:
-    from musrec.embedders import Embedder
+    from musrec.embedding.local import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -98,7 +98,7 @@ def _data_dir(config: Config) -> Check:
 
 
 def _ffmpeg() -> Check:
-    from musrec.audio import ffmpeg_executable
+    from musrec.audio.decode import ffmpeg_executable
 
     try:
         exe = ffmpeg_executable()
@@ -116,9 +116,9 @@ def _ffmpeg() -> Check:
 
 
 def _models(config: Config) -> list[Check]:
-    from musrec.model_files import model_files
     from musrec.progress import human_bytes
-    from musrec.setup_state import SetupState
+    from musrec.setup.models import model_files
+    from musrec.setup.state import SetupState
 
     needed = config.embedder.kind == "local"
     state = SetupState(config.data_dir)
@@ -150,8 +150,8 @@ def _sha_key(name: str) -> str:
 
 
 def _index(config: Config, *, annoy_works: bool) -> Check:
-    from musrec.index import Index
-    from musrec.layout import Manifest, debris, problem
+    from musrec.index.layout import Manifest, debris, problem
+    from musrec.index.loaded import Index
 
     path = config.index_path
     trouble = problem(path)
@@ -212,7 +212,7 @@ def _tensorflow(config: Config, *, quick: bool) -> Check:
         if importlib.util.find_spec("tensorflow") is None:
             return Check("tensorflow", level, "not installed: `pip install tensorflow`")
         return Check("tensorflow", OK, f"installed ({_version('tensorflow')}; not imported: --quick)")
-    from musrec.tfutil import import_tensorflow
+    from musrec.vggish.tfutil import import_tensorflow
 
     try:
         tf = import_tensorflow()

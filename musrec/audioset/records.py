@@ -24,12 +24,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audioset.labels import Labels
+from musrec.audioset.representation import SEGMENT_ROWS, fit_rows
 from musrec.config import SPLITS
 from musrec.errors import DataError
-from musrec.labels import Labels
-from musrec.representation import SEGMENT_ROWS, fit_rows
-from musrec.tfutil import import_tensorflow
 from musrec.vggish.postprocess import EMBEDDING_SIZE
+from musrec.vggish.tfutil import import_tensorflow
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from musrec.config import SetupConfig
-from musrec.download import CHUNK, Downloaded, discard_partial, fetch_first, part_path, publish
 from musrec.progress import Meter
+from musrec.setup.download import CHUNK, Downloaded, discard_partial, fetch_first, part_path, publish
 
 
 def fetch_file(
@@ -27,7 +27,7 @@ def fetch_file(
     progress: bool,
     check: Callable[[Path], None] | None = None,
 ) -> Downloaded:
-    """:func:`~musrec.download.fetch_first` with the ``[setup]`` timeout and retry settings."""
+    """:func:`~musrec.setup.download.fetch_first` with the ``[setup]`` timeout and retry settings."""
     return fetch_first(
         urls,
         dest,

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audio.resample import TARGET_RATE
 from musrec.errors import DecodeError
-from musrec.resample import TARGET_RATE
 
 INT16_SCALE = 32768.0  # reading: int16 / 32768, as the reference
 INT16_MIN, INT16_MAX = -32768, 32767

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audioset.representation import SEGMENT_ROWS
 from musrec.errors import IndexFormatError, IndexNotFoundError, MusrecError
-from musrec.representation import SEGMENT_ROWS
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 
 log = logging.getLogger(__name__)

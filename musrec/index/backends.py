@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audioset.representation import represent
 from musrec.errors import IndexFormatError
-from musrec.representation import represent
 
 RECALL_K = 10
 _CHUNK = 65_536

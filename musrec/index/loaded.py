@@ -1,4 +1,4 @@
-"""The vector index: a loaded index directory (see :mod:`musrec.layout` for its files) with one search backend.
+"""The vector index: a loaded index directory (see :mod:`musrec.index.layout` for its files) with one search backend.
 
 The backend is the approximate structure the index was built with (Annoy or IVF), or exact search. Indexes written
 before the IVF backend (no ``ann`` key) are Annoy indexes and load unchanged.
@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from musrec.backends import (
+from musrec.audioset.representation import dimension, represent
+from musrec.errors import IndexFormatError
+from musrec.index.backends import (
     RECALL_K,
     AnnoyBackend,
     Backend,
@@ -24,8 +26,7 @@ from musrec.backends import (
     iter_vectors,
     top_n,
 )
-from musrec.errors import IndexFormatError
-from musrec.layout import (
+from musrec.index.layout import (
     ANNOY_FILE,
     HOLDOUT_FILE,
     IVF_FILE,
@@ -35,8 +36,7 @@ from musrec.layout import (
     check,
     open_embeddings,
 )
-from musrec.representation import dimension, represent
-from musrec.store import SegmentStore
+from musrec.index.store import SegmentStore
 
 __all__ = [
     "RECALL_K",

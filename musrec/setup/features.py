@@ -18,11 +18,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
 from musrec.config import Config
-from musrec.download import CHUNK
 from musrec.errors import DataError
 from musrec.progress import Meter
-from musrec.setup_files import fetch_file, find_file, link_or_copy
-from musrec.setup_state import TFRECORD, SetupOptions, SetupState, Step
+from musrec.setup.download import CHUNK
+from musrec.setup.files import fetch_file, find_file, link_or_copy
+from musrec.setup.state import TFRECORD, SetupOptions, SetupState, Step
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _download_features(
 
 def _check_features(path: Path, *, progress: bool, name: str | None = None) -> dict[str, Any]:
     """Read a features tarball through (gzip CRC, tar structure), or look over a directory; count TFRecord files."""
-    from musrec.audioset import looks_like_tfrecord, split_of
+    from musrec.audioset.records import looks_like_tfrecord, split_of
 
     counts: dict[str, int] = {}
     if path.is_dir():
@@ -113,7 +113,7 @@ def _check_features(path: Path, *, progress: bool, name: str | None = None) -> d
 
 
 def _read_tarball(path: Path, *, progress: bool, name: str) -> dict[str, int]:
-    from musrec.audioset import split_of
+    from musrec.audioset.records import split_of
 
     counts: dict[str, int] = {}
     meter = Meter(f"checking {path.name.removesuffix('.part')}", total=path.stat().st_size, enabled=progress)

@@ -4,7 +4,7 @@ Only hosts on an allow-list (YouTube's by default) are ever fetched, and only if
 is public, so a link can never make the server reach into its own network; the check runs before yt-dlp sees
 the URL, and again on the media URLs that extraction returns. yt-dlp, used as a library, fetches only the
 window plus ``margin_s`` on either side (ffmpeg re-encodes at the cuts, so the section starts where asked),
-then :func:`musrec.audio.decode` reads it and the window is cut exactly. Direct http(s) streams are preferred
+then :func:`musrec.audio.decode.decode` reads it and the window is cut exactly. Direct http(s) streams are preferred
 to HLS, where a cut lands on a segment start (logged when it happens). Live streams, premieres and videos
 longer than ``max_video_s`` are refused after a metadata request and before any media is downloaded.
 
@@ -13,7 +13,7 @@ inside the video, which skips most silent intros while fetching only 14 seconds;
 window is used whole. When the duration is unknown until the media is read (a plain media file), the first
 ``default_start_s`` plus the window is fetched and the same rule is applied to what arrived.
 
-Every yt-dlp failure becomes a :class:`~musrec.fetch_errors.FetchError` whose message is short and safe to show a
+Every yt-dlp failure becomes a :class:`~musrec.links.errors.FetchError` whose message is short and safe to show a
 user.
 """
 
@@ -32,22 +32,22 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio import WINDOW_S, AudioLimits, Window, choose_window, cut, decode, ffmpeg_executable
+from musrec.audio.decode import WINDOW_S, AudioLimits, Window, choose_window, cut, decode, ffmpeg_executable
+from musrec.audio.resample import TARGET_RATE
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
-from musrec.fetch_errors import FetchError, FetchFailure, ytdlp_failure
-from musrec.links import (
+from musrec.links.errors import FetchError, FetchFailure, ytdlp_failure
+from musrec.links.parse import (
     YOUTUBE_HOSTS,
     is_public_address,
     normal_host,
     parse_youtube_url,
     split_link,
 )
-from musrec.resample import TARGET_RATE
-from musrec.ytdlp_env import ffmpeg_on_path, js_runtime_config
+from musrec.links.ytdlp_env import ffmpeg_on_path, js_runtime_config
 
 if TYPE_CHECKING:
-    from musrec.embedders import Embedder
+    from musrec.embedding.local import Embedder
 
 log = logging.getLogger(__name__)
 

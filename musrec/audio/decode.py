@@ -2,7 +2,7 @@
 
 Decoding mirrors the reference pipeline: ffmpeg writes signed 16-bit PCM at the input's native rate and
 channel count, samples become ``int16 / 32768.0``, channels are averaged, and
-:func:`musrec.resample.resample` converts to 16 kHz. ffmpeg is the one on PATH or the binary shipped by
+:func:`musrec.audio.resample.resample` converts to 16 kHz. ffmpeg is the one on PATH or the binary shipped by
 imageio-ffmpeg; ffprobe is never needed.
 
 Safety: ffmpeg runs under a timeout, opens local files only (``-protocol_whitelist file,pipe``: a crafted
@@ -29,9 +29,9 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audio.resample import TARGET_RATE, resample
+from musrec.audio.wav import INT16_SCALE, read_wav_header
 from musrec.errors import DecodeError, TooLongError, TooShortError
-from musrec.resample import TARGET_RATE, resample
-from musrec.wav import INT16_SCALE, read_wav_header
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio import AudioLimits, Window, choose_window, cut, decode
+from musrec.audio.decode import AudioLimits, Window, choose_window, cut, decode
+from musrec.audioset.labels import Labels, default_labels
 from musrec.compare import Comparison, compare_rows
 from musrec.config import Config
-from musrec.embedders import Embedder
+from musrec.embedding.local import Embedder
 from musrec.errors import EmbedderError, TooShortError
-from musrec.index import Index
-from musrec.labels import Labels, default_labels
+from musrec.index.loaded import Index
 from musrec.recommend import (
     AUDIOSET_PREFIX,
     Query,
@@ -41,7 +41,7 @@ from musrec.vggish.frontend import SAMPLE_RATE
 
 if TYPE_CHECKING:
     from musrec.cache import EmbeddingCache
-    from musrec.youtube import FetchOptions
+    from musrec.links.fetch import FetchOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class WindowEmbedding:
 def make_embedder(config: Config) -> Embedder:
     """The embedder the configuration asks for: VGGish in process, or MAX servers."""
     if config.embedder.kind == "max":
-        from musrec.maxclient import MaxEmbedder
+        from musrec.embedding.max_client import MaxEmbedder
 
         return MaxEmbedder(config.max.urls, timeout_s=config.max.timeout_s, retries=config.max.retries)
     missing = [p for p in (config.checkpoint_path, config.pca_params_path) if not p.is_file()]
@@ -88,14 +88,14 @@ def _local_embedder(checkpoint: Path, pca_params: Path, relu: bool, *stamps: tup
 
     ``stamps`` (modification time and size) make a replaced file load afresh.
     """
-    from musrec.embedders import LocalEmbedder
+    from musrec.embedding.local import LocalEmbedder
 
     return LocalEmbedder(checkpoint, pca_params, relu=relu)
 
 
 def fetch_options(config: Config) -> FetchOptions:
     """The link-fetching policy of the configuration."""
-    from musrec.youtube import FetchOptions
+    from musrec.links.fetch import FetchOptions
 
     y = config.youtube
     if y.allow_private_addresses:
@@ -259,7 +259,7 @@ class Musrec:
         return embedded.rows, query
 
     def _embed_link(self, url: str, *, start_s: float | None) -> tuple[npt.NDArray[np.uint8], Query]:
-        from musrec.youtube import embed_link
+        from musrec.links.fetch import embed_link
 
         link = embed_link(
             url,

@@ -1,6 +1,6 @@
 """Client for the MAX Audio Embedding Generator REST API (IBM's container, or ``musrec serve``).
 
-:class:`MaxEmbedder` is an :class:`~musrec.embedders.Embedder` that sends audio to one or more MAX-compatible
+:class:`MaxEmbedder` is an :class:`~musrec.embedding.local.Embedder` that sends audio to one or more MAX-compatible
 servers instead of running VGGish in-process. Requests go round-robin over the servers; a connection error, a
 timeout or a 5xx answer moves on to the next server after a short exponential backoff, at most ``retries``
 extra attempts; a 4xx answer is final. Audio is resampled to 16 kHz here and sent as a 16-bit PCM WAV, so the
@@ -31,11 +31,11 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audio.resample import TARGET_RATE, resample
+from musrec.audio.wav import to_wav_bytes
 from musrec.errors import EmbedderError, TooLongError
-from musrec.resample import TARGET_RATE, resample
 from musrec.vggish.frontend import to_mono
 from musrec.vggish.postprocess import EMBEDDING_SIZE
-from musrec.wav import to_wav_bytes
 
 log = logging.getLogger(__name__)
 

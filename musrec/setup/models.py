@@ -16,10 +16,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from musrec.config import Config
-from musrec.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceError, part_path, publish, sha512_file
 from musrec.errors import DataError, DownloadError
-from musrec.setup_files import fetch_file, find_file, link_or_copy
-from musrec.setup_state import SetupOptions, SetupState, Step
+from musrec.setup.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceError, part_path, publish, sha512_file
+from musrec.setup.files import fetch_file, find_file, link_or_copy
+from musrec.setup.state import SetupOptions, SetupState, Step
 
 log = logging.getLogger(__name__)
 

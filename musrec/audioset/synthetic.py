@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audioset import Segment
-from musrec.representation import SEGMENT_ROWS
+from musrec.audioset.records import Segment
+from musrec.audioset.representation import SEGMENT_ROWS
 from musrec.vggish.postprocess import EMBEDDING_SIZE, QUANTIZE_MAX, QUANTIZE_MIN, QUANTIZE_SCALE
 
 _ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))

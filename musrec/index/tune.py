@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from musrec.backends import (
+from musrec.audioset.representation import SEGMENT_ROWS, dimension, represent
+from musrec.index.backends import (
     RECALL_K,
     AnnoyBackend,
     ExactBackend,
@@ -33,9 +34,8 @@ from musrec.backends import (
     ScanBackend,
     TopN,
 )
-from musrec.index import exact_matrix_fits
-from musrec.layout import ANNOY_FILE, EMBEDDINGS_FILE, HOLDOUT_FILE, IVF_FILE
-from musrec.representation import SEGMENT_ROWS, dimension, represent
+from musrec.index.layout import ANNOY_FILE, EMBEDDINGS_FILE, HOLDOUT_FILE, IVF_FILE
+from musrec.index.loaded import exact_matrix_fits
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 
 log = logging.getLogger(__name__)

@@ -2,14 +2,14 @@
 
 Ingest streams the segments to the raw-row file and the metadata database. Then one pass over the memory-mapped rows
 builds the approximate structure: an Annoy forest for small and medium indexes, a faiss IVF index (8-bit codes,
-candidates re-scored exactly from the raw rows) from :data:`~musrec.ann_build.AUTO_IVF_MIN_COUNT` segments, or
+candidates re-scored exactly from the raw rows) from :data:`~musrec.index.tune.AUTO_IVF_MIN_COUNT` segments, or
 whichever ``options.backend`` names. Its search parameter (Annoy's ``search_k``, IVF's ``nprobe``) is the smallest
 whose recall@10 against exact search, on segments held out of the structure, reaches the target; Annoy's default
 (trees x k) reads barely one leaf at high dimension, so an untuned index returns poor neighbours. See
-:mod:`musrec.ann_build` for why held-out queries, not leave-one-out ones, set the parameter.
+:mod:`musrec.index.tune` for why held-out queries, not leave-one-out ones, set the parameter.
 
 The build writes into a hidden sibling directory and swaps it into place only when complete (see
-:mod:`musrec.layout`): a crash or Ctrl-C never leaves a half-written index where a running bot would load it, the
+:mod:`musrec.index.layout`): a crash or Ctrl-C never leaves a half-written index where a running bot would load it, the
 path is never empty, and a later build removes what a killed one left behind.
 """
 
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from musrec import __version__
-from musrec.ann_build import Sample, build_structure, choose_ann
-from musrec.audioset import IngestReport, Segment, SegmentFilter, read_segments
+from musrec.audioset.labels import Labels
+from musrec.audioset.records import IngestReport, Segment, SegmentFilter, read_segments
+from musrec.audioset.representation import dimension
 from musrec.config import Config
 from musrec.errors import DataError
-from musrec.labels import Labels
-from musrec.layout import (
+from musrec.index.layout import (
     EMBEDDINGS_FILE,
     FORMAT_VERSION,
     MANIFEST,
@@ -43,8 +43,8 @@ from musrec.layout import (
     publish,
     staging,
 )
-from musrec.representation import dimension
-from musrec.store import SegmentInfo, SegmentWriter
+from musrec.index.store import SegmentInfo, SegmentWriter
+from musrec.index.tune import Sample, build_structure, choose_ann
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ Everything lands in the data directory (``data.dir``)::
     index/                                                    (or index.path)
     setup-state.json                                          what was verified, and the index setup built
 
-This module runs the stages in order and builds the index: :mod:`musrec.model_files` fetches the VGGish files and
-checks their published sha512, :mod:`musrec.audioset_features` fetches or finds the features and reads them through,
-and :mod:`musrec.setup_state` remembers what was verified and built, so a rerun re-hashes nothing that is unchanged
+This module runs the stages in order and builds the index: :mod:`musrec.setup.models` fetches the VGGish files and
+checks their published sha512, :mod:`musrec.setup.features` fetches or finds the features and reads them through,
+and :mod:`musrec.setup.state` remembers what was verified and built, so a rerun re-hashes nothing that is unchanged
 and does not rebuild an unchanged index (nor touch an index built elsewhere). Runs sharing a data directory take
 turns (a lock file).
 """
@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from musrec.audioset_features import ensure_features
 from musrec.config import Config
 from musrec.errors import DataError, MusrecError
-from musrec.layout import MANIFEST, Manifest, problem, remove_debris
-from musrec.model_files import ensure_models, model_files
-from musrec.setup_state import SetupOptions, SetupState, Step, now, signature
+from musrec.index.layout import MANIFEST, Manifest, problem, remove_debris
+from musrec.setup.features import ensure_features
+from musrec.setup.models import ensure_models, model_files
+from musrec.setup.state import SetupOptions, SetupState, Step, now, signature
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def ensure_ready(config: Config, *, progress: bool) -> None:
 
 
 def _check_labels(emit: Callable[[Step], None]) -> None:
-    from musrec.labels import default_labels
+    from musrec.audioset.labels import default_labels
 
     try:
         labels = default_labels()
@@ -167,8 +167,8 @@ def _summary(m: Manifest, path: Path) -> str:
 
 
 def _build(config: Config, source: Path, *, progress: bool) -> Manifest:
-    from musrec.build import build_from_config
-    from musrec.labels import default_labels
+    from musrec.audioset.labels import default_labels
+    from musrec.index.build import build_from_config
 
     bar: Any = None
     if progress and sys.stderr.isatty():
@@ -211,5 +211,5 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-# SetupOptions and Step live in musrec.setup_state; callers of setup() take them from here.
+# SetupOptions and Step live in musrec.setup.state; callers of setup() take them from here.
 __all__ = ["SetupOptions", "Step", "check_ready", "ensure_ready", "setup"]
