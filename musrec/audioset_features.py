@@ -3,6 +3,9 @@
 The features have no published checksum: their size is checked against the server's ``Content-Length`` and the
 tarball is read through to the end (gzip CRC, tar structure); an unpacked tree has each TFRecord file's header
 checked. A tree from ``--from`` is mirrored with hard links (copies across file systems).
+
+Features in place that fail their check are left as they are (set-up stops and says so): they may be the user's,
+and a download is only ever published once it has passed the same check.
 """
 
 from __future__ import annotations
@@ -45,11 +48,9 @@ def ensure_features(
             try:
                 record = state.record(candidate, **_check_features(candidate, progress=options.progress))
             except DataError as err:
-                if candidate == tree:
-                    raise
-                log.warning("%s: %s; fetching it again", candidate, err)
-                candidate.unlink()
-                continue
+                raise DataError(
+                    f"{err} (in {audioset}, left as it is): move it away and run `musrec setup` again"
+                ) from None
         emit(Step("features", "present", f"{candidate}, {record['verified']}"))
         return candidate
     found = (find_file(options.source, FEATURES_TARBALL) or _find_tree(options.source)) if options.source else None
