@@ -21,8 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
 from musrec.config import Config
-from musrec.download import CHUNK
-from musrec.errors import DataError
+from musrec.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceError
+from musrec.errors import DataError, DownloadError
 from musrec.progress import Meter
 from musrec.setup_files import fetch_file, find_file, link_or_copy
 from musrec.setup_state import TFRECORD, SetupOptions, SetupState, Step
@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 AUDIOSET_DIR = "audioset"
 FEATURES_TARBALL = "features.tar.gz"
 EMBEDDINGS_DIR = "audioset_v1_embeddings"
+# Appended to a failed download: the ways to set up without one.
+FROM_ELSEWHERE = (
+    f"if this machine cannot download them, copy {FEATURES_TARBALL} (or {EMBEDDINGS_DIR}/) from one that can into "
+    "a directory DIR and run `musrec setup --from DIR`; with an index built elsewhere in place, "
+    "`musrec setup --models-only` is all the set-up needed"
+)
 
 
 def ensure_features(
@@ -75,15 +81,20 @@ def _download_features(
     def check(part: Path) -> None:
         facts.update(_check_features(part, progress=options.progress, name="the download"))
 
-    got = fetch_file(
-        s,
-        s.features_urls,
-        tarball,
-        what="the AudioSet features",
-        sha512=s.features_sha512,
-        progress=options.progress,
-        check=check,
-    )
+    try:
+        got = fetch_file(
+            s,
+            s.features_urls,
+            tarball,
+            what="the AudioSet features",
+            sha512=s.features_sha512,
+            progress=options.progress,
+            check=check,
+        )
+    except (NotEnoughSpaceError, ChecksumMismatchError):
+        raise
+    except DownloadError as err:
+        raise type(err)(f"{err}; {FROM_ELSEWHERE}") from None
     size = "size matches Content-Length" if got.size_checked else "no size announced by the server"
     facts["verified"] = ("sha512 verified; " if s.features_sha512 else "") + f"{size}; {facts['verified']}"
     state.record(tarball, sha512=got.sha512, source=got.url, **facts)

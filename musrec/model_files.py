@@ -36,6 +36,11 @@ BUNDLE_FILE = "assets.tar.gz"
 CHECKPOINT_NAME = "vggish_model.ckpt"
 PCA_NAME = "vggish_pca_params.npz"
 FOUND = "found in place"
+# Appended to a failed download: the way to set up without one.
+FROM_ELSEWHERE = (
+    f"if this machine cannot download them, copy {CHECKPOINT_NAME} and {PCA_NAME} (or MAX's {BUNDLE_FILE}) "
+    "from one that can into a directory DIR and run `musrec setup --from DIR --models-only`"
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,15 @@ def ensure_models(config: Config, state: SetupState, options: SetupOptions, emit
 
     A file in place that does not match is an error (:class:`ChecksumMismatchError`) and is left as it is.
     """
+    try:
+        _ensure_models(config, state, options, emit)
+    except (NotEnoughSpaceError, ChecksumMismatchError):
+        raise
+    except DownloadError as err:
+        raise type(err)(f"{err}; {FROM_ELSEWHERE}") from None
+
+
+def _ensure_models(config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]) -> None:
     s = config.setup
     failed: dict[str, DownloadError] = {}
     for mf in model_files(config):
@@ -180,7 +194,8 @@ def _from_bundle(
             raise
         except DownloadError as err:
             first = next(iter(failed.values()))
-            raise type(first)(f"{first}; the MAX bundle failed too: {err}") from None
+            kind = type(first) if isinstance(err, type(first)) else DownloadError
+            raise kind(f"{first}; the MAX bundle failed too: {err}") from None
         origin = got.url
     try:
         by_member = {mf.member: mf for mf in wanted}
