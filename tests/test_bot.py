@@ -413,7 +413,9 @@ def test_main_entry_serves_and_shuts_down_on_sigterm(
     async def main(standin: StandIn) -> None:
         base = config_for(world, standin)
         config = replace(
-            base, embedder=replace(base.embedder, checkpoint=files.checkpoint, pca_params=files.pca_column)
+            base,
+            embedder=replace(base.embedder, checkpoint=files.checkpoint, pca_params=files.pca_column),
+            setup=replace(base.setup, checkpoint_sha512="", pca_sha512=""),  # a model of our own
         )
         before = (world["index"] / "manifest.json").stat().st_mtime_ns
         await asyncio.to_thread(_prepare, config)  # issue 12: start-up accepts the index as it is, IVF too
@@ -431,7 +433,8 @@ def test_main_entry_serves_and_shuts_down_on_sigterm(
         assert handle is not None and handle.original is not None and handle.original.embeds
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(served, timeout=TIMEOUT)
-        assert standin.gateway.close_codes  # the bot closed its gateway connection itself
+        # The start-up probe's connection, then the session that identified: the bot closed it itself.
+        assert standin.gateway.identifies == 1 and len(standin.gateway.close_codes) == 2
 
     run(main, timeout=TIMEOUT * 3, heartbeat_interval=0.5)
 

@@ -255,12 +255,24 @@ def test_a_checksum_mismatch_is_an_error_and_keeps_nothing(
     assert not server.hits(FEATURES_PATH)  # nothing more was attempted
 
 
-def test_a_corrupted_file_is_detected_and_fetched_again(tmp_path: Path, server: FileServer, files: SetupFiles) -> None:
+def test_a_corrupted_file_is_reported_and_kept_then_fetched_again_once_moved_away(
+    tmp_path: Path, server: FileServer, files: SetupFiles
+) -> None:
+    """Issue 12: a file in place is never deleted, even one musrec downloaded itself."""
     serve_all(server, files)
     config = small_config(tmp_path, server, files)
     assert run(["--config", str(config), "setup", "--models-only", "--no-progress"]).code == 0
     pca = tmp_path / "data" / "models" / "vggish_pca_params.npz"
     pca.write_bytes(b"\0" * pca.stat().st_size)  # same size, new mtime: the state file no longer vouches for it
+    r = run(["--config", str(config), "setup", "--models-only", "--no-progress"])
+    assert r.code == 1
+    assert r.err.strip() == (
+        f"musrec: error: {pca} is not the file [setup] pca_sha512 names and was left as it is: for a model of your "
+        'own, set [setup] pca_sha512 = ""; to fetch the file it names instead, move this one away and run '
+        "`musrec setup --models-only` (without network: `musrec setup --from DIR`)"
+    )
+    assert pca.read_bytes() == b"\0" * pca.stat().st_size and len(server.hits(PCA_PATH)) == 1
+    pca.rename(tmp_path / "mine.npz")
     r = run(["--config", str(config), "setup", "--models-only", "--no-progress"])
     assert r.code == 0, r.err
     assert "pca params: downloaded" in r.out and "checkpoint: present" in r.out

@@ -8,8 +8,10 @@ the ``.part``: a bad file is never resumed), then an optional check of the conte
 renamed into place with :func:`os.replace`.
 
 Connection errors, timeouts, cut-off transfers and 5xx answers are retried (each attempt resumes); 4xx answers
-move on to the next URL at once. Progress is a tqdm bar on stderr when stderr is a terminal, else a log line now
-and then.
+and unknown host names move on to the next URL at once. When every URL failed for reasons of the network (no
+network, DNS, refused or timed-out connections, cut transfers, server errors), the error is a
+:class:`NetworkError`: probably temporary, and the caller can say how to do without the download. Progress is a
+tqdm bar on stderr when stderr is a terminal, else a log line now and then.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class NotEnoughSpaceError(DownloadError):
     """The disk cannot hold the file: no other URL will help."""
 
 
+class NetworkError(DownloadError):
+    """No URL gave the file, for reasons that usually pass: no network, DNS, refused or timed-out connections,
+    transfers cut short, server errors (5xx)."""
+
+
 class _Unavailable(Exception):
     """This URL will not serve the file (4xx): try the next one."""
 
@@ -65,6 +72,10 @@ class _Transient(Exception):
     def __init__(self, message: str, *, received: int = 0) -> None:
         super().__init__(message)
         self.received = received
+
+
+class _UnknownHost(Exception):
+    """The host name does not resolve: no network, or a wrong URL. Not worth another attempt at this URL."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,7 @@ def fetch_first(
         raise DownloadError(f"no URL configured for {what}")
     failures: list[str] = []
     mismatch = False
+    network = True  # every failure so far is a NetworkError
     for url in urls:
         try:
             return fetch(
@@ -175,13 +187,16 @@ def fetch_first(
             raise
         except ChecksumMismatchError as err:
             mismatch = True
+            network = False
             failures.append(str(err))  # names the URL
         except (DownloadError, DataError) as err:
             failures.append(f"{url}: {err}")
+            network = network and isinstance(err, NetworkError)
         log.warning("%s: %s", what, failures[-1])
     if mismatch and len(failures) == 1:
         raise ChecksumMismatchError(failures[0])
-    raise (ChecksumMismatchError if mismatch else DownloadError)(f"could not fetch {what}: {'; '.join(failures)}")
+    kind = ChecksumMismatchError if mismatch else NetworkError if network else DownloadError
+    raise kind(f"could not fetch {what}: {'; '.join(failures)}")
 
 
 def fetch(
@@ -206,6 +221,8 @@ def fetch(
             received, resumed_from, total = _attempt(url, dest, timeout_s=timeout_s, progress=progress)
         except _Unavailable as err:
             raise DownloadError(str(err)) from None
+        except _UnknownHost as err:
+            raise NetworkError(str(err)) from None
         except _Transient as err:
             transferred += err.received
             seconds += time.monotonic() - started
@@ -213,7 +230,7 @@ def fetch(
                 kept = part.stat().st_size if part.exists() else 0
                 again = f"; {human_bytes(kept)} kept, run again to resume" if kept else ""
                 tries = f"after {attempt} attempts" if attempt > 1 else "no retries left"
-                raise DownloadError(f"{err} ({tries}{again})") from None
+                raise NetworkError(f"{err} ({tries}{again})") from None
             wait = min(MAX_RETRY_WAIT_S, retry_wait_s * 2 ** (attempt - 1))
             log.warning("%s: %s; retrying in %.0f s (attempt %d of %d)", dest.name, err, wait, attempt + 1, retries + 1)
             time.sleep(wait)
@@ -289,7 +306,7 @@ def _attempt(url: str, dest: Path, *, timeout_s: float, progress: bool) -> tuple
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
         if isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME:
-            raise _Unavailable(f"unknown host ({reason.strerror}): no network?") from None
+            raise _UnknownHost(f"unknown host ({reason.strerror}): no network?") from None
         raise _Transient(f"connection failed: {reason}") from None
     with contextlib.closing(response):
         try:

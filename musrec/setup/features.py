@@ -3,6 +3,9 @@
 The features have no published checksum: their size is checked against the server's ``Content-Length`` and the
 tarball is read through to the end (gzip CRC, tar structure); an unpacked tree has each TFRecord file's header
 checked. A tree from ``--from`` is mirrored with hard links (copies across file systems).
+
+Features in place that fail their check are left as they are (set-up stops and says so): they may be the user's,
+and a download is only ever published once it has passed the same check.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
 from musrec.config import Config
-from musrec.errors import DataError
+from musrec.errors import DataError, DownloadError
 from musrec.progress import Meter
-from musrec.setup.download import CHUNK
+from musrec.setup.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceError
 from musrec.setup.files import fetch_file, find_file, link_or_copy
 from musrec.setup.state import TFRECORD, SetupOptions, SetupState, Step
 
@@ -29,6 +32,12 @@ log = logging.getLogger(__name__)
 AUDIOSET_DIR = "audioset"
 FEATURES_TARBALL = "features.tar.gz"
 EMBEDDINGS_DIR = "audioset_v1_embeddings"
+# Appended to a failed download: the ways to set up without one.
+FROM_ELSEWHERE = (
+    f"if this machine cannot download them, copy {FEATURES_TARBALL} (or {EMBEDDINGS_DIR}/) from one that can into "
+    "a directory DIR and run `musrec setup --from DIR`; with an index built elsewhere in place, "
+    "`musrec setup --models-only` is all the set-up needed"
+)
 
 
 def ensure_features(
@@ -45,11 +54,9 @@ def ensure_features(
             try:
                 record = state.record(candidate, **_check_features(candidate, progress=options.progress))
             except DataError as err:
-                if candidate == tree:
-                    raise
-                log.warning("%s: %s; fetching it again", candidate, err)
-                candidate.unlink()
-                continue
+                raise DataError(
+                    f"{err} (in {audioset}, left as it is): move it away and run `musrec setup` again"
+                ) from None
         emit(Step("features", "present", f"{candidate}, {record['verified']}"))
         return candidate
     found = (find_file(options.source, FEATURES_TARBALL) or _find_tree(options.source)) if options.source else None
@@ -74,15 +81,20 @@ def _download_features(
     def check(part: Path) -> None:
         facts.update(_check_features(part, progress=options.progress, name="the download"))
 
-    got = fetch_file(
-        s,
-        s.features_urls,
-        tarball,
-        what="the AudioSet features",
-        sha512=s.features_sha512,
-        progress=options.progress,
-        check=check,
-    )
+    try:
+        got = fetch_file(
+            s,
+            s.features_urls,
+            tarball,
+            what="the AudioSet features",
+            sha512=s.features_sha512,
+            progress=options.progress,
+            check=check,
+        )
+    except (NotEnoughSpaceError, ChecksumMismatchError):
+        raise
+    except DownloadError as err:
+        raise type(err)(f"{err}; {FROM_ELSEWHERE}") from None
     size = "size matches Content-Length" if got.size_checked else "no size announced by the server"
     facts["verified"] = ("sha512 verified; " if s.features_sha512 else "") + f"{size}; {facts['verified']}"
     state.record(tarball, sha512=got.sha512, source=got.url, **facts)

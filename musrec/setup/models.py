@@ -1,7 +1,16 @@
 """The VGGish files (checkpoint and PCA parameters): found in place, taken from ``--from``, or fetched, then verified.
 
-They come from Google's URLs, else from IBM's MAX bundle (just the two files are extracted), and must match their
-published sha512.
+They come from Google's URLs, else from IBM's MAX bundle (just the two files are extracted), and must match the
+sha512 in ``[setup]``: Google's published values by default, ``""`` for a model of your own (any file will do).
+A file's sha512 is remembered in ``setup-state.json``, so a file is hashed once, not at every start.
+
+Nothing here deletes or replaces a file that is in place. A file that does not match its sha512 is left exactly as
+it is, and set-up stops with a :class:`~musrec.setup.download.ChecksumMismatchError` saying what to do: set the
+sha512 to ``""`` to use the file, or move it away and run ``musrec setup --models-only`` (``musrec setup --from DIR``
+without network) to get Google's file. That holds for a file musrec downloaded itself and that was damaged or replaced
+since: a path, a size and a time cannot tell it from a file of the user's, so every file in place is the user's.
+Only musrec's own leftovers are removed: the ``.part`` files of unfinished downloads and extractions, and a MAX
+bundle it fetched to extract from (a bundle found in the models directory is used and kept).
 """
 
 from __future__ import annotations
@@ -26,6 +35,12 @@ log = logging.getLogger(__name__)
 BUNDLE_FILE = "assets.tar.gz"
 CHECKPOINT_NAME = "vggish_model.ckpt"
 PCA_NAME = "vggish_pca_params.npz"
+FOUND = "found in place"
+# Appended to a failed download: the way to set up without one.
+FROM_ELSEWHERE = (
+    f"if this machine cannot download them, copy {CHECKPOINT_NAME} and {PCA_NAME} (or MAX's {BUNDLE_FILE}) "
+    "from one that can into a directory DIR and run `musrec setup --from DIR --models-only`"
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class ModelFile:
     sha512: str  # "" when no check is configured
     member: str  # file name inside the MAX bundle and in --from directories
     key: str  # the config key that points elsewhere
+    sha_key: str  # the [setup] key that holds its sha512
 
 
 def model_files(config: Config) -> list[ModelFile]:
@@ -48,15 +64,44 @@ def model_files(config: Config) -> list[ModelFile]:
             s.checkpoint_sha512.lower(),
             CHECKPOINT_NAME,
             "embedder.checkpoint",
+            "checkpoint_sha512",
         ),
         ModelFile(
-            "pca params", config.pca_params_path, s.pca_urls, s.pca_sha512.lower(), PCA_NAME, "embedder.pca_params"
+            "pca params",
+            config.pca_params_path,
+            s.pca_urls,
+            s.pca_sha512.lower(),
+            PCA_NAME,
+            "embedder.pca_params",
+            "pca_sha512",
         ),
     ]
 
 
+def verified_record(mf: ModelFile, state: SetupState) -> dict[str, Any] | None:
+    """The state record of ``mf`` if setup verified the file as it is now, against the sha512 configured now."""
+    record = state.lookup(mf.path)
+    if record is None or record.get("verified") != _how(mf):
+        return None
+    if mf.sha512 and record.get("sha512") != mf.sha512:
+        return None
+    return record
+
+
 def ensure_models(config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]) -> None:
-    """Make both VGGish files present and verified, reporting each through ``emit``; DownloadError if it cannot."""
+    """Make both VGGish files present and verified, reporting each through ``emit``; DownloadError if it cannot.
+
+    A file in place that does not match is an error (:class:`ChecksumMismatchError`) and is left as it is.
+    """
+    try:
+        _ensure_models(config, state, options, emit)
+    except (NotEnoughSpaceError, ChecksumMismatchError):
+        raise
+    except DownloadError as err:
+        raise type(err)(f"{err}; {FROM_ELSEWHERE}") from None
+
+
+def _ensure_models(config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]) -> None:
     s = config.setup
     failed: dict[str, DownloadError] = {}
     for mf in model_files(config):
@@ -83,18 +128,28 @@ def ensure_models(config: Config, state: SetupState, options: SetupOptions, emit
 
 
 def _verified_file(mf: ModelFile, state: SetupState, options: SetupOptions) -> dict[str, Any] | None:
-    """The state record of a present file whose checksum matches (hashing it if unknown); a bad file is removed."""
+    """The state record of a present file whose checksum matches (hashing it if unknown), None if there is none.
+
+    A file that does not match raises :class:`ChecksumMismatchError`; it stays as it is, and its sha512 is recorded
+    (``musrec doctor`` reports the mismatch, the next run does not hash it again).
+    """
     if not mf.path.is_file():
         return None
     record = None if options.recheck else state.lookup(mf.path)
-    if record is not None and (not mf.sha512 or record.get("sha512") == mf.sha512):
-        return record
-    digest = sha512_file(mf.path, progress=options.progress)
+    known = record.get("sha512") if record is not None else None
+    digest = known if isinstance(known, str) else sha512_file(mf.path, progress=options.progress)
+    source = str(record.get("source", FOUND)) if record is not None else FOUND
     if mf.sha512 and digest != mf.sha512:
-        log.warning("%s does not match its published sha512: removed, fetching it again", mf.path)
-        mf.path.unlink()
-        return None
-    return state.record(mf.path, sha512=digest, verified=_how(mf), source="found in place")
+        if record is None or record.get("sha512") != digest:
+            state.record(mf.path, sha512=digest, verified=f"does not match setup.{mf.sha_key}", source=source)
+        raise ChecksumMismatchError(
+            f"{mf.path} is not the file [setup] {mf.sha_key} names and was left as it is: for a model of your own, "
+            f'set [setup] {mf.sha_key} = ""; to fetch the file it names instead, move this one away and run '
+            "`musrec setup --models-only` (without network: `musrec setup --from DIR`)"
+        )
+    if record is not None and record.get("sha512") == digest and record.get("verified") == _how(mf):
+        return record
+    return state.record(mf.path, sha512=digest, verified=_how(mf), source=source)
 
 
 def _how(mf: ModelFile) -> str:
@@ -105,7 +160,10 @@ def _adopt_file(src: Path, mf: ModelFile, state: SetupState, *, progress: bool) 
     """Use a file the user has: verify it, then hard-link it into place (a copy across file systems)."""
     digest = sha512_file(src, progress=progress)
     if mf.sha512 and digest != mf.sha512:
-        raise ChecksumMismatchError(f"{src} does not match the published sha512 of {mf.member}")
+        raise ChecksumMismatchError(
+            f"{src} does not match the published sha512 of {mf.member} (nothing was copied): for a model of your "
+            f'own, set [setup] {mf.sha_key} = ""'
+        )
     how = link_or_copy(src, mf.path, progress=progress)
     state.record(mf.path, sha512=digest, verified=_how(mf), source=str(src))
     return Step(mf.name, how, f"from {src}; {_how(mf)}")
@@ -122,6 +180,8 @@ def _from_bundle(
     """Extract the files Google's URLs did not give from IBM's MAX bundle (``assets.tar.gz``)."""
     s = config.setup
     local = find_file(options.source, BUNDLE_FILE) if options.source else None
+    if local is None and (config.models_dir / BUNDLE_FILE).is_file():
+        local = config.models_dir / BUNDLE_FILE  # put there by the user: used, and kept
     if local is None and not s.bundle_urls:
         raise next(iter(failed.values()))
     bundle = local or config.models_dir / BUNDLE_FILE
@@ -134,7 +194,8 @@ def _from_bundle(
             raise
         except DownloadError as err:
             first = next(iter(failed.values()))
-            raise type(first)(f"{first}; the MAX bundle failed too: {err}") from None
+            kind = type(first) if isinstance(err, type(first)) else DownloadError
+            raise kind(f"{first}; the MAX bundle failed too: {err}") from None
         origin = got.url
     try:
         by_member = {mf.member: mf for mf in wanted}

@@ -29,7 +29,7 @@ from musrec.config import Config
 from musrec.errors import DataError, MusrecError
 from musrec.index.layout import MANIFEST, Manifest, problem, remove_debris
 from musrec.setup.features import ensure_features
-from musrec.setup.models import ensure_models, model_files
+from musrec.setup.models import ensure_models, model_files, verified_record
 from musrec.setup.state import SetupOptions, SetupState, Step, now, signature
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,14 @@ def check_ready(config: Config) -> list[str]:
     """One line per thing missing before musrec can answer queries with this configuration; empty when ready."""
     problems = []
     if config.embedder.kind == "local":
+        state = SetupState(config.data_dir)
         for mf in model_files(config):
             if not mf.path.is_file():
                 problems.append(
                     f"VGGish {mf.name} not found ({mf.path}): run `musrec setup --models-only`, or set {mf.key}"
                 )
+            elif verified_record(mf, state) is None:
+                problems.append(f"VGGish {mf.name} {mf.path} is not verified: run `musrec setup --models-only`")
     trouble = problem(config.index_path)
     if trouble:
         problems.append(trouble)
@@ -80,7 +83,8 @@ def check_ready(config: Config) -> list[str]:
 def ensure_ready(config: Config, *, progress: bool) -> None:
     """Do whatever setup is missing (downloads, verification, the index build) and return once musrec is ready.
 
-    Fast when nothing is missing: nothing is hashed or locked. An existing index is used as it is, even if the
+    Fast when nothing is missing: nothing is hashed or locked (a VGGish file counts as missing until set-up has
+    verified it, once: ``setup-state.json`` remembers). An existing index is used as it is, even if the
     ``[build]`` settings changed since (run ``musrec setup`` to rebuild). With ``embedder.kind = "max"`` the
     VGGish files are not needed and not fetched. Raises a :class:`~musrec.errors.MusrecError` if it cannot.
     """
