@@ -57,9 +57,9 @@ def why(matches: Sequence[Match]) -> str | None:
 
 
 def describe_query(query: Query) -> str:
-    if query.kind == "audioset" and query.video_id is not None and query.start_s is not None:
-        url = f"https://www.youtube.com/watch?v={query.video_id}&t={int(query.start_s)}s"
-        return f"AudioSet segment [{query.video_id}]({url}) at {span(query.start_s, query.end_s or query.start_s)}"
+    if query.kind == "audioset" and query.url is not None and query.start_s is not None:
+        where = span(query.start_s, query.end_s or query.start_s)
+        return f"AudioSet segment [{query.video_id}]({query.url}) at {where}"
     what = str(query.extra.get("title") or query.source)
     if query.kind == "url":
         what = f"[{escape(clip(what, 200))}]({query.source})"

@@ -23,12 +23,13 @@ from typing import Concatenate, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from musrec.vggish.postprocess import EMBEDDING_SIZE
+
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-EMBEDDING_WIDTH = 128  # VGGish codes per row
 DEFAULT_MAX_ENTRIES = 10_000  # about 13 MB of 10-row embeddings
 BUSY_TIMEOUT_S = 5.0  # another process holding the write lock: wait this long, then give up (a miss)
 SCHEMA_VERSION = 1
@@ -117,8 +118,8 @@ class EmbeddingCache:
     ) -> None:
         """Store (or replace) the entry for ``key``, evicting the least recently used beyond ``max_entries``."""
         codes = np.asarray(embedding)
-        if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != EMBEDDING_WIDTH:
-            raise ValueError(f"expected a uint8 [n, {EMBEDDING_WIDTH}] embedding, got {codes.dtype} {codes.shape}")
+        if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != EMBEDDING_SIZE:
+            raise ValueError(f"expected a uint8 [n, {EMBEDDING_SIZE}] embedding, got {codes.dtype} {codes.shape}")
         entry = CacheEntry(codes, window_start_s, window_end_s, title, video_duration_s)
         self._run(self._put, key, entry)
 
@@ -152,7 +153,7 @@ class EmbeddingCache:
         if found is None:
             return None
         rows, data, start_s, end_s, title, video_duration_s = found
-        if len(data) != rows * EMBEDDING_WIDTH:
+        if len(data) != rows * EMBEDDING_SIZE:
             log.warning("dropping a damaged cache entry for %s", key)
             with conn:
                 conn.execute(
@@ -166,7 +167,7 @@ class EmbeddingCache:
                 " WHERE video_id = ? AND start_ms = ? AND duration_ms = ? AND embedder = ?",
                 (time.time_ns(), *columns),
             )
-        codes = np.frombuffer(data, dtype=np.uint8).reshape(rows, EMBEDDING_WIDTH)  # read-only: bytes-backed
+        codes = np.frombuffer(data, dtype=np.uint8).reshape(rows, EMBEDDING_SIZE)  # read-only: bytes-backed
         return CacheEntry(codes, start_s, end_s, title, video_duration_s)
 
     def _put(self, conn: sqlite3.Connection, key: CacheKey, entry: CacheEntry) -> None:

@@ -20,6 +20,7 @@ from musrec.audioset.representation import fit_rows
 from musrec.errors import QueryError, UnknownSegmentError
 from musrec.index.loaded import Index
 from musrec.index.store import SegmentInfo
+from musrec.links.parse import youtube_url
 
 AUDIOSET_PREFIX = "audioset:"
 # YouTube ids are 11 characters of [A-Za-z0-9_-]; accept any such token so older ids still resolve.
@@ -63,14 +64,21 @@ class Query:
     labels: tuple[str, ...] = ()
     extra: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def url(self) -> str | None:
+        """The YouTube link of an AudioSet segment or a YouTube video at the window's start."""
+        if self.video_id is None or self.start_s is None:
+            return None
+        return youtube_url(self.video_id, self.start_s)
+
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"kind": self.kind, "source": self.source}
         for key in ("video_id", "start_s", "end_s"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
-        if self.video_id is not None and self.start_s is not None:
-            out["url"] = youtube_url(self.video_id, self.start_s)
+        if self.url is not None:
+            out["url"] = self.url
         if self.labels:
             out["labels"] = list(self.labels)
         out.update(self.extra)
@@ -84,10 +92,6 @@ class Recommendation:
 
     def to_json(self) -> dict[str, object]:
         return {"query": self.query.to_json(), "matches": [m.to_json() for m in self.matches]}
-
-
-def youtube_url(video_id: str, start_s: float) -> str:
-    return f"https://www.youtube.com/watch?v={video_id}&t={int(start_s)}s"
 
 
 def parse_audioset_ref(text: str) -> tuple[str, float | None]:

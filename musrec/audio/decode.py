@@ -32,6 +32,7 @@ import numpy.typing as npt
 from musrec.audio.resample import TARGET_RATE, resample
 from musrec.audio.wav import INT16_SCALE, read_wav_header
 from musrec.errors import DecodeError, TooLongError, TooShortError
+from musrec.timecode import format_timecode
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def decode(
         what = "the audio after the start time is" if start_s else "the audio is"
         raise TooLongError(f"{what} longer than {_span(limits.max_duration_s)}; choose a shorter part")
     if len(mono) == 0 and start_s:
-        raise TooShortError(f"the start time {_clock(start_s)} is past the end of the audio")
+        raise TooShortError(f"the start time {format_timecode(start_s)} is past the end of the audio")
     if decoded_s < limits.min_duration_s:
         raise TooShortError(f"the audio is only {decoded_s:.2g} s long; at least {limits.min_duration_s:g} s is needed")
     reached_end = duration_s is None or decoded_s < duration_s - DURATION_TOLERANCE_S
@@ -325,8 +326,8 @@ def choose_window(
         if not (math.isfinite(start_s) and start_s >= 0):
             raise ValueError(f"start_s must be a non-negative number, got {start_s}")
         if start_s >= n / sample_rate:
-            end = _clock(n / sample_rate)
-            raise TooShortError(f"the start time {_clock(start_s)} is past the end of the audio ({end})")
+            end = format_timecode(n / sample_rate)
+            raise TooShortError(f"the start time {format_timecode(start_s)} is past the end of the audio ({end})")
         first = min(round(start_s * sample_rate), n - width)
         return Window(first / sample_rate, (first + width) / sample_rate)
     limit = min(n, max(width, round(search_s * sample_rate)))
@@ -349,12 +350,6 @@ def cut(samples: npt.NDArray[np.floating], window: Window, sample_rate: int = TA
     if not 0 <= first < last <= len(samples):
         raise ValueError(f"window {window} is outside a clip of {len(samples) / sample_rate:.3f} s")
     return samples[first:last]
-
-
-def _clock(seconds: float) -> str:
-    """``m:ss`` or ``h:mm:ss``, for user messages."""
-    hours, rest = divmod(int(seconds), 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _span(seconds: float) -> str:

@@ -45,6 +45,7 @@ from musrec.links.parse import (
     split_link,
 )
 from musrec.links.ytdlp_env import ffmpeg_on_path, js_runtime_config
+from musrec.timecode import format_timecode as clock
 
 if TYPE_CHECKING:
     from musrec.embedding.local import Embedder
@@ -209,7 +210,7 @@ def fetch_window(
             audio = decode(path, duration_s=min(last - first + 1.0, limits.max_duration_s), limits=limits)
         except DecodeError:
             if duration is None and first > 0:  # an empty section: most likely the start is past the end
-                at = _clock(start if start is not None else first)
+                at = clock(start if start is not None else first)
                 raise TooShortError(f"there is no audio at {at}; the start may be past the end") from None
             raise
     got_s = audio.duration_s
@@ -219,7 +220,7 @@ def fetch_window(
         preferred = options.default_start_s
         start = preferred if duration is None else default_start(duration, window_s=duration_s, preferred_s=preferred)
     if start >= first + got_s:
-        raise TooShortError(f"the start time {_clock(start)} is past the end of the audio ({_clock(first + got_s)})")
+        raise TooShortError(f"the start time {clock(start)} is past the end of the audio ({clock(first + got_s)})")
     local = choose_window(audio.samples, start_s=start - first, duration_s=duration_s)
     samples = np.array(cut(audio.samples, local), dtype=np.float32)
     samples.setflags(write=False)
@@ -300,7 +301,7 @@ def _check_info(info: Mapping[str, Any], target: _Target, options: FetchOptions)
     duration = info.get("duration")
     duration = float(duration) if isinstance(duration, int | float) and duration > 0 else None
     if duration is not None and duration > options.max_video_s:
-        raise TooLongError(f"this video is {_clock(duration)} long; the limit is {_clock(options.max_video_s)}")
+        raise TooLongError(f"this video is {clock(duration)} long; the limit is {clock(options.max_video_s)}")
     media = {str(f.get(k)) for f in (info.get("formats") or [info]) for k in ("url", "manifest_url") if f.get(k)}
     by_host = {split_link(url)[1]: url for url in sorted(media)}  # dozens of formats, usually one or two hosts
     for host, url in by_host.items():
@@ -322,7 +323,7 @@ def _section(
     elif start is None:
         start = default_start(duration, window_s=window_s, preferred_s=options.default_start_s)
     elif start >= duration:
-        raise TooShortError(f"the start time {_clock(start)} is past the end of the video ({_clock(duration)})")
+        raise TooShortError(f"the start time {clock(start)} is past the end of the video ({clock(duration)})")
     else:
         start = max(0.0, min(start, duration - window_s))
     return start, max(0.0, start - options.margin_s), start + window_s + options.margin_s
@@ -381,11 +382,6 @@ def _failure(err: Exception) -> MusrecError:
     level = logging.ERROR if reason in (FetchFailure.NO_FFMPEG, FetchFailure.FAILED) else logging.INFO
     log.log(level, "yt-dlp failed (%s): %s", reason.name, err)
     return FetchError(reason)
-
-
-def _clock(seconds: float) -> str:
-    hours, rest = divmod(int(seconds), 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 class _YtdlpLogger:

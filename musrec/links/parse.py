@@ -55,6 +55,11 @@ class YouTubeLink:
     url: str
 
 
+def youtube_url(video_id: str, start_s: float) -> str:
+    """The watch link of a video at a time (whole seconds, as YouTube's ``t=`` takes them)."""
+    return f"https://www.youtube.com/watch?v={video_id}&t={int(start_s)}s"
+
+
 def find_link(text: str) -> str | None:
     """The first YouTube link in ``text`` (Discord's ``<...>`` and trailing punctuation removed), else the first
     http(s) link, else None. A YouTube link written without ``https://`` is returned with it."""
