@@ -46,8 +46,7 @@ def main() -> int:
     from musrec.embedding.local import LocalEmbedder
     from musrec.index.build import BuildOptions, build_index
     from musrec.index.loaded import Index
-    from musrec.pipeline import audio_limits
-    from musrec.recommend import Query, recommend_rows
+    from musrec.recommend import Query, Resolved, recommend_resolved
     from musrec.render import render_table
     from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
     from musrec.vggish.frontend import waveform_to_examples
@@ -97,7 +96,7 @@ def main() -> int:
         embedder = LocalEmbedder(ckpt, pca)
         embedder.warm_up()
         eigen, means = load_pca_params(pca)
-        limits = audio_limits(config)
+        limits = config.audio
         stages: dict[str, list[float]] = {
             k: [] for k in ("decode", "window", "frontend", "model", "postprocess", "search", "format")
         }
@@ -109,7 +108,7 @@ def main() -> int:
             t_model, raw = _timed(lambda: embedder.embed_examples(examples))
             t_pp, rows = _timed(lambda: postprocess(raw, eigen_vectors=eigen, means=means))
             query = Query(kind="file", source="song.mp3", start_s=window.start_s, end_s=window.end_s)
-            t_search, result = _timed(lambda: recommend_rows(rows, query=query, index=index, k=10))
+            t_search, result = _timed(lambda: recommend_resolved(Resolved(rows, query), index=index, k=10))
             t_fmt, _ = _timed(lambda: (render_table(result), json.dumps(result.to_json())))
             if i == 0:
                 continue  # warm-up round

@@ -31,14 +31,13 @@ import discord.gateway
 import discord.http
 from discord import app_commands
 
-from musrec.config import Config, load_config
+from musrec.config import Config, find_config, load_config
 from musrec.errors import MusrecError
 from musrec.setup.download import NetworkError
 
 log = logging.getLogger("bot")
 
 TOKEN_ENV = "MUSREC_DISCORD_TOKEN"
-DEFAULT_CONFIG = Path("config.toml")
 EXIT_FAILURE = 1
 EXIT_TEMPFAIL = 75  # sysexits.h: a temporary failure, the user is invited to retry
 EXIT_INTERRUPTED = 130
@@ -113,11 +112,7 @@ def main(argv: Sequence[str] | None = None, *, timeout_s: float = DISCORD_TIMEOU
 
 
 def _config(path: Path | None) -> Config:
-    if path is None and os.environ.get("MUSREC_CONFIG"):
-        path = Path(os.environ["MUSREC_CONFIG"])
-    if path is None and DEFAULT_CONFIG.is_file():
-        path = DEFAULT_CONFIG
-    return load_config(path)
+    return load_config(find_config(path))
 
 
 def _token() -> str:

@@ -14,7 +14,8 @@ from discord.ext import commands
 
 from bot.cogs.admin import Admin
 from bot.cogs.sounds import Sounds
-from bot.errors import GENERIC
+from bot.errors import GENERIC, user_message
+from bot.inputs import refusal
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.pipeline import Musrec
@@ -29,19 +30,33 @@ def intents_for(config: Config) -> discord.Intents:
     return intents
 
 
-class _MusrecBotMixin:
-    """Shared by the plain and the auto-sharded bot."""
+class MusrecTree(app_commands.CommandTree[Any]):
+    """Slash commands whose options the user got wrong are answered with the reason, and whose unexpected failures
+    are logged with their traceback and answered generically."""
 
-    config: Config
-    queue: WorkQueue
-    _musrec: Musrec | None
-    _factory: Callable[[], Musrec]
-    tree: app_commands.CommandTree[Any]
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        send = interaction.followup.send if interaction.response.is_done() else interaction.response.send_message
+        refused = refusal(error)  # an option the user got wrong: say why, only to them, before any work
+        if refused is None:
+            log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
+        with contextlib.suppress(discord.HTTPException):
+            await send(user_message(refused) if refused is not None else GENERIC, ephemeral=True)
 
-    def _init_musrec(self, config: Config, factory: Callable[[], Musrec] | None) -> None:
+
+class MusrecBot(commands.Bot):
+    """The bot: its configuration, a work queue, and the pipeline, loaded in ``setup_hook`` off the event loop."""
+
+    def __init__(self, config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents_for(config),
+            help_command=None,
+            tree_cls=MusrecTree,
+            **options,
+        )
         self.config = config
-        self._musrec = None
-        self._factory = factory or (lambda: _load(config))
+        self._musrec: Musrec | None = None
+        self._factory = musrec_factory or (lambda: _load(config))
         self.queue = WorkQueue(
             workers=config.bot.workers, max_waiting=config.bot.max_waiting, cooldown_s=config.bot.cooldown_s
         )
@@ -53,10 +68,8 @@ class _MusrecBotMixin:
         return self._musrec
 
     async def add_cogs(self) -> None:
-        bot: Any = self
-        await bot.add_cog(Sounds(bot))
-        await bot.add_cog(Admin(bot))
-        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+        await self.add_cog(Sounds(self))
+        await self.add_cog(Admin(self, self.config.bot))
 
     async def setup_hook(self) -> None:
         # Loading TensorFlow and the model takes seconds: never on the event loop.
@@ -67,19 +80,17 @@ class _MusrecBotMixin:
     async def is_owner(self, user: discord.abc.User) -> bool:
         if str(user.id) in self.config.bot.owner_ids:
             return True
-        return bool(await super().is_owner(user))  # type: ignore[misc]
-
-    async def _on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
-        send = interaction.followup.send if interaction.response.is_done() else interaction.response.send_message
-        with contextlib.suppress(discord.HTTPException):
-            await send(GENERIC, ephemeral=True)
+        return await super().is_owner(user)
 
     async def close(self) -> None:
         self.queue.shutdown()
-        await super().close()  # type: ignore[misc]
+        await super().close()
         if self._musrec is not None:
             await asyncio.to_thread(self._musrec.close)
+
+
+class ShardedMusrecBot(MusrecBot, commands.AutoShardedBot):
+    """The same bot on discord.py's AutoShardedBot (``bot.sharded``): several gateway shards in one process."""
 
 
 def _load(config: Config) -> Musrec:
@@ -88,25 +99,7 @@ def _load(config: Config) -> Musrec:
     return musrec
 
 
-class MusrecBot(_MusrecBotMixin, commands.Bot):
-    def __init__(self, config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any) -> None:
-        super().__init__(
-            command_prefix=commands.when_mentioned, intents=intents_for(config), help_command=None, **options
-        )
-        self._init_musrec(config, musrec_factory)
-
-
-class ShardedMusrecBot(_MusrecBotMixin, commands.AutoShardedBot):
-    def __init__(self, config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any) -> None:
-        super().__init__(
-            command_prefix=commands.when_mentioned, intents=intents_for(config), help_command=None, **options
-        )
-        self._init_musrec(config, musrec_factory)
-
-
-def make_bot(
-    config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any
-) -> MusrecBot | ShardedMusrecBot:
+def make_bot(config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any) -> MusrecBot:
     cls = ShardedMusrecBot if config.bot.sharded else MusrecBot
     return cls(config, musrec_factory=musrec_factory, **options)
 

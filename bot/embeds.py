@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import discord
 
 from musrec.compare import Comparison
-from musrec.index.layout import Manifest
+from musrec.pipeline import Manifest
 from musrec.recommend import Match, Query, Recommendation
 from musrec.timecode import format_timecode
 
@@ -126,10 +126,11 @@ def about_embed(manifest: Manifest, *, embedder: str) -> discord.Embed:
 def fit(embed: discord.Embed) -> discord.Embed:
     """Trim field values, then drop trailing fields, until the embed is within Discord's total of 6000 characters."""
     while len(embed) > EMBED_TOTAL_MAX and embed.fields:
-        longest = max(range(len(embed.fields)), key=lambda i: len(embed.fields[i].name) + len(embed.fields[i].value))
+        sizes = [len(f.name or "") + len(f.value or "") for f in embed.fields]
+        longest = sizes.index(max(sizes))
         f = embed.fields[longest]
-        if len(f.name) > 64:
-            embed.set_field_at(longest, name=clip(f.name, 64), value=f.value, inline=f.inline)
+        if len(f.name or "") > 64:
+            embed.set_field_at(longest, name=clip(f.name or "", 64), value=f.value, inline=f.inline)
         else:
             embed.remove_field(len(embed.fields) - 1)
     if len(embed) > EMBED_TOTAL_MAX and embed.description:

@@ -1,4 +1,5 @@
-"""Checking what users send before any work is done: attachments, links, start times."""
+"""Checking what users send before any work is done: attachments and start times (links: the pipeline's own
+policy, :meth:`musrec.pipeline.Musrec.check_link`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 import discord
+from discord import app_commands
 
 from bot.errors import InputError
+from bot.host import Host
 from musrec.config import BotConfig
-from musrec.errors import TooLongError, UnsupportedLinkError
+from musrec.errors import MusrecError, TooLongError
+from musrec.pipeline import LinkSource
 from musrec.timecode import parse_timecode
 
 log = logging.getLogger(__name__)
@@ -62,24 +66,36 @@ def parse_start(text: str | None) -> float | None:
         raise InputError(f"{text!r} is not a start time: write it like 90, 1:30 or 1m30s") from None
 
 
-def check_link(text: str, *, allowed_hosts: tuple[str, ...]) -> str:
-    """The link in ``text``: a YouTube video, or a host the configuration allows. No network here: where the host
-    resolves to is checked when it is fetched, in a worker thread."""
-    from musrec.links.parse import find_link, parse_youtube_url
+class StartTime(app_commands.Transformer):
+    """A ``start`` option, written like 90, 1:30 or 1m30s, as seconds (None when left empty). A string option."""
 
-    link = find_link(text)
-    if link is None:
-        raise UnsupportedLinkError("that is not a link: paste a YouTube link like https://youtu.be/VIDEO_ID")
-    try:
-        parse_youtube_url(link)
-    except UnsupportedLinkError:
-        host = (urlsplit(link).hostname or "").lower()
-        if host not in allowed_hosts or host.endswith(("youtube.com", "youtu.be")):
-            raise
-    return link
+    async def transform(self, interaction: discord.Interaction, value: str) -> float | None:
+        return parse_start(value)
 
 
-def one_source(clip: discord.Attachment | None, link: str | None, *, what: str = "") -> None:
-    if (clip is None) == (link is None or not link.strip()):
+class LinkOption(app_commands.Transformer):
+    """A ``link`` option: the link in the text, if the pipeline's host policy lets it be fetched. A string option.
+
+    No network here: where its host resolves to is checked when it is fetched, in a worker thread.
+    """
+
+    async def transform(self, interaction: discord.Interaction, value: str) -> LinkSource:
+        host: Host = interaction.client  # type: ignore[assignment]  # the cogs run only on a MusrecBot
+        return host.musrec.check_link(value)
+
+
+Start = app_commands.Transform[float | None, StartTime]
+Link = app_commands.Transform[LinkSource, LinkOption]
+
+
+def refusal(error: app_commands.AppCommandError) -> MusrecError | None:
+    """The user's mistake behind an option that did not transform, if that is what ``error`` is."""
+    cause = error.__cause__ if isinstance(error, app_commands.TransformerError) else None
+    return cause if isinstance(cause, MusrecError) and cause.expected else None
+
+
+def one_source(clip: discord.Attachment | None, link: LinkSource | None, *, what: str = "") -> None:
+    """Exactly one of the two options of a sound (the only check that spans two options)."""
+    if (clip is None) == (link is None):
         prefix = f"{what}: " if what else ""
         raise InputError(f"{prefix}give exactly one of `clip` (a file) or `link` (a YouTube link)")

@@ -16,21 +16,27 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from musrec.audio.decode import SEARCH_S, WINDOW_S, AudioLimits
+from musrec.audioset.records import SHORT_SEGMENT_POLICIES, SPLITS, SegmentFilter
+from musrec.audioset.representation import REPRESENTATION_DIMS
 from musrec.errors import ConfigError
-from musrec.links.parse import YOUTUBE_HOSTS
+from musrec.index.build import BuildOptions
+from musrec.index.tune import ANN_KINDS
+from musrec.links.fetch import FetchOptions
+
+if TYPE_CHECKING:
+    from musrec.audioset.labels import Labels
 
 ENV_PREFIX = "MUSREC_"
 # Environment variables with this prefix that are not config keys.
 ENV_RESERVED = frozenset({"MUSREC_CONFIG", "MUSREC_DISCORD_TOKEN", "MUSREC_TF_VERBOSE"})
 
-REPRESENTATIONS = ("flatten", "mean", "meanstd")
+REPRESENTATIONS = tuple(REPRESENTATION_DIMS)
 EMBEDDERS = ("local", "max")
-BACKENDS = ("auto", "annoy", "ivf", "exact")
-BUILD_BACKENDS = ("auto", "annoy", "ivf")
-SPLITS = ("bal_train", "eval", "unbal_train")
-SHORT_SEGMENT_POLICIES = ("pad", "skip")
+BUILD_BACKENDS = ("auto", *ANN_KINDS)
+BACKENDS = (*BUILD_BACKENDS, "exact")
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -55,21 +61,15 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
-class BuildConfig:
-    representation: str = "flatten"
-    trees: int = 50
-    target_recall: float = 0.95
-    recall_queries: int = 200
-    backend: str = "auto"
-    ivf_lists: int = 0
-    rerank: int = 50
+class BuildConfig(BuildOptions):
+    """The build's own options (:class:`~musrec.index.build.BuildOptions`) and which segments to read."""
+
     splits: tuple[str, ...] = SPLITS
     music_only: bool = False
     include_labels: tuple[str, ...] = ()
     exclude_labels: tuple[str, ...] = ()
     min_seconds: int = 1
     short_segments: str = "pad"
-    seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("build.representation", self.representation, REPRESENTATIONS)
@@ -85,6 +85,17 @@ class BuildConfig:
         if not 0.0 < self.target_recall <= 1.0:
             raise ConfigError(f"build.target_recall must be in (0, 1], got {self.target_recall}")
 
+    def segment_filter(self, labels: Labels) -> SegmentFilter:
+        """Which segments to read, with label names (or ontology ids) turned into indices; unknown ones refused."""
+        return SegmentFilter(
+            splits=frozenset(self.splits),
+            music_only=self.music_only,
+            include_labels=labels.indices_of(self.include_labels),
+            exclude_labels=labels.indices_of(self.exclude_labels),
+            min_seconds=self.min_seconds,
+            short_segments=self.short_segments,
+        )
+
 
 @dataclass(frozen=True)
 class RecommendConfig:
@@ -98,14 +109,12 @@ class RecommendConfig:
             raise ConfigError(f"recommend.top_k must be at most 100, got {self.top_k}")
 
 
-@dataclass(frozen=True)
-class AudioConfig:
-    max_bytes: int = 64 * 1024 * 1024
-    max_duration_s: float = 600.0
-    min_duration_s: float = 1.0
-    decode_timeout_s: float = 120.0
-    window_s: float = 10.0
-    search_s: float = 180.0
+@dataclass(frozen=True, kw_only=True)
+class AudioConfig(AudioLimits):
+    """What decoding accepts (:class:`~musrec.audio.decode.AudioLimits`) and how the query window is chosen."""
+
+    window_s: float = WINDOW_S
+    search_s: float = SEARCH_S
 
     def __post_init__(self) -> None:
         _at_least("audio.max_bytes", self.max_bytes, 1)
@@ -115,6 +124,7 @@ class AudioConfig:
             raise ConfigError(f"audio.window_s must be between 0.975 and 60 seconds, got {self.window_s}")
         if self.decode_timeout_s <= 0 or self.search_s <= 0:
             raise ConfigError("audio.decode_timeout_s and audio.search_s must be positive")
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -159,18 +169,10 @@ class ServerConfig:
         _at_least("server.concurrency", self.concurrency, 1)
 
 
-@dataclass(frozen=True)
-class YouTubeConfig:
-    allowed_hosts: tuple[str, ...] = YOUTUBE_HOSTS
-    allow_private_addresses: bool = False
-    max_video_s: float = 10800.0
-    max_filesize_mb: float = 20.0
-    margin_s: float = 2.0
-    socket_timeout_s: float = 15.0
-    retries: int = 1
-    default_start_s: float = 30.0
-    cookies: Path | None = None
-    js_runtimes: tuple[str, ...] = ("deno", "node")
+@dataclass(frozen=True, kw_only=True)
+class YouTubeConfig(FetchOptions):
+    """The link-fetching policy (:class:`~musrec.links.fetch.FetchOptions`) and the embedding cache of links."""
+
     cache_path: Path | None = None  # None: <data dir>/embeddings.sqlite3
     cache_max_entries: int = 10_000
 
@@ -184,6 +186,7 @@ class YouTubeConfig:
             raise ConfigError("youtube.margin_s and youtube.default_start_s must not be negative")
         _at_least("youtube.retries", self.retries, 0)
         _at_least("youtube.cache_max_entries", self.cache_max_entries, 0)
+        super().__post_init__()
 
 
 REPLY_MODES = ("reply", "thread")
@@ -303,6 +306,20 @@ class Config:
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """A copy with ``{"section.key": value}`` applied (``None`` values are ignored: an unset flag)."""
         return _apply(self, {k: v for k, v in overrides.items() if v is not None}, source="option")
+
+
+DEFAULT_CONFIG_FILE = Path("config.toml")
+
+
+def find_config(explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The configuration file to read: ``explicit`` (``--config``), else ``$MUSREC_CONFIG``, else ``./config.toml``
+    when it exists, else none (defaults and ``MUSREC_*`` variables only). The CLI and the bot both ask here."""
+    env = os.environ if environ is None else environ
+    if explicit is not None:
+        return explicit
+    if env.get("MUSREC_CONFIG"):
+        return Path(env["MUSREC_CONFIG"])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
 def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Config:

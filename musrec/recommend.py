@@ -111,6 +111,54 @@ def find_segment(index: Index, video_id: str, start_s: float | None) -> SegmentI
     return found[0]
 
 
+@dataclass(frozen=True, eq=False)
+class Resolved:
+    """A query ready to search: its embedding rows ([n, 128] uint8) and what it is. ``item`` is set when the query
+    is an indexed segment, which its own results leave out."""
+
+    rows: npt.NDArray[np.uint8]
+    query: Query
+    item: int | None = None
+
+
+def resolve_segment(ref: str, *, index: Index, labels: Labels | None = None) -> Resolved:
+    """An indexed segment as a query: ``audioset:VIDEO_ID`` (its first segment) or ``audioset:VIDEO_ID@START``."""
+    labels = labels or default_labels()
+    video_id, start = parse_audioset_ref(ref)
+    seg = find_segment(index, video_id, start)
+    query = Query(
+        kind="audioset",
+        source=ref,
+        video_id=seg.video_id,
+        start_s=seg.start_s,
+        end_s=seg.end_s,
+        labels=tuple(labels.name(i) for i in seg.labels),
+    )
+    return Resolved(rows=np.asarray(index.embeddings[seg.item]), query=query, item=seg.item)
+
+
+def recommend_resolved(
+    resolved: Resolved,
+    *,
+    index: Index,
+    k: int = 10,
+    music_only: bool = False,
+    one_per_video: bool = True,
+    labels: Labels | None = None,
+) -> Recommendation:
+    """Neighbours of a query (its rows fitted to 10, as the index's), the query's own segment left out."""
+    matches = nearest(
+        index.vectorize(fit_rows(resolved.rows)),
+        index=index,
+        k=k,
+        music_only=music_only,
+        one_per_video=one_per_video,
+        exclude=(resolved.item,) if resolved.item is not None else (),
+        labels=labels,
+    )
+    return Recommendation(query=resolved.query, matches=tuple(matches))
+
+
 def recommend_segment(
     ref: str,
     *,
@@ -121,43 +169,10 @@ def recommend_segment(
     labels: Labels | None = None,
 ) -> Recommendation:
     """Neighbours of an indexed segment, the segment itself excluded."""
-    labels = labels or default_labels()
-    video_id, start = parse_audioset_ref(ref)
-    seg = find_segment(index, video_id, start)
-    matches = nearest(
-        index.item_vector(seg.item),
-        index=index,
-        k=k,
-        music_only=music_only,
-        one_per_video=one_per_video,
-        exclude=(seg.item,),
-        labels=labels,
+    resolved = resolve_segment(ref, index=index, labels=labels)
+    return recommend_resolved(
+        resolved, index=index, k=k, music_only=music_only, one_per_video=one_per_video, labels=labels
     )
-    query = Query(
-        kind="audioset",
-        source=ref,
-        video_id=seg.video_id,
-        start_s=seg.start_s,
-        end_s=seg.end_s,
-        labels=tuple(labels.name(i) for i in seg.labels),
-    )
-    return Recommendation(query=query, matches=tuple(matches))
-
-
-def recommend_rows(
-    rows: npt.NDArray[np.uint8],
-    *,
-    query: Query,
-    index: Index,
-    k: int = 10,
-    music_only: bool = False,
-    one_per_video: bool = True,
-    labels: Labels | None = None,
-) -> Recommendation:
-    """Neighbours of new audio given as [n, 128] uint8 embedding rows (fitted to 10 rows, as the index)."""
-    vector = index.vectorize(fit_rows(rows))
-    matches = nearest(vector, index=index, k=k, music_only=music_only, one_per_video=one_per_video, labels=labels)
-    return Recommendation(query=query, matches=tuple(matches))
 
 
 def nearest(

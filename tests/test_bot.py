@@ -31,6 +31,7 @@ from musrec.audioset.representation import fit_rows
 from musrec.config import Config, load_config
 from musrec.index.build import BuildOptions, build_index
 from musrec.index.loaded import Index
+from musrec.links.parse import YOUTUBE_HOSTS
 from musrec.pipeline import Musrec
 
 RATE = 16000
@@ -59,10 +60,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
 def config_for(world: dict[str, Any], standin: StandIn, **bot: Any) -> Config:
     config = load_config(None, environ={})
     settings = {"attachment_hosts": (standin.cdn_hostname,), "cooldown_s": 0.0, **bot}
-    # Links to the loopback media server only: 127.0.0.1 allowed explicitly, private addresses opted in.
+    # YouTube's hosts (never fetched here) and the loopback media server: 127.0.0.1 allowed explicitly, private
+    # addresses opted in.
     youtube = replace(
         config.youtube,
-        allowed_hosts=("127.0.0.1",),
+        allowed_hosts=(*YOUTUBE_HOSTS, "127.0.0.1"),
         allow_private_addresses=True,
         retries=0,
         socket_timeout_s=5.0,
@@ -135,7 +137,7 @@ def test_recommend_a_clip(world: dict[str, Any]) -> None:
         ({}, "Give exactly one of `clip` (a file) or `link` (a YouTube link)."),
         ({"link": "https://youtu.be/dQw4w9WgXcQ", "clip": "ATTACHMENT"}, "Give exactly one of `clip`"),
         ({"clip": "ATTACHMENT", "start": "soon"}, "'soon' is not a start time: write it like 90, 1:30 or 1m30s."),
-        ({"link": "https://example.com/song.mp3"}, "link"),
+        ({"link": "https://example.com/song.mp3"}, "Links to example.com are not supported."),
         ({"clip": "TEXT"}, "notes.txt does not look like audio or video"),
         ({"clip": "HUGE"}, "the limit is 1 MiB"),
     ],
@@ -222,7 +224,7 @@ def test_links_elsewhere_are_refused(world: dict[str, Any]) -> None:
     async def body(standin: StandIn, bot: MusrecBot) -> None:
         for link, expected in [
             ("https://www.youtube.com/playlist?list=PL0123456789", "playlists are not supported"),
-            ("http://10.0.0.1/admin", "only youtube links are supported"),
+            ("http://10.0.0.1/admin", "links to ip addresses are not accepted"),
             ("no link at all", "that is not a link"),
         ]:
             handle = await standin.dispatch_interaction("recommend", {"link": link}, user_id=hash(link) % 10**6)

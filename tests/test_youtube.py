@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,10 +28,12 @@ from youtube_fixtures import (
 )
 
 from musrec.cache import CacheKey, EmbeddingCache
+from musrec.config import load_config
 from musrec.errors import DecodeError, DownloadError, TooLongError, TooShortError, UnsupportedLinkError
 from musrec.links.errors import FAILURE_PATTERNS, FetchError, FetchFailure, classify_failure
-from musrec.links.fetch import FetchOptions, check_url_allowed, default_start, embed_link, fetch_window
+from musrec.links.fetch import FetchOptions, check_url_allowed, default_start, fetch_window
 from musrec.links.parse import YOUTUBE_HOSTS, find_link, parse_timestamp, parse_youtube_url
+from musrec.pipeline import Musrec, embedder_identity
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -395,7 +398,7 @@ def test_no_audio(server: MediaServer, name: str) -> None:
 
 def test_too_large(server: MediaServer) -> None:
     with pytest.raises(FetchError) as caught:
-        fetch_window(server.media("tones.m4a"), start_s=0.0, options=loopback_options(max_filesize=20_000))
+        fetch_window(server.media("tones.m4a"), start_s=0.0, options=loopback_options(max_filesize_mb=20_000 / 2**20))
     assert caught.value.reason is FetchFailure.TOO_LARGE
 
 
@@ -452,55 +455,58 @@ def test_cookies_file_is_used_but_never_written(server: MediaServer, tmp_path: P
 # --- embeddings and the cache --------------------------------------------------------------------------------
 
 
+def link_pipeline(tmp_path: Path, embedder: Any, *, embedder_kind: str = "local", **youtube: Any) -> Musrec:
+    """The pipeline with only what links need: a link policy, an embedder and a cache (no index, no model files)."""
+    config = load_config(None, environ={})
+    options = {"cache_path": tmp_path / "cache.sqlite3", **youtube}
+    config = replace(
+        config,
+        youtube=replace(config.youtube, **options),
+        embedder=replace(config.embedder, kind=embedder_kind),
+        max=replace(config.max, urls=(f"http://{LOOPBACK}:9",)),
+    )
+    return Musrec(config=config, embedder=embedder)
+
+
 def test_cache_hit_does_not_touch_the_server(server: MediaServer, tmp_path: Path) -> None:
     embedder = ToneEmbedder()
     url = server.media("tones.webm")
-    with EmbeddingCache(tmp_path / "cache.sqlite3") as cache:
-        first = embed_link(
-            url, start_s=20.0, embedder=embedder, embedder_id="tone", options=loopback_options(), cache=cache
-        )
-        before = len(server.requests)
-        again = embed_link(
-            url, start_s=20.0, embedder=embedder, embedder_id="tone", options=loopback_options(), cache=cache
-        )
-        assert len(server.requests) == before and embedder.calls == 1
-        assert (first.cached, again.cached) == (False, True)
-        assert np.array_equal(first.embedding, again.embedding) and first.embedding.shape == (10, 128)
-        assert set(first.embedding.ravel()) == {round(step_hz(2) / 10)}
-        assert again.window == first.window and again.title == "tones"
-        other = embed_link(
-            url, start_s=20.0, embedder=embedder, embedder_id="other", options=loopback_options(), cache=cache
-        )
-        assert not other.cached and len(server.requests) > before
+    loopback = {"allowed_hosts": (LOOPBACK,), "allow_private_addresses": True, "socket_timeout_s": 5.0, "retries": 0}
+    musrec = link_pipeline(tmp_path, embedder, **loopback)
+    first = musrec.resolve(url, start_s=20.0)
+    before = len(server.requests)
+    again = musrec.resolve(url, start_s=20.0)
+    assert len(server.requests) == before and embedder.calls == 1
+    assert (first.query.extra["cached"], again.query.extra["cached"]) == (False, True)
+    assert np.array_equal(first.rows, again.rows) and first.rows.shape == (10, 128)
+    assert set(first.rows.ravel()) == {round(step_hz(2) / 10)}
+    assert (again.query.start_s, again.query.end_s) == (first.query.start_s, first.query.end_s)
+    assert again.query.extra["title"] == "tones"
+    musrec.close()
+    # Another embedding space (MAX servers here) never reuses these rows.
+    other = link_pipeline(tmp_path, embedder, embedder_kind="max", **loopback)
+    assert other.resolve(url, start_s=20.0).query.extra["cached"] is False and len(server.requests) > before
+    other.close()
 
 
 def test_youtube_link_answered_from_the_cache(tmp_path: Path) -> None:
     """No network here: a cached YouTube window answers without yt-dlp; an explicit start beats t=."""
+    embedder = ToneEmbedder()
+    musrec = link_pipeline(tmp_path, embedder)
+    identity = embedder_identity(musrec.config)
     codes = np.full((10, 128), 7, dtype=np.uint8)
     with EmbeddingCache(tmp_path / "cache.sqlite3") as cache:
         for start in (90.0, 10.0, None):
-            key = CacheKey(video_id=ID, start_s=start, duration_s=10.0, embedder="e")
+            key = CacheKey(video_id=ID, start_s=start, duration_s=10.0, embedder=identity)
             cache.put(key, codes + int(start or 0), window_start_s=start or 30.0, window_end_s=(start or 30.0) + 10)
-        embedder = ToneEmbedder()
-        options = FetchOptions()
-        link = embed_link(
-            f"https://youtu.be/{ID}?t=1m30s", embedder=embedder, embedder_id="e", options=options, cache=cache
-        )
-        assert link.cached and link.window.start_s == 90.0 and link.embedding[0, 0] == 97
-        explicit = embed_link(
-            f"https://youtu.be/{ID}?t=90",
-            start_s=10.0,
-            embedder=embedder,
-            embedder_id="e",
-            options=options,
-            cache=cache,
-        )
-        assert explicit.cached and explicit.window.start_s == 10.0
-        default = embed_link(
-            f"https://www.youtube.com/watch?v={ID}", embedder=embedder, embedder_id="e", options=options, cache=cache
-        )
-        assert default.cached and default.window.start_s == 30.0 and default.video_id == ID
-        assert embedder.calls == 0
+    link = musrec.resolve(f"https://youtu.be/{ID}?t=1m30s")
+    assert link.query.extra["cached"] and link.query.start_s == 90.0 and link.rows[0, 0] == 97
+    explicit = musrec.resolve(f"https://youtu.be/{ID}?t=90", start_s=10.0)
+    assert explicit.query.extra["cached"] and explicit.query.start_s == 10.0
+    default = musrec.resolve(f"https://www.youtube.com/watch?v={ID}")
+    assert default.query.extra["cached"] and default.query.start_s == 30.0 and default.query.video_id == ID
+    assert embedder.calls == 0
+    musrec.close()
 
 
 def test_options_are_validated() -> None:

@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 import discord
 from discord.ext import commands
 
-if TYPE_CHECKING:
-    from bot.client import MusrecBot
+from musrec.config import BotConfig
 
 log = logging.getLogger(__name__)
 
 
 class Admin(commands.Cog):
-    def __init__(self, bot: MusrecBot) -> None:
+    def __init__(self, bot: commands.Bot, config: BotConfig) -> None:
         self.bot = bot
+        self.config = config
 
     @commands.command(name="sync")
     @commands.is_owner()
-    async def sync(self, ctx: commands.Context[MusrecBot], scope: str = "") -> None:
+    async def sync(self, ctx: commands.Context[Any], scope: str = "") -> None:
         """Register the slash commands: "sync" (configured guild, else this one), "sync global", "sync <guild id>"."""
         guild: discord.abc.Snowflake | None
         if scope == "global":
             guild = None
         elif scope.isdigit():
             guild = discord.Object(id=int(scope))
-        elif self.bot.config.bot.sync_guild:
-            guild = discord.Object(id=int(self.bot.config.bot.sync_guild))
+        elif self.config.sync_guild:
+            guild = discord.Object(id=int(self.config.sync_guild))
         else:
             guild = ctx.guild
         if guild is not None:
@@ -39,7 +39,7 @@ class Admin(commands.Cog):
         await ctx.reply(f"Synced {len(synced)} commands {where}.", mention_author=False)
 
     @commands.Cog.listener()
-    async def on_command_error(self, ctx: commands.Context[MusrecBot], error: commands.CommandError) -> None:
+    async def on_command_error(self, ctx: commands.Context[Any], error: commands.CommandError) -> None:
         if isinstance(error, commands.CommandNotFound):
             return
         if isinstance(error, commands.NotOwner):

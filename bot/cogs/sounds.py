@@ -6,7 +6,6 @@ import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -14,12 +13,11 @@ from discord.ext import commands
 
 from bot import embeds
 from bot.errors import TIMEOUT, user_message
-from bot.inputs import check_attachment, check_link, is_audio, one_source, parse_start, read_attachment
+from bot.host import Host
+from bot.inputs import Link, Start, check_attachment, is_audio, one_source, read_attachment
 from musrec.compare import similarity_png
 from musrec.errors import BusyError, MusrecError
-
-if TYPE_CHECKING:
-    from bot.client import MusrecBot
+from musrec.pipeline import LinkSource, Source
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +27,7 @@ THREAD_NAME_MAX = 100
 
 
 class Sounds(commands.Cog):
-    def __init__(self, bot: MusrecBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
 
     # ---- commands -------------------------------------------------------------------------------------------
@@ -46,27 +44,25 @@ class Sounds(commands.Cog):
         self,
         interaction: discord.Interaction,
         clip: discord.Attachment | None = None,
-        link: str | None = None,
-        start: str | None = None,
+        link: Link | None = None,
+        start: Start = None,
         top_k: app_commands.Range[int, 1, 10] = 5,
         music_only: bool = False,
     ) -> None:
         """Find AudioSet sounds that sound like a clip or a YouTube link."""
         try:
             one_source(clip, link)
-            start_s = parse_start(start)
             if clip is not None:
                 check_attachment(clip, self.bot.config.bot)
-            url = self._link(link) if link is not None and clip is None else None
         except MusrecError as err:
             await self._reject(interaction, err)
             return
 
         async def work() -> Reply:
-            source, name = await self._fetch(clip, url)
+            source, name = await self._fetch(clip, link)
             musrec = self.bot.musrec
             result = await self.bot.queue.run(
-                musrec.recommend, source, name=name, start_s=start_s, k=top_k, music_only=music_only
+                musrec.recommend, source, name=name, start_s=start, k=top_k, music_only=music_only
             )
             return embeds.recommendation_embed(result, index_size=len(musrec.index)), []
 
@@ -85,32 +81,29 @@ class Sounds(commands.Cog):
         self,
         interaction: discord.Interaction,
         first_clip: discord.Attachment | None = None,
-        first_link: str | None = None,
+        first_link: Link | None = None,
         second_clip: discord.Attachment | None = None,
-        second_link: str | None = None,
-        first_start: str | None = None,
-        second_start: str | None = None,
+        second_link: Link | None = None,
+        first_start: Start = None,
+        second_start: Start = None,
     ) -> None:
         """How alike two clips or links sound, with a second-by-second picture."""
         try:
             one_source(first_clip, first_link, what="first sound")
             one_source(second_clip, second_link, what="second sound")
-            starts = (parse_start(first_start), parse_start(second_start))
             for clip in (first_clip, second_clip):
                 if clip is not None:
                     check_attachment(clip, self.bot.config.bot)
-            url_a = self._link(first_link) if first_link is not None and first_clip is None else None
-            url_b = self._link(second_link) if second_link is not None and second_clip is None else None
         except MusrecError as err:
             await self._reject(interaction, err)
             return
 
         async def work() -> Reply:
             (a, name_a), (b, name_b) = await asyncio.gather(
-                self._fetch(first_clip, url_a), self._fetch(second_clip, url_b)
+                self._fetch(first_clip, first_link), self._fetch(second_clip, second_link)
             )
             comparison, query_a, query_b = await self.bot.queue.run(
-                self.bot.musrec.compare, a, b, names=(name_a, name_b), starts=starts
+                self.bot.musrec.compare, a, b, names=(name_a, name_b), starts=(first_start, second_start)
             )
             png = similarity_png(comparison.matrix)
             image = discord.File(io.BytesIO(png), filename=SIMILARITY_IMAGE)
@@ -137,7 +130,7 @@ class Sounds(commands.Cog):
         url = None
         if clip is None:
             try:
-                url = self._link(message.content) if message.content else None
+                url = self.bot.musrec.check_link(message.content) if message.content else None
             except MusrecError:
                 url = None
         if clip is None and url is None:
@@ -174,10 +167,7 @@ class Sounds(commands.Cog):
 
     # ---- the request cycle ----------------------------------------------------------------------------------
 
-    def _link(self, text: str) -> str:
-        return check_link(text, allowed_hosts=self.bot.config.youtube.allowed_hosts)
-
-    async def _fetch(self, clip: discord.Attachment | None, url: str | None) -> tuple[bytes | str, str | None]:
+    async def _fetch(self, clip: discord.Attachment | None, url: LinkSource | None) -> tuple[Source, str | None]:
         if clip is not None:
             return await read_attachment(clip, self.bot.config.bot), clip.filename
         assert url is not None

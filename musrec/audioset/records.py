@@ -26,7 +26,6 @@ import numpy.typing as npt
 
 from musrec.audioset.labels import Labels
 from musrec.audioset.representation import SEGMENT_ROWS, fit_rows
-from musrec.config import SPLITS
 from musrec.errors import DataError
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 from musrec.vggish.tfutil import import_tensorflow
@@ -47,6 +46,10 @@ class Segment:
     labels: tuple[int, ...]
     split: str
     rows: npt.NDArray[np.uint8]
+
+
+SPLITS = ("bal_train", "eval", "unbal_train")  # the release's directories
+SHORT_SEGMENT_POLICIES = ("pad", "skip")
 
 
 @dataclass(frozen=True)

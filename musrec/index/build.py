@@ -29,7 +29,6 @@ from musrec import __version__
 from musrec.audioset.labels import Labels
 from musrec.audioset.records import IngestReport, Segment, SegmentFilter, read_segments
 from musrec.audioset.representation import dimension
-from musrec.config import Config
 from musrec.errors import DataError
 from musrec.index.layout import (
     EMBEDDINGS_FILE,
@@ -195,42 +194,25 @@ def _ingest(
     return count
 
 
-def build_from_config(
-    config: Config,
+def build_from_sources(
     sources: Sequence[Path],
     out: Path,
     *,
     labels: Labels,
+    options: BuildOptions,
+    segment_filter: SegmentFilter,
     force: bool,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Manifest, IngestReport]:
-    """Read ``sources`` through the ``[build]`` filters and build ``out`` with the ``[build]`` options."""
-    b = config.build
-    filt = SegmentFilter(
-        splits=frozenset(b.splits),
-        music_only=b.music_only,
-        include_labels=labels.indices_of(b.include_labels),
-        exclude_labels=labels.indices_of(b.exclude_labels),
-        min_seconds=b.min_seconds,
-        short_segments=b.short_segments,
-    )
-    options = BuildOptions(
-        representation=b.representation,
-        trees=b.trees,
-        target_recall=b.target_recall,
-        recall_queries=b.recall_queries,
-        seed=b.seed,
-        backend=b.backend,
-        ivf_lists=b.ivf_lists,
-        rerank=b.rerank,
-    )
+    """Read ``sources`` (files, directories, tarballs) through ``segment_filter`` and build ``out``."""
+    filt = segment_filter
     filters = {
-        "splits": sorted(b.splits),
-        "music_only": b.music_only,
-        "include_labels": list(b.include_labels),
-        "exclude_labels": list(b.exclude_labels),
-        "min_seconds": b.min_seconds,
-        "short_segments": b.short_segments,
+        "splits": sorted(filt.splits),
+        "music_only": filt.music_only,
+        "include_labels": sorted(labels.names[i] for i in filt.include_labels),
+        "exclude_labels": sorted(labels.names[i] for i in filt.exclude_labels),
+        "min_seconds": filt.min_seconds,
+        "short_segments": filt.short_segments,
     }
     report = IngestReport()
     manifest = build_index(

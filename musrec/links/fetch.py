@@ -27,18 +27,18 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from musrec.audio.decode import WINDOW_S, AudioLimits, Window, choose_window, cut, decode, ffmpeg_executable
 from musrec.audio.resample import TARGET_RATE
-from musrec.cache import CacheKey, EmbeddingCache
 from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
 from musrec.links.errors import FetchError, FetchFailure, ytdlp_failure
 from musrec.links.parse import (
     YOUTUBE_HOSTS,
+    find_link,
     is_public_address,
     normal_host,
     parse_youtube_url,
@@ -47,15 +47,12 @@ from musrec.links.parse import (
 from musrec.links.ytdlp_env import ffmpeg_on_path, js_runtime_config
 from musrec.timecode import format_timecode as clock
 
-if TYPE_CHECKING:
-    from musrec.embedding.local import Embedder
-
 log = logging.getLogger(__name__)
 
 DEFAULT_START_S: Final = 30.0
 MARGIN_S: Final = 2.0  # fetched on either side of the window, then trimmed away
 MAX_VIDEO_S: Final = 3 * 3600.0
-MAX_FILESIZE: Final = 20 * 2**20  # a 14-second section is a few hundred kB; this only stops runaways
+MAX_FILESIZE_MB: Final = 20.0  # a 14-second section is a few hundred kB; this only stops runaways
 SOCKET_TIMEOUT_S: Final = 15.0
 RETRIES: Final = 1
 REFUSED_LIVE_STATUSES: Final = frozenset({"is_live", "is_upcoming", "post_live"})
@@ -80,21 +77,26 @@ class FetchOptions:
     allowed_hosts: tuple[str, ...] = YOUTUBE_HOSTS
     allow_private_addresses: bool = False
     max_video_s: float = MAX_VIDEO_S
-    max_filesize: int = MAX_FILESIZE
+    max_filesize_mb: float = MAX_FILESIZE_MB
     margin_s: float = MARGIN_S
     socket_timeout_s: float = SOCKET_TIMEOUT_S
     retries: int = RETRIES
     default_start_s: float = DEFAULT_START_S
     cookies: Path | None = None
-    js_runtimes: tuple[str, ...] = ("deno",)
+    js_runtimes: tuple[str, ...] = ("deno", "node")
     ytdlp_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.max_video_s <= 0 or self.max_filesize <= 0 or self.socket_timeout_s <= 0:
-            raise ValueError("max_video_s, max_filesize and socket_timeout_s must be positive")
+        if self.max_video_s <= 0 or self.max_filesize_mb <= 0 or self.socket_timeout_s <= 0:
+            raise ValueError("max_video_s, max_filesize_mb and socket_timeout_s must be positive")
         if self.margin_s < 0 or self.retries < 0 or self.default_start_s < 0:
             raise ValueError("margin_s, retries and default_start_s must not be negative")
         object.__setattr__(self, "allowed_hosts", tuple(normal_host(h) for h in self.allowed_hosts))
+
+    @property
+    def max_filesize(self) -> int:
+        """The largest download, in bytes."""
+        return int(self.max_filesize_mb * 2**20)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,29 +115,33 @@ class FetchedAudio:
     sample_rate: int = TARGET_RATE
 
 
-@dataclass(frozen=True, eq=False)
-class LinkEmbedding:
-    """The embedding of a link's window (uint8 ``[n, 128]``), what it came from, and whether the cache had it."""
+@dataclass(frozen=True)
+class LinkTarget:
+    """A link that passed the host policy: what yt-dlp is given, the video and start it names, and the one yt-dlp
+    extractor allowed for it. Whether its host resolves to public addresses is checked when it is fetched."""
 
-    embedding: npt.NDArray[np.uint8]
-    window: Window
     url: str
     video_id: str | None
-    title: str | None
-    duration_s: float | None
-    cached: bool
-
-
-@dataclass(frozen=True)
-class _Target:
-    url: str  # what yt-dlp is given
-    video_id: str | None
     start_s: float | None
-    extractor: str  # the one yt-dlp extractor allowed for it
+    extractor: str
 
     @property
     def cache_id(self) -> str:
+        """Names the media for the embedding cache: the video id, or the URL of other media."""
         return self.video_id or GENERIC_KEY_PREFIX + self.url
+
+
+def link_target(text: str, *, options: FetchOptions) -> LinkTarget:
+    """The link in ``text`` (pasted text, Discord's angle brackets), checked against the host policy: the one place
+    that decides whether a link may be fetched, before any network. UnsupportedLinkError says why not."""
+    link = find_link(text)
+    if link is None:
+        raise UnsupportedLinkError("that is not a link: paste a YouTube link like https://youtu.be/VIDEO_ID")
+    host, _ = _check_host_policy(link, options=options)
+    if host in YOUTUBE_HOSTS:
+        parsed = parse_youtube_url(link)
+        return LinkTarget(parsed.url, parsed.video_id, parsed.start_s, "youtube")
+    return LinkTarget(link, None, None, "generic")
 
 
 def check_url_allowed(url: str, *, options: FetchOptions) -> None:
@@ -144,6 +150,10 @@ def check_url_allowed(url: str, *, options: FetchOptions) -> None:
     This resolves the host name (DNS); ``options.allow_private_addresses`` skips only the address check.
     """
     host, port = _check_host_policy(url, options=options)
+    _check_public(host, port, options=options)
+
+
+def _check_public(host: str, port: int, *, options: FetchOptions) -> None:
     if not options.allow_private_addresses:
         check_resolves_public(host, port)
 
@@ -169,7 +179,7 @@ def default_start(duration_s: float, *, window_s: float = WINDOW_S, preferred_s:
 
 
 def fetch_window(
-    url: str,
+    link: str | LinkTarget,
     *,
     start_s: float | None = None,
     duration_s: float = WINDOW_S,
@@ -178,6 +188,7 @@ def fetch_window(
 ) -> FetchedAudio:
     """Download and decode the ``duration_s`` window of a link starting at ``start_s`` (seconds).
 
+    ``link`` is a URL (or text holding one), or a :class:`LinkTarget` that :func:`link_target` already checked.
     ``start_s`` wins over a ``t=`` in the link; with neither, see the module docstring. A YouTube link is
     fetched as that one video; another URL (its host must be allowed explicitly) as one media file. Raises
     UnsupportedLinkError, FetchError (a DownloadError), TooLongError, TooShortError and DecodeError, all with
@@ -187,9 +198,10 @@ def fetch_window(
         raise ValueError(f"duration_s must be positive, got {duration_s}")
     if start_s is not None and not start_s >= 0:
         raise ValueError(f"start_s must not be negative, got {start_s}")
-    target = _target(url, options)
+    target = link if isinstance(link, LinkTarget) else link_target(link, options=options)
     start = start_s if start_s is not None else target.start_s
-    check_url_allowed(target.url, options=options)
+    parts, host = split_link(target.url)
+    _check_public(host, parts.port or (443 if parts.scheme.lower() == "https" else 80), options=options)
     from yt_dlp import YoutubeDL
     from yt_dlp.utils import YoutubeDLError, download_range_func
 
@@ -229,46 +241,6 @@ def fetch_window(
     return FetchedAudio(samples, window, target.url, target.video_id, info.get("title"), duration)
 
 
-def embed_link(
-    url: str,
-    *,
-    embedder: Embedder,
-    embedder_id: str,
-    start_s: float | None = None,
-    duration_s: float = WINDOW_S,
-    options: FetchOptions,
-    limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
-    cache: EmbeddingCache | None = None,
-) -> LinkEmbedding:
-    """The embedding of a link's window, from ``cache`` when it has it (no network at all), else fetched.
-
-    ``embedder_id`` names the model and its parameters: embeddings from different embedders never mix.
-    """
-    target = _target(url, options)
-    key = CacheKey(
-        video_id=target.cache_id,
-        start_s=start_s if start_s is not None else target.start_s,
-        duration_s=duration_s,
-        embedder=embedder_id,
-    )
-    hit = cache.get(key) if cache is not None else None
-    if hit is not None:
-        window = Window(hit.window_start_s, hit.window_end_s)
-        return LinkEmbedding(hit.embedding, window, target.url, target.video_id, hit.title, hit.video_duration_s, True)
-    fetched = fetch_window(url, start_s=start_s, duration_s=duration_s, options=options, limits=limits)
-    codes = embedder.embed(fetched.samples, fetched.sample_rate)
-    if cache is not None:
-        cache.put(
-            key,
-            codes,
-            window_start_s=fetched.window.start_s,
-            window_end_s=fetched.window.end_s,
-            title=fetched.title,
-            video_duration_s=fetched.duration_s,
-        )
-    return LinkEmbedding(codes, fetched.window, fetched.url, fetched.video_id, fetched.title, fetched.duration_s, False)
-
-
 def _check_host_policy(url: str, *, options: FetchOptions) -> tuple[str, int]:
     parts, host = split_link(url)
     if host not in options.allowed_hosts:
@@ -282,17 +254,7 @@ def _check_host_policy(url: str, *, options: FetchOptions) -> tuple[str, int]:
     return host, parts.port or (443 if parts.scheme.lower() == "https" else 80)
 
 
-def _target(url: str, options: FetchOptions) -> _Target:
-    """What to fetch for ``url``, checked against the host policy (no network)."""
-    _check_host_policy(url, options=options)
-    _, host = split_link(url)
-    if host in YOUTUBE_HOSTS:
-        link = parse_youtube_url(url)
-        return _Target(link.url, link.video_id, link.start_s, "youtube")
-    return _Target(url.strip().removeprefix("<").removesuffix(">"), None, None, "generic")
-
-
-def _check_info(info: Mapping[str, Any], target: _Target, options: FetchOptions) -> float | None:
+def _check_info(info: Mapping[str, Any], target: LinkTarget, options: FetchOptions) -> float | None:
     """Refuse playlists, live streams, premieres, over-long videos and non-public media hosts; the duration."""
     if info.get("_type", "video") != "video":
         raise UnsupportedLinkError("this link does not lead to a single video")

@@ -21,9 +21,9 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from musrec.config import Config
 from musrec.errors import DataError, MusrecError
@@ -31,6 +31,10 @@ from musrec.index.layout import MANIFEST, Manifest, problem, remove_debris
 from musrec.setup.features import ensure_features
 from musrec.setup.models import ensure_models, model_files, verified_record
 from musrec.setup.state import SetupOptions, SetupState, Step, now, signature
+
+if TYPE_CHECKING:
+    from musrec.audioset.labels import Labels
+    from musrec.audioset.records import IngestReport
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +174,26 @@ def _summary(m: Manifest, path: Path) -> str:
     )
 
 
+def build_from_config(
+    config: Config,
+    sources: Sequence[Path],
+    out: Path,
+    *,
+    labels: Labels,
+    force: bool,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Manifest, IngestReport]:
+    """Build ``out`` from ``sources`` with the ``[build]`` options and filters: ``setup`` and ``index build``."""
+    from musrec.index.build import build_from_sources
+
+    b = config.build
+    return build_from_sources(
+        sources, out, labels=labels, options=b, segment_filter=b.segment_filter(labels), force=force, progress=progress
+    )
+
+
 def _build(config: Config, source: Path, *, progress: bool) -> Manifest:
     from musrec.audioset.labels import default_labels
-    from musrec.index.build import build_from_config
 
     bar: Any = None
     if progress and sys.stderr.isatty():
@@ -216,4 +237,4 @@ def _locked(data_dir: Path) -> Iterator[None]:
 
 
 # SetupOptions and Step live in musrec.setup.state; callers of setup() take them from here.
-__all__ = ["SetupOptions", "Step", "check_ready", "ensure_ready", "setup"]
+__all__ = ["SetupOptions", "Step", "build_from_config", "check_ready", "ensure_ready", "setup"]

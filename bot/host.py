@@ -1,0 +1,23 @@
+"""What the cogs need from the bot that hosts them: its configuration, its work queue and the musrec pipeline.
+
+The cogs see the bot through this protocol, never through its class, so the bot may import the cogs to register
+them without an import circle.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.work import WorkQueue
+from musrec.config import Config
+from musrec.pipeline import Musrec
+
+
+class Host(Protocol):
+    config: Config
+    queue: WorkQueue
+
+    @property
+    def musrec(self) -> Musrec:
+        """The loaded pipeline (RuntimeError before the bot's set-up finished)."""
+        ...

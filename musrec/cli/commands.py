@@ -1,0 +1,183 @@
+"""What each ``musrec`` command does, given its arguments and the configuration with the flags applied."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from typing import Any
+
+from musrec.config import Config, find_config
+from musrec.errors import MusrecError
+
+log = logging.getLogger("musrec")
+
+EXIT_ERROR = 1
+
+
+# ---- index build / info -------------------------------------------------------------------------------------
+
+
+def index_build(args: argparse.Namespace, config: Config) -> int:
+    from musrec.audioset.labels import default_labels
+    from musrec.setup.provision import build_from_config
+
+    out = config.index_path
+    bar = _progress_bar(enabled=not args.no_progress)
+    try:
+        manifest, report = build_from_config(
+            config,
+            args.sources,
+            out,
+            labels=default_labels(),
+            force=args.force,
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"indexed {manifest.count} segments into {out}")
+    print(f"read: {report.summary()}")
+    if report.damaged_files:
+        shown = ", ".join(report.damaged_files[:5]) + (" ..." if len(report.damaged_files) > 5 else "")
+        print(f"warning: {report.corrupt_records} corrupt records skipped; damaged: {shown}", file=sys.stderr)
+    tuned = manifest.structure()
+    loo = manifest.recall_leave_one_out
+    print(
+        f"{manifest.representation} ({manifest.dimension}-d), {tuned}: recall@10 {manifest.recall_at_10:.3f} on "
+        f"{manifest.held_out} held-out segments"
+        + (f", {loo:.3f} leave-one-out" if loo is not None else "")
+        + f" (target {manifest.target_recall}); "
+        f"default backend {manifest.preferred_backend} ({_format_ms(manifest.query_ms)})"
+    )
+    return 0
+
+
+def _progress_bar(*, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(unit=" segments", unit_scale=True, desc="indexing", file=sys.stderr, mininterval=0.5)
+
+
+def _format_ms(query_ms: dict[str, float]) -> str:
+    return ", ".join(f"{name} {ms:.2f} ms/query" for name, ms in sorted(query_ms.items()))
+
+
+def index_info(args: argparse.Namespace, config: Config) -> int:
+    from musrec.index.layout import Manifest
+
+    directory = args.directory or config.index_path
+    m = Manifest.read(directory)
+    if args.json:
+        print(json.dumps({"path": str(directory), **json.loads(m.to_json())}, indent=2))
+        return 0
+    rows = [
+        ("path", str(directory)),
+        ("segments", f"{m.count:,}"),
+        ("representation", f"{m.representation} ({m.dimension} dimensions)"),
+        ("structure", m.structure()),
+        (
+            "recall@10",
+            f"{m.recall_at_10:.3f} on {m.held_out} held-out segments"
+            + (f", {m.recall_leave_one_out:.3f} leave-one-out" if m.recall_leave_one_out is not None else "")
+            + f" (target {m.target_recall})",
+        ),
+        ("backend", f"{m.preferred_backend} by default; {_format_ms(m.query_ms)}"),
+        ("filters", ", ".join(f"{k}={v}" for k, v in sorted(m.filters.items())) or "none"),
+        ("sources", ", ".join(m.sources) or "-"),
+        ("built", f"{m.built_at} in {m.build_seconds:.1f} s by musrec {m.musrec_version}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# ---- recommend ----------------------------------------------------------------------------------------------
+
+
+def recommend(args: argparse.Namespace, config: Config) -> int:
+    from musrec.pipeline import Musrec
+
+    musrec = Musrec.from_config(config)
+    try:
+        result = musrec.recommend(args.input, start_s=args.start)
+    finally:
+        musrec.close()
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    from musrec.render import render_table
+
+    print(render_table(result))
+    return 0
+
+
+def embed(args: argparse.Namespace, config: Config) -> int:
+    from musrec.pipeline import Musrec, is_link
+
+    # A file: --duration seconds from --start, else all of it (up to audio.max_duration_s). A link: only the window
+    # (10 s, or --duration) is fetched, never the whole video.
+    duration = args.duration or (config.audio.window_s if is_link(args.input) else math.inf)
+    musrec = Musrec.from_config(config)
+    try:
+        resolved = musrec.resolve(args.input, start_s=args.start, duration_s=duration)
+    finally:
+        musrec.close()
+    rows, query = resolved.rows, resolved.query
+    if args.json:
+        print(json.dumps({"embedding": rows.tolist()}))
+        return 0
+    start, end = query.start_s or 0.0, query.end_s or 0.0
+    print(f"{len(rows)} rows x 128 (one per 0.96 s) from {start:g} s, {end - start:.2f} s of audio")
+    for row in rows:
+        print(" ".join(str(v) for v in row.tolist()))
+    return 0
+
+
+def serve(args: argparse.Namespace, config: Config) -> int:
+    from musrec.embedding.server import run_server
+    from musrec.pipeline import make_embedder
+
+    if config.embedder.kind != "local":
+        raise MusrecError("musrec serve runs VGGish in this process: use --embedder local")
+    embedder = make_embedder(config)
+    srv = config.server
+    log.warning("serving the MAX embedding API on http://%s:%d (relu=%s)", srv.host, srv.port, config.embedder.relu)
+    run_server(embedder, host=srv.host, port=srv.port, max_bytes=srv.max_bytes, concurrency=srv.concurrency)
+    return 0
+
+
+# ---- setup / doctor -----------------------------------------------------------------------------------------
+
+
+def setup(args: argparse.Namespace, config: Config) -> int:
+    from musrec.setup.provision import SetupOptions, check_ready, setup
+
+    options = SetupOptions(
+        features=not (args.models_only or args.skip_features),
+        index=not args.models_only,
+        source=args.source,
+        rebuild=args.rebuild,
+        recheck=args.recheck,
+        progress=not args.no_progress,
+    )
+    print(f"data directory: {config.data_dir}", flush=True)
+    setup(config, options, on_step=lambda step: print(step, flush=True))
+    if not check_ready(config):
+        print("ready: try `musrec recommend FILE`")
+    return 0
+
+
+def doctor(args: argparse.Namespace) -> int:
+    from musrec.setup.doctor import diagnose, failed
+
+    checks = diagnose(find_config(args.config), quick=args.quick, bot=args.bot)
+    for check in checks:
+        if not args.quiet or check.status != "ok":
+            print(check)
+    return EXIT_ERROR if failed(checks) else 0
