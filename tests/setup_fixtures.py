@@ -42,6 +42,24 @@ EVAL_SEGMENTS = 60
 BAL_SEGMENTS = 40
 
 
+@dataclass(frozen=True)
+class Run:
+    """What a ``musrec`` command did, run in this process: its exit code and output."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run(argv: Sequence[str]) -> Run:
+    from musrec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return Run(code, out.getvalue(), err.getvalue())
+
+
 @dataclass
 class Served:
     """A file and how to misbehave when serving it."""

@@ -3,14 +3,12 @@ the Docker files."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +20,10 @@ from setup_fixtures import (
     FEATURES_PATH,
     PCA_PATH,
     FileServer,
+    Run,
     SetupFiles,
     leftovers,
+    run,
     serve_all,
     setup_files,
     sha512,
@@ -43,20 +43,6 @@ from musrec.setup.state import STATE_FILE
 ROOT = Path(__file__).resolve().parent.parent
 STRUCTURES = ("annoy", "ivf")  # every user-level path runs on both index structures
 CUT = 100 * 1000 * 1000  # the first checkpoint response stops after this many bytes
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def run(argv: Sequence[str]) -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return Run(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")

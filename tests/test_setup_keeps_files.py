@@ -10,13 +10,11 @@ configuration names, so a start-up that replaced the user's files would be seen 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from setup_fixtures import (
     PCA_PATH,
     FileServer,
     SetupFiles,
+    run,
     serve_all,
     setup_files,
     write_config,
@@ -38,27 +37,12 @@ from vggish_fixtures import shared_vggish_files
 
 from bot.__main__ import main as bot_main
 from musrec.audioset.labels import default_labels
-from musrec.cli import main
 from musrec.config import Config, load_config
 from musrec.index.build import BuildOptions, build_index
 from musrec.setup.download import ChecksumMismatchError
 from musrec.setup.provision import check_ready, ensure_ready
 
 CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def run(argv: Sequence[str]) -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return Run(code, out.getvalue(), err.getvalue())
 
 
 @dataclass(frozen=True)
