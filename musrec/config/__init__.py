@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from musrec.audio.decode import SEARCH_S, WINDOW_S, AudioLimits
 from musrec.audioset.records import SHORT_SEGMENT_POLICIES, SPLITS, SegmentFilter
 from musrec.audioset.representation import REPRESENTATION_DIMS
+from musrec.config.values import apply, at_least, choice, env_overrides, read_toml
 from musrec.errors import ConfigError
 from musrec.index.build import BuildOptions
 from musrec.index.tune import ANN_KINDS
@@ -29,9 +27,6 @@ from musrec.links.fetch import FetchOptions
 if TYPE_CHECKING:
     from musrec.audioset.labels import Labels
 
-ENV_PREFIX = "MUSREC_"
-# Environment variables with this prefix that are not config keys.
-ENV_RESERVED = frozenset({"MUSREC_CONFIG", "MUSREC_DISCORD_TOKEN", "MUSREC_TF_VERBOSE"})
 
 REPRESENTATIONS = tuple(REPRESENTATION_DIMS)
 EMBEDDERS = ("local", "max")
@@ -57,7 +52,7 @@ class IndexConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        _choice("index.backend", self.backend, BACKENDS)
+        choice("index.backend", self.backend, BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -72,16 +67,16 @@ class BuildConfig(BuildOptions):
     short_segments: str = "pad"
 
     def __post_init__(self) -> None:
-        _choice("build.representation", self.representation, REPRESENTATIONS)
-        _choice("build.backend", self.backend, BUILD_BACKENDS)
-        _at_least("build.ivf_lists", self.ivf_lists, 0)
-        _at_least("build.rerank", self.rerank, 10)
-        _choice("build.short_segments", self.short_segments, SHORT_SEGMENT_POLICIES)
+        choice("build.representation", self.representation, REPRESENTATIONS)
+        choice("build.backend", self.backend, BUILD_BACKENDS)
+        at_least("build.ivf_lists", self.ivf_lists, 0)
+        at_least("build.rerank", self.rerank, 10)
+        choice("build.short_segments", self.short_segments, SHORT_SEGMENT_POLICIES)
         for split in self.splits:
-            _choice("build.splits", split, SPLITS)
-        _at_least("build.trees", self.trees, 1)
-        _at_least("build.recall_queries", self.recall_queries, 1)
-        _at_least("build.min_seconds", self.min_seconds, 1)
+            choice("build.splits", split, SPLITS)
+        at_least("build.trees", self.trees, 1)
+        at_least("build.recall_queries", self.recall_queries, 1)
+        at_least("build.min_seconds", self.min_seconds, 1)
         if not 0.0 < self.target_recall <= 1.0:
             raise ConfigError(f"build.target_recall must be in (0, 1], got {self.target_recall}")
 
@@ -104,7 +99,7 @@ class RecommendConfig:
     one_per_video: bool = True
 
     def __post_init__(self) -> None:
-        _at_least("recommend.top_k", self.top_k, 1)
+        at_least("recommend.top_k", self.top_k, 1)
         if self.top_k > 100:
             raise ConfigError(f"recommend.top_k must be at most 100, got {self.top_k}")
 
@@ -117,7 +112,7 @@ class AudioConfig(AudioLimits):
     search_s: float = SEARCH_S
 
     def __post_init__(self) -> None:
-        _at_least("audio.max_bytes", self.max_bytes, 1)
+        at_least("audio.max_bytes", self.max_bytes, 1)
         if not 0 < self.min_duration_s < self.max_duration_s:
             raise ConfigError("audio.min_duration_s must be positive and below audio.max_duration_s")
         if not 0.975 <= self.window_s <= 60:
@@ -135,7 +130,7 @@ class EmbedderConfig:
     relu: bool = False
 
     def __post_init__(self) -> None:
-        _choice("embedder.kind", self.kind, EMBEDDERS)
+        choice("embedder.kind", self.kind, EMBEDDERS)
 
 
 @dataclass(frozen=True)
@@ -152,7 +147,7 @@ class MaxConfig:
                 raise ConfigError(f"max.urls: {url!r} is not an http(s) URL")
         if self.timeout_s <= 0:
             raise ConfigError("max.timeout_s must be positive")
-        _at_least("max.retries", self.retries, 0)
+        at_least("max.retries", self.retries, 0)
 
 
 @dataclass(frozen=True)
@@ -165,8 +160,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port must be 0-65535, got {self.port}")
-        _at_least("server.max_bytes", self.max_bytes, 1)
-        _at_least("server.concurrency", self.concurrency, 1)
+        at_least("server.max_bytes", self.max_bytes, 1)
+        at_least("server.concurrency", self.concurrency, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,8 +179,8 @@ class YouTubeConfig(FetchOptions):
                 raise ConfigError(f"youtube.{name} must be positive")
         if self.margin_s < 0 or self.default_start_s < 0:
             raise ConfigError("youtube.margin_s and youtube.default_start_s must not be negative")
-        _at_least("youtube.retries", self.retries, 0)
-        _at_least("youtube.cache_max_entries", self.cache_max_entries, 0)
+        at_least("youtube.retries", self.retries, 0)
+        at_least("youtube.cache_max_entries", self.cache_max_entries, 0)
         super().__post_init__()
 
 
@@ -208,16 +203,16 @@ class BotConfig:
     attachment_hosts: tuple[str, ...] = DISCORD_CDN_HOSTS
 
     def __post_init__(self) -> None:
-        _choice("bot.reply_mode", self.reply_mode, REPLY_MODES)
+        choice("bot.reply_mode", self.reply_mode, REPLY_MODES)
         for name, ids in (("bot.owner_ids", self.owner_ids), ("bot.listen_channels", self.listen_channels)):
             for value in ids:
                 if not value.isdigit():
                     raise ConfigError(f"{name}: {value!r} is not a Discord id (digits only)")
         if self.sync_guild and not self.sync_guild.isdigit():
             raise ConfigError(f"bot.sync_guild: {self.sync_guild!r} is not a Discord id (digits only)")
-        _at_least("bot.workers", self.workers, 1)
-        _at_least("bot.max_waiting", self.max_waiting, 0)
-        _at_least("bot.max_attachment_bytes", self.max_attachment_bytes, 1)
+        at_least("bot.workers", self.workers, 1)
+        at_least("bot.max_waiting", self.max_waiting, 0)
+        at_least("bot.max_attachment_bytes", self.max_attachment_bytes, 1)
         if self.cooldown_s < 0:
             raise ConfigError("bot.cooldown_s must not be negative")
         if not 10 <= self.answer_timeout_s <= 870:
@@ -260,7 +255,7 @@ class SetupConfig:
                 raise ConfigError(f"setup.{name} must be 128 hexadecimal digits (a sha512) or empty")
         if self.timeout_s <= 0:
             raise ConfigError("setup.timeout_s must be positive")
-        _at_least("setup.retries", self.retries, 0)
+        at_least("setup.retries", self.retries, 0)
         if self.retry_wait_s < 0:
             raise ConfigError("setup.retry_wait_s must not be negative")
 
@@ -305,7 +300,7 @@ class Config:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """A copy with ``{"section.key": value}`` applied (``None`` values are ignored: an unset flag)."""
-        return _apply(self, {k: v for k, v in overrides.items() if v is not None}, source="option")
+        return apply(self, {k: v for k, v in overrides.items() if v is not None}, source="option")
 
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -327,114 +322,6 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
     env = os.environ if environ is None else environ
     config = Config()
     if path is not None:
-        config = _apply(config, _read_toml(Path(path)), source=str(path))
-    return _apply(config, _env_overrides(env), source="environment")
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    flat: dict[str, Any] = {}
-    for section, table in raw.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
-        for key, value in table.items():
-            flat[f"{section}.{key}"] = value
-    return flat
-
-
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+        config = apply(config, read_toml(Path(path)), source=str(path))
     sections = {f.name for f in dataclasses.fields(Config)}
-    out: dict[str, str] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
-            continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        section, _, key = rest.partition("_")
-        if section not in sections or not key:
-            raise ConfigError(f"unknown environment variable {name}: expected MUSREC_<SECTION>_<KEY>")
-        out[f"{section}.{key}"] = value
-    return out
-
-
-def _apply(config: Config, flat: Mapping[str, Any], *, source: str) -> Config:
-    changes: dict[str, dict[str, Any]] = {}
-    for dotted, value in flat.items():
-        section, _, key = dotted.partition(".")
-        sections = {f.name: f for f in dataclasses.fields(Config)}
-        if section not in sections:
-            raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(sorted(sections))})")
-        section_obj = getattr(config, section)
-        hints = typing.get_type_hints(type(section_obj))
-        if key not in hints:
-            raise ConfigError(f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(hints))})")
-        changes.setdefault(section, {})[key] = _coerce(f"{section}.{key}", value, hints[key], source)
-    updated = {}
-    for section, values in changes.items():
-        try:
-            updated[section] = dataclasses.replace(getattr(config, section), **values)
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
-    return dataclasses.replace(config, **updated)
-
-
-def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
-    """Convert a TOML value or an environment string to the field's declared type."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if value == "" or value is None:
-            return None
-        return _coerce(name, value, inner[0], source)
-    try:
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if hint is int:
-            if isinstance(value, bool | float):
-                raise ValueError
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if hint is str:
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if hint is Path:
-            if not isinstance(value, str | Path):
-                raise ValueError
-            return Path(value).expanduser()
-        if origin is tuple:
-            items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
-            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-                raise ValueError
-            return tuple(items)
-    except (TypeError, ValueError):
-        pass
-    else:
-        raise TypeError(f"unsupported config type {hint!r} for {name}")
-    kind = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"{source}: {name} must be {kind}, got {value!r}")
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _at_least(name: str, value: int, minimum: int) -> None:
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return apply(config, env_overrides(env, sections), source="environment")
