@@ -7,6 +7,15 @@ else that escapes is a bug: front ends log it with its traceback and show a gene
 
 from __future__ import annotations
 
+import errno
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(err: OSError) -> bool:
+    """Whether a write failed because the disk (or the user's quota) is full."""
+    return err.errno in DISK_FULL
+
 
 class MusrecError(Exception):
     """Base class: ``str(err)`` is a user-facing message when ``expected`` is true."""

@@ -70,6 +70,7 @@ class Served:
     cuts: int = 0  # ... for this many responses
     ignore_range: bool = False
     wrong_bytes: bool = False  # same length, different content
+    no_length: bool = False  # no Content-Length: the body ends when the connection closes
 
     @property
     def size(self) -> int:
@@ -164,7 +165,10 @@ class FileServer:
         status = 206 if start else 200
         self._record(h, status)
         h.send_response(status)
-        h.send_header("Content-Length", str(size - start))
+        if served.no_length:
+            h.close_connection = True
+        else:
+            h.send_header("Content-Length", str(size - start))
         h.send_header("ETag", served.etag())
         h.send_header("Last-Modified", LAST_MODIFIED)
         if status == 206:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from musrec import __version__
-from musrec.errors import DataError, DownloadError
+from musrec.errors import DataError, DownloadError, is_disk_full
 from musrec.progress import Meter, human_bytes
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,14 @@ def fetch(
             raise DownloadError(str(err)) from None
         except _UnknownHost as err:
             raise NetworkError(str(err)) from None
+        except OSError as err:  # writing, not the network: those become _Transient
+            if not is_disk_full(err):
+                raise
+            saved = human_bytes(part.stat().st_size) if part.exists() else "nothing"
+            raise NotEnoughSpaceError(
+                f"the disk filled up while writing {dest.name} in {dest.parent} ({saved} kept): free some space and "
+                "run again to resume"
+            ) from None
         except _Transient as err:
             transferred += err.received
             seconds += time.monotonic() - started
