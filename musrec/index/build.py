@@ -15,10 +15,11 @@ path is never empty, and a later build removes what a killed one left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,47 +84,7 @@ def build_index(
     if out.exists() and not force:
         raise DataError(f"{out} already exists: pass --force to replace it")
     started = time.monotonic()
-    try:
-        manifest = _build(
-            segments,
-            out,
-            labels=labels,
-            options=options,
-            sources=sources,
-            filters=filters,
-            report=report,
-            progress=progress,
-            started=started,
-        )
-    except OSError as err:
-        if not is_disk_full(err):
-            raise
-        raise DataError(_disk_full(out.parent)) from None
-    log.info(
-        "built %s: %d segments, %s tuned to %s, recall@10 %.3f held out, %s leave-one-out",
-        out,
-        manifest.count,
-        manifest.ann,
-        manifest.search_k or manifest.nprobe,
-        manifest.recall_at_10,
-        manifest.recall_leave_one_out,
-    )
-    return manifest
-
-
-def _build(
-    segments: Iterable[Segment],
-    out: Path,
-    *,
-    labels: Labels,
-    options: BuildOptions,
-    sources: Iterable[str],
-    filters: dict[str, Any] | None,
-    report: IngestReport | None,
-    progress: Callable[[int], None] | None,
-    started: float,
-) -> Manifest:
-    with staging(out) as tmp:
+    with _full_disk_is_one_line(out.parent), staging(out) as tmp:
         count = _ingest(segments, tmp, labels=labels, options=options, progress=progress)
         if count == 0:
             raise DataError("no segments left to index: check the sources and filters")
@@ -179,7 +140,27 @@ def _build(
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
         check(tmp)  # what every reader checks, before anything is replaced
         publish(tmp, out)
+    log.info(
+        "built %s: %d segments, %s tuned to %d, recall@10 %.3f held out, %.3f leave-one-out",
+        out,
+        count,
+        ann,
+        tuning.value,
+        tuning.recall,
+        tuning.recall_leave_one_out,
+    )
     return manifest
+
+
+@contextlib.contextmanager
+def _full_disk_is_one_line(where: Path) -> Iterator[None]:
+    """A write that found the disk full becomes a DataError that says so (the staged build is gone by then)."""
+    try:
+        yield
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        raise DataError(_disk_full(where)) from None
 
 
 def _structure_bytes(ann: str, *, count: int, dim: int, trees: int) -> int:
