@@ -334,12 +334,6 @@ def segment_to_record(segment: Segment) -> bytes:
 
 def write_records(path: Path, segments: Iterable[Segment]) -> int:
     """Write segments to a TFRecord file with TensorFlow's writer; returns the count."""
-    tf = import_tensorflow()
+    from musrec.audioset.tfrecord import write_tfrecord
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for segment in segments:
-            writer.write(segment_to_record(segment))
-            n += 1
-    return n
+    return write_tfrecord(path, (segment_to_record(segment) for segment in segments))
