@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 import wave
 from collections.abc import Iterator
@@ -129,7 +130,8 @@ def loopback_options(**overrides: Any) -> FetchOptions:
 
 @dataclass
 class MediaServer:
-    """Serves files under ``root`` at ``/media/<path>`` and any status at ``/status/<code>``; logs requests."""
+    """Serves files under ``root`` at ``/media/<path>``, any status at ``/status/<code>`` and a redirect to any URL at
+    ``/redirect?to=<url>``; logs every request."""
 
     root: Path
     url: str = ""
@@ -137,6 +139,10 @@ class MediaServer:
 
     def media(self, name: str) -> str:
         return f"{self.url}/media/{name}"
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def count(self, prefix: str = "/") -> int:
         return sum(1 for path, _ in self.requests if path.startswith(prefix))
@@ -150,6 +156,9 @@ class MediaServer:
     async def _status(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=int(request.match_info["code"]), text="no")
 
+    async def _redirect(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(request.query["to"])
+
     @web.middleware
     async def _log(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.path, request.headers.get("Range")))
@@ -158,8 +167,11 @@ class MediaServer:
 
 
 @contextmanager
-def media_server(root: Path) -> Iterator[MediaServer]:
-    """A :class:`MediaServer` on 127.0.0.1 at an ephemeral port, in its own event-loop thread."""
+def media_server(
+    root: Path, *, host: str = LOOPBACK, port: int = 0, tls: ssl.SSLContext | None = None
+) -> Iterator[MediaServer]:
+    """A :class:`MediaServer` on ``host`` (a loopback address) at ``port`` (0: an ephemeral one), in its own
+    event-loop thread; https with ``tls``."""
     server = MediaServer(root)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="media-server", daemon=True)
@@ -169,10 +181,11 @@ def media_server(root: Path) -> Iterator[MediaServer]:
         app = web.Application(middlewares=[server._log])
         app.router.add_get("/media/{name:.+}", server._file)
         app.router.add_get("/status/{code:\\d+}", server._status)
+        app.router.add_get("/redirect", server._redirect)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        await web.TCPSite(runner, LOOPBACK, 0).start()
-        server.url = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
+        server.url = f"{'https' if tls else 'http'}://{host}:{runner.addresses[0][1]}"
         return runner
 
     runner = asyncio.run_coroutine_threadsafe(start(), loop).result(WAIT_S)

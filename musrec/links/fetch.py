@@ -1,8 +1,10 @@
 """YouTube links in, the exact query window out: parse the link, refuse what must not be fetched, download a section.
 
-Only hosts on an allow-list (YouTube's by default) are ever fetched, and only if every address they resolve to
-is public, so a link can never make the server reach into its own network; the check runs before yt-dlp sees
-the URL, and again on the media URLs that extraction returns. yt-dlp, used as a library, fetches only the
+Only hosts on an allow-list (YouTube's by default) are ever fetched, and only at public addresses, so a link can
+never make the server reach into its own network: the link's host is checked before yt-dlp sees the URL, media
+URLs must be http(s) (and on allowed hosts, for other media than YouTube's), and every connection that yt-dlp and
+ffmpeg make goes through the address guard (:mod:`musrec.links.guard`), which checks the address it actually
+connects to, whatever DNS answers and wherever redirects point. yt-dlp, used as a library, fetches only the
 window plus ``margin_s`` on either side (ffmpeg re-encodes at the cuts, so the section starts where asked),
 then :func:`musrec.audio.decode.decode` reads it and the window is cut exactly. Direct http(s) streams are preferred
 to HLS, where a cut lands on a segment start (logged when it happens). Live streams, premieres and videos
@@ -22,7 +24,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import shutil
-import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,15 +37,9 @@ from musrec.audio.decode import WINDOW_S, AudioLimits, Window, choose_window, cu
 from musrec.audio.resample import TARGET_RATE
 from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
 from musrec.links.errors import FetchError, FetchFailure, ytdlp_failure
-from musrec.links.parse import (
-    YOUTUBE_HOSTS,
-    find_link,
-    is_public_address,
-    normal_host,
-    parse_youtube_url,
-    split_link,
-)
-from musrec.links.ytdlp_env import ffmpeg_on_path, js_runtime_config
+from musrec.links.guard import FFMPEG_PROTOCOLS, PRIVATE_ADDRESS, AddressPolicy, GuardProxy
+from musrec.links.parse import YOUTUBE_HOSTS, find_link, normal_host, parse_youtube_url, split_link
+from musrec.links.ytdlp_env import ffmpeg_environment, js_runtime_config
 from musrec.timecode import format_timecode as clock
 
 log = logging.getLogger(__name__)
@@ -62,14 +57,19 @@ MICROSECONDS: Final = 1_000_000
 _DIRECT = "[protocol^=http][protocol!*=dash]"
 FORMAT: Final = f"bestaudio{_DIRECT}/bestaudio/best{_DIRECT}/best"
 GENERIC_KEY_PREFIX: Final = "url:"  # cache keys of non-YouTube media; YouTube ids never contain ':'
+PUBLIC_ONLY: Final = AddressPolicy()
+# A yt-dlp failure that may only be the guard's answer (502/504, ffmpeg's exit): the guard says what it was.
+_GUARD_ANSWERS: Final = frozenset(
+    {FetchFailure.SERVER_ERROR, FetchFailure.NETWORK, FetchFailure.TIMEOUT, FetchFailure.FAILED}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class FetchOptions:
     """What may be fetched and how. The defaults are the production policy: YouTube only, public addresses only.
 
-    ``allowed_hosts`` are exact host names (or IP literals). ``allow_private_addresses`` skips the check that
-    hosts resolve to public addresses: only for tests against a loopback server, never in production.
+    ``allowed_hosts`` are exact host names (or IP literals). ``allow_private_addresses`` lets connections reach
+    any address (the guard stays in the path): only for tests against a loopback server, never in production.
     ``js_runtimes`` names JavaScript runtimes yt-dlp may use for YouTube's player challenges.
     ``ytdlp_cache_dir`` keeps yt-dlp's player cache between fetches (None: no cache, nothing written).
     """
@@ -144,31 +144,16 @@ def link_target(text: str, *, options: FetchOptions) -> LinkTarget:
     return LinkTarget(link, None, None, "generic")
 
 
-def check_url_allowed(url: str, *, options: FetchOptions) -> None:
-    """Refuse (UnsupportedLinkError) a URL whose host is not allowed or resolves to a non-public address.
-
-    This resolves the host name (DNS); ``options.allow_private_addresses`` skips only the address check.
-    """
+def check_url_allowed(url: str, *, options: FetchOptions, addresses: AddressPolicy = PUBLIC_ONLY) -> None:
+    """Refuse (UnsupportedLinkError) a URL whose host is not allowed or resolves to an address ``addresses`` does
+    not allow (FetchError if it does not resolve). This resolves the host name (DNS) once, as an early answer: the
+    guard checks again, on each connection, when the URL is fetched."""
     host, port = _check_host_policy(url, options=options)
-    _check_public(host, port, options=options)
+    _policy(options, addresses).addresses(host, port)
 
 
-def _check_public(host: str, port: int, *, options: FetchOptions) -> None:
-    if not options.allow_private_addresses:
-        check_resolves_public(host, port)
-
-
-def check_resolves_public(host: str, port: int) -> None:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as err:
-        log.info("cannot resolve %s: %s", host, err)
-        raise FetchError(FetchFailure.NETWORK) from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if not is_public_address(address):
-            log.warning("refused %s: it resolves to %s", host, address)
-            raise UnsupportedLinkError("this link points to a private network address, which is not allowed")
+def _policy(options: FetchOptions, addresses: AddressPolicy) -> AddressPolicy:
+    return addresses.allowing_private() if options.allow_private_addresses else addresses
 
 
 def default_start(duration_s: float, *, window_s: float = WINDOW_S, preferred_s: float = DEFAULT_START_S) -> float:
@@ -185,14 +170,16 @@ def fetch_window(
     duration_s: float = WINDOW_S,
     options: FetchOptions,
     limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
+    addresses: AddressPolicy = PUBLIC_ONLY,
 ) -> FetchedAudio:
     """Download and decode the ``duration_s`` window of a link starting at ``start_s`` (seconds).
 
     ``link`` is a URL (or text holding one), or a :class:`LinkTarget` that :func:`link_target` already checked.
     ``start_s`` wins over a ``t=`` in the link; with neither, see the module docstring. A YouTube link is
-    fetched as that one video; another URL (its host must be allowed explicitly) as one media file. Raises
-    UnsupportedLinkError, FetchError (a DownloadError), TooLongError, TooShortError and DecodeError, all with
-    user-safe messages. Blocking: run it off an event loop.
+    fetched as that one video; another URL (its host must be allowed explicitly) as one media file. Every
+    connection goes to an address that ``addresses`` allows (any, with ``options.allow_private_addresses``); its
+    resolver and classifier are injectable for tests. Raises UnsupportedLinkError, FetchError (a DownloadError),
+    TooLongError, TooShortError and DecodeError, all with user-safe messages. Blocking: run it off an event loop.
     """
     if not duration_s > 0:
         raise ValueError(f"duration_s must be positive, got {duration_s}")
@@ -200,21 +187,28 @@ def fetch_window(
         raise ValueError(f"start_s must not be negative, got {start_s}")
     target = link if isinstance(link, LinkTarget) else link_target(link, options=options)
     start = start_s if start_s is not None else target.start_s
+    policy = _policy(options, addresses)
     parts, host = split_link(target.url)
-    _check_public(host, parts.port or (443 if parts.scheme.lower() == "https" else 80), options=options)
+    policy.addresses(host, parts.port or (443 if parts.scheme.lower() == "https" else 80))  # an early answer
     from yt_dlp import YoutubeDL
     from yt_dlp.utils import YoutubeDLError, download_range_func
 
-    with tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp, ffmpeg_on_path(ffmpeg_executable()):
+    with (
+        tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp,
+        ffmpeg_environment(ffmpeg_executable()),
+        GuardProxy(policy, timeout_s=options.socket_timeout_s) as guard,
+    ):
         try:
-            with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor)) as ydl:
+            with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor, proxy=guard.url)) as ydl:
                 info = ydl.extract_info(target.url, download=False, process=False)
                 duration = _check_info(info, target, options)
                 start, first, last = _section(start, duration, duration_s, options)
                 ydl.params["download_ranges"] = download_range_func([], [(first, last)])
                 done = ydl.process_ie_result(info, download=True)
         except YoutubeDLError as err:
-            raise _failure(err) from None
+            raise _failure(err, guard) from None
+        if guard.refused:  # yt-dlp and ffmpeg get past some failures (an HLS segment is skipped): not this one
+            raise UnsupportedLinkError(PRIVATE_ADDRESS)
         if str(done.get("protocol", "")).startswith("m3u8"):
             log.warning("%s: only HLS was offered; the window may start up to a segment early", target.cache_id)
         path = _downloaded_file(Path(tmp), options)
@@ -255,7 +249,8 @@ def _check_host_policy(url: str, *, options: FetchOptions) -> tuple[str, int]:
 
 
 def _check_info(info: Mapping[str, Any], target: LinkTarget, options: FetchOptions) -> float | None:
-    """Refuse playlists, live streams, premieres, over-long videos and non-public media hosts; the duration."""
+    """Refuse playlists, live streams, premieres, over-long videos and media that is not http(s) or (other than
+    YouTube's) not on an allowed host; the duration. Addresses are the guard's to check, on each connection."""
     if info.get("_type", "video") != "video":
         raise UnsupportedLinkError("this link does not lead to a single video")
     if info.get("is_live") or info.get("live_status") in REFUSED_LIVE_STATUSES:
@@ -265,13 +260,12 @@ def _check_info(info: Mapping[str, Any], target: LinkTarget, options: FetchOptio
     if duration is not None and duration > options.max_video_s:
         raise TooLongError(f"this video is {clock(duration)} long; the limit is {clock(options.max_video_s)}")
     media = {str(f.get(k)) for f in (info.get("formats") or [info]) for k in ("url", "manifest_url") if f.get(k)}
-    by_host = {split_link(url)[1]: url for url in sorted(media)}  # dozens of formats, usually one or two hosts
-    for host, url in by_host.items():
-        # Other media must stay on allowed hosts; YouTube's streams come from its CDN, which must be public.
+    for url in sorted(media):
+        # Only http(s) goes through the guard; other media must stay on allowed hosts (YouTube's is on its CDN).
         if target.extractor == "generic":
-            check_url_allowed(url, options=options)
-        elif not options.allow_private_addresses:
-            check_resolves_public(host, split_link(url)[0].port or 443)
+            _check_host_policy(url, options=options)
+        else:
+            split_link(url)
     return duration
 
 
@@ -291,7 +285,7 @@ def _section(
     return start, max(0.0, start - options.margin_s), start + window_s + options.margin_s
 
 
-def _ydl_params(options: FetchOptions, tmp: Path, extractor: str) -> dict[str, Any]:
+def _ydl_params(options: FetchOptions, tmp: Path, extractor: str, *, proxy: str) -> dict[str, Any]:
     params: dict[str, Any] = {
         "format": FORMAT,
         "noplaylist": True,
@@ -314,9 +308,14 @@ def _ydl_params(options: FetchOptions, tmp: Path, extractor: str) -> dict[str, A
         "updatetime": False,
         "cachedir": str(options.ytdlp_cache_dir) if options.ytdlp_cache_dir else False,
         "js_runtimes": js_runtime_config(options.js_runtimes),
-        # ffmpeg fetches the section itself: bound its stalls and its output like yt-dlp's own downloads.
+        "proxy": proxy,  # the address guard: every request, redirect and media download of yt-dlp's
+        # ffmpeg fetches the section itself: through the guard too (yt-dlp also sets http_proxy in its environment),
+        # only over http(s), with its stalls and its output bounded like yt-dlp's own downloads.
         "external_downloader_args": {
-            "ffmpeg_i": ["-rw_timeout", str(round(options.socket_timeout_s * MICROSECONDS))],
+            "ffmpeg_i": [
+                *("-rw_timeout", str(round(options.socket_timeout_s * MICROSECONDS))),
+                *("-http_proxy", proxy, "-protocol_whitelist", FFMPEG_PROTOCOLS),
+            ],
             "ffmpeg_o": ["-fs", str(options.max_filesize)],
         },
     }
@@ -339,8 +338,12 @@ def _downloaded_file(tmp: Path, options: FetchOptions) -> Path:
     return files[0]
 
 
-def _failure(err: Exception) -> MusrecError:
+def _failure(err: Exception, guard: GuardProxy) -> MusrecError:
     reason = ytdlp_failure(err)
+    blocked = guard.error()
+    if blocked is not None and (guard.refused or reason in _GUARD_ANSWERS):
+        log.info("yt-dlp failed (%s), the guard answered: %s", reason.name, blocked)
+        return blocked
     level = logging.ERROR if reason in (FetchFailure.NO_FFMPEG, FetchFailure.FAILED) else logging.INFO
     log.log(level, "yt-dlp failed (%s): %s", reason.name, err)
     return FetchError(reason)

@@ -1,7 +1,8 @@
 """Links people paste: finding them in text, reading YouTube links, and the address policy for fetching.
 
-Pure parsing, no network, except :func:`check_resolves_public`, which resolves a host to refuse private, loopback,
-link-local, multicast and reserved addresses (so a link can never make the server reach into its own network).
+Pure parsing, no network. :func:`is_public_address` is the address policy: private, loopback, link-local, multicast
+and reserved addresses are refused, so a link can never make the server reach into its own network
+(:mod:`musrec.links.guard` applies it to every connection made for a link).
 """
 
 from __future__ import annotations
