@@ -44,9 +44,19 @@ class MusrecTree(app_commands.CommandTree[Any]):
 
 
 class MusrecBot(commands.Bot):
-    """The bot: its configuration, a work queue, and the pipeline, loaded in ``setup_hook`` off the event loop."""
+    """The bot: its configuration, a work queue, and the pipeline, loaded in ``setup_hook`` off the event loop.
 
-    def __init__(self, config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any) -> None:
+    ``queue`` replaces the one ``[bot]`` describes (tests inject one with a clock of their own or a short timeout).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        musrec_factory: Callable[[], Musrec] | None = None,
+        queue: WorkQueue | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents_for(config),
@@ -57,9 +67,7 @@ class MusrecBot(commands.Bot):
         self.config = config
         self._musrec: Musrec | None = None
         self._factory = musrec_factory or (lambda: _load(config))
-        self.queue = WorkQueue(
-            workers=config.bot.workers, max_waiting=config.bot.max_waiting, cooldown_s=config.bot.cooldown_s
-        )
+        self.queue = queue or WorkQueue.from_config(config.bot)
 
     @property
     def musrec(self) -> Musrec:
@@ -99,9 +107,15 @@ def _load(config: Config) -> Musrec:
     return musrec
 
 
-def make_bot(config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any) -> MusrecBot:
+def make_bot(
+    config: Config,
+    *,
+    musrec_factory: Callable[[], Musrec] | None = None,
+    queue: WorkQueue | None = None,
+    **options: Any,
+) -> MusrecBot:
     cls = ShardedMusrecBot if config.bot.sharded else MusrecBot
-    return cls(config, musrec_factory=musrec_factory, **options)
+    return cls(config, musrec_factory=musrec_factory, queue=queue, **options)
 
 
 async def command_payload(config: Config) -> list[dict[str, Any]]:
