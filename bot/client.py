@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -21,6 +22,10 @@ from musrec.config import Config
 from musrec.pipeline import Musrec
 
 log = logging.getLogger(__name__)
+
+# Attachments come from Discord's CDN over a connection of their own: no redirects, bounded waits (the request's
+# own timeout bounds the whole download).
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=60.0)
 
 
 def intents_for(config: Config) -> discord.Intents:
@@ -67,6 +72,7 @@ class MusrecBot(commands.Bot):
         self.config = config
         self._musrec: Musrec | None = None
         self._factory = musrec_factory or (lambda: _load(config))
+        self._downloads: aiohttp.ClientSession | None = None
         self.queue = queue or WorkQueue.from_config(config.bot)
 
     @property
@@ -75,6 +81,12 @@ class MusrecBot(commands.Bot):
             raise RuntimeError("the musrec pipeline is not loaded yet")
         return self._musrec
 
+    @property
+    def downloads(self) -> aiohttp.ClientSession:
+        if self._downloads is None:
+            raise RuntimeError("the bot is not set up yet")
+        return self._downloads
+
     async def add_cogs(self) -> None:
         await self.add_cog(Sounds(self))
         await self.add_cog(Admin(self, self.config.bot))
@@ -82,6 +94,9 @@ class MusrecBot(commands.Bot):
     async def setup_hook(self) -> None:
         # Loading TensorFlow and the model takes seconds: never on the event loop.
         self._musrec = await asyncio.to_thread(self._factory)
+        self._downloads = aiohttp.ClientSession(
+            timeout=DOWNLOAD_TIMEOUT, proxy=self.http.proxy, proxy_auth=self.http.proxy_auth
+        )
         await self.add_cogs()
         log.info("ready: %d segments, %s", len(self.musrec.index), type(self.musrec.embedder).__name__)
 
@@ -93,6 +108,8 @@ class MusrecBot(commands.Bot):
     async def close(self) -> None:
         self.queue.shutdown()
         await super().close()
+        if self._downloads is not None:
+            await self._downloads.close()
         if self._musrec is not None:
             await asyncio.to_thread(self._musrec.close)
 

@@ -171,7 +171,7 @@ class Sounds(commands.Cog):
 
     async def _fetch(self, clip: discord.Attachment | None, url: LinkSource | None) -> tuple[Source, str | None]:
         if clip is not None:
-            return await read_attachment(clip, self.bot.config.bot), clip.filename
+            return await read_attachment(clip, self.bot.config.bot, self.bot.downloads), clip.filename
         assert url is not None
         return url, None
 
