@@ -31,6 +31,7 @@ import discord.gateway
 import discord.http
 from discord import app_commands
 
+from bot.redact import redacting
 from musrec.config import Config, find_config, load_config
 from musrec.errors import MusrecError
 from musrec.setup.download import NetworkError
@@ -87,28 +88,29 @@ def main(argv: Sequence[str] | None = None, *, timeout_s: float = DISCORD_TIMEOU
     )
     logging.getLogger("discord").setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger("discord.client").addFilter(lambda record: "voice will NOT be supported" not in record.msg)
-    try:
-        config = _config(args.config)
-        if args.command == "print-commands":
-            payload = asyncio.run(_payload(config))
-            print(json.dumps(payload, indent=2, sort_keys=True))
-            return 0
-        token = _token()
-        if args.command == "sync":
-            guild = args.guild or (int(config.bot.sync_guild) if config.bot.sync_guild else None)
-            return asyncio.run(_sync(config, token, guild, timeout_s=timeout_s))
-        return _run(config, token, timeout_s=timeout_s)
-    except StartupError as err:
-        print(f"musrec-bot: {err}", file=sys.stderr)
-        return err.exit_code
-    except NetworkError as err:  # downloads at the first start
-        print(f"musrec-bot: {err}; {TEMPORARY}", file=sys.stderr)
-        return EXIT_TEMPFAIL
-    except MusrecError as err:
-        print(f"musrec-bot: {err}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    with redacting(os.environ.get(TOKEN_ENV, "").strip()) as redactor:  # the token never reaches a log
+        try:
+            config = _config(args.config)
+            if args.command == "print-commands":
+                payload = asyncio.run(_payload(config))
+                print(json.dumps(payload, indent=2, sort_keys=True))
+                return 0
+            token = _token()
+            if args.command == "sync":
+                guild = args.guild or (int(config.bot.sync_guild) if config.bot.sync_guild else None)
+                return asyncio.run(_sync(config, token, guild, timeout_s=timeout_s))
+            return _run(config, token, timeout_s=timeout_s)
+        except StartupError as err:
+            print(f"musrec-bot: {redactor.redact(str(err))}", file=sys.stderr)
+            return err.exit_code
+        except NetworkError as err:  # downloads at the first start
+            print(f"musrec-bot: {redactor.redact(str(err))}; {TEMPORARY}", file=sys.stderr)
+            return EXIT_TEMPFAIL
+        except MusrecError as err:
+            print(f"musrec-bot: {redactor.redact(str(err))}", file=sys.stderr)
+            return EXIT_FAILURE
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
 
 
 def _config(path: Path | None) -> Config:

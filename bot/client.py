@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -21,6 +22,10 @@ from musrec.config import Config
 from musrec.pipeline import Musrec
 
 log = logging.getLogger(__name__)
+
+# Attachments come from Discord's CDN over a connection of their own: no redirects, bounded waits (the request's
+# own timeout bounds the whole download).
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=60.0)
 
 
 def intents_for(config: Config) -> discord.Intents:
@@ -44,9 +49,19 @@ class MusrecTree(app_commands.CommandTree[Any]):
 
 
 class MusrecBot(commands.Bot):
-    """The bot: its configuration, a work queue, and the pipeline, loaded in ``setup_hook`` off the event loop."""
+    """The bot: its configuration, a work queue, and the pipeline, loaded in ``setup_hook`` off the event loop.
 
-    def __init__(self, config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any) -> None:
+    ``queue`` replaces the one ``[bot]`` describes (tests inject one with a clock of their own or a short timeout).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        musrec_factory: Callable[[], Musrec] | None = None,
+        queue: WorkQueue | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents_for(config),
@@ -57,15 +72,20 @@ class MusrecBot(commands.Bot):
         self.config = config
         self._musrec: Musrec | None = None
         self._factory = musrec_factory or (lambda: _load(config))
-        self.queue = WorkQueue(
-            workers=config.bot.workers, max_waiting=config.bot.max_waiting, cooldown_s=config.bot.cooldown_s
-        )
+        self._downloads: aiohttp.ClientSession | None = None
+        self.queue = queue or WorkQueue.from_config(config.bot)
 
     @property
     def musrec(self) -> Musrec:
         if self._musrec is None:
             raise RuntimeError("the musrec pipeline is not loaded yet")
         return self._musrec
+
+    @property
+    def downloads(self) -> aiohttp.ClientSession:
+        if self._downloads is None:
+            raise RuntimeError("the bot is not set up yet")
+        return self._downloads
 
     async def add_cogs(self) -> None:
         await self.add_cog(Sounds(self))
@@ -74,6 +94,9 @@ class MusrecBot(commands.Bot):
     async def setup_hook(self) -> None:
         # Loading TensorFlow and the model takes seconds: never on the event loop.
         self._musrec = await asyncio.to_thread(self._factory)
+        self._downloads = aiohttp.ClientSession(
+            timeout=DOWNLOAD_TIMEOUT, proxy=self.http.proxy, proxy_auth=self.http.proxy_auth
+        )
         await self.add_cogs()
         log.info("ready: %d segments, %s", len(self.musrec.index), type(self.musrec.embedder).__name__)
 
@@ -85,6 +108,8 @@ class MusrecBot(commands.Bot):
     async def close(self) -> None:
         self.queue.shutdown()
         await super().close()
+        if self._downloads is not None:
+            await self._downloads.close()
         if self._musrec is not None:
             await asyncio.to_thread(self._musrec.close)
 
@@ -99,9 +124,15 @@ def _load(config: Config) -> Musrec:
     return musrec
 
 
-def make_bot(config: Config, *, musrec_factory: Callable[[], Musrec] | None = None, **options: Any) -> MusrecBot:
+def make_bot(
+    config: Config,
+    *,
+    musrec_factory: Callable[[], Musrec] | None = None,
+    queue: WorkQueue | None = None,
+    **options: Any,
+) -> MusrecBot:
     cls = ShardedMusrecBot if config.bot.sharded else MusrecBot
-    return cls(config, musrec_factory=musrec_factory, **options)
+    return cls(config, musrec_factory=musrec_factory, queue=queue, **options)
 
 
 async def command_payload(config: Config) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""What the cogs need from the bot that hosts them: its configuration, its work queue and the musrec pipeline.
+"""What the cogs need from the bot that hosts them: its configuration, its work queue, the musrec pipeline and the
+HTTP session attachments are downloaded with.
 
 The cogs see the bot through this protocol, never through its class, so the bot may import the cogs to register
 them without an import circle.
@@ -7,6 +8,8 @@ them without an import circle.
 from __future__ import annotations
 
 from typing import Protocol
+
+import aiohttp
 
 from bot.work import WorkQueue
 from musrec.config import Config
@@ -20,4 +23,9 @@ class Host(Protocol):
     @property
     def musrec(self) -> Musrec:
         """The loaded pipeline (RuntimeError before the bot's set-up finished)."""
+        ...
+
+    @property
+    def downloads(self) -> aiohttp.ClientSession:
+        """The session attachments are read with (RuntimeError before the bot's set-up finished)."""
         ...

@@ -7,6 +7,7 @@ import logging
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -23,6 +24,7 @@ AUDIO_EXTENSIONS = frozenset(
     {".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".flac", ".webm", ".mp4", ".m4v", ".mov", ".mkv",
      ".wma", ".aif", ".aiff", ".amr", ".3gp"}
 )  # fmt: skip
+DOWNLOAD_CHUNK = 1 << 16
 
 
 def is_audio(attachment: discord.Attachment) -> bool:
@@ -45,16 +47,29 @@ def check_attachment(attachment: discord.Attachment, config: BotConfig) -> None:
         raise InputError("I only read attachments from Discord's own file servers")
 
 
-async def read_attachment(attachment: discord.Attachment, config: BotConfig) -> bytes:
+async def read_attachment(attachment: discord.Attachment, config: BotConfig, session: aiohttp.ClientSession) -> bytes:
+    """The attachment's bytes, from its URL on an allowed host and nowhere else: a redirect is a failed download (it
+    could lead anywhere), and no more than ``max_attachment_bytes`` is read, whatever size Discord announced."""
     check_attachment(attachment, config)
+    limit = config.max_attachment_bytes
+    data = bytearray()
     try:
-        data = await attachment.read()
-    except (discord.HTTPException, discord.NotFound) as err:
+        async with session.get(attachment.url, allow_redirects=False) as response:
+            if response.status != 200:
+                log.info("attachment %s download answered HTTP %d", attachment.id, response.status)
+                raise _not_downloaded()
+            async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+                data += chunk
+                if len(data) > limit:
+                    raise TooLongError(f"{attachment.filename} is larger than the limit")
+    except (aiohttp.ClientError, TimeoutError) as err:
         log.info("attachment %s download failed: %s", attachment.id, err)
-        raise InputError("I could not download that attachment from Discord; try sending it again") from None
-    if len(data) > config.max_attachment_bytes:
-        raise TooLongError(f"{attachment.filename} is larger than the limit")
-    return data
+        raise _not_downloaded() from None
+    return bytes(data)
+
+
+def _not_downloaded() -> InputError:
+    return InputError("I could not download that attachment from Discord; try sending it again")
 
 
 def parse_start(text: str | None) -> float | None:

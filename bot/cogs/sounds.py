@@ -15,6 +15,7 @@ from bot import embeds
 from bot.errors import TIMEOUT, user_message
 from bot.host import Host
 from bot.inputs import Link, Start, check_attachment, is_audio, one_source, read_attachment
+from bot.work import Ticket
 from musrec.compare import similarity_png
 from musrec.errors import BusyError, MusrecError
 from musrec.pipeline import LinkSource, Source
@@ -58,11 +59,11 @@ class Sounds(commands.Cog):
             await self._reject(interaction, err)
             return
 
-        async def work() -> Reply:
+        async def work(ticket: Ticket) -> Reply:
             source, name = await self._fetch(clip, link)
             musrec = self.bot.musrec
             result = await self.bot.queue.run(
-                musrec.recommend, source, name=name, start_s=start, k=top_k, music_only=music_only
+                ticket, musrec.recommend, source, name=name, start_s=start, k=top_k, music_only=music_only
             )
             return embeds.recommendation_embed(result, index_size=len(musrec.index)), []
 
@@ -98,12 +99,12 @@ class Sounds(commands.Cog):
             await self._reject(interaction, err)
             return
 
-        async def work() -> Reply:
+        async def work(ticket: Ticket) -> Reply:
             (a, name_a), (b, name_b) = await asyncio.gather(
                 self._fetch(first_clip, first_link), self._fetch(second_clip, second_link)
             )
             comparison, query_a, query_b = await self.bot.queue.run(
-                self.bot.musrec.compare, a, b, names=(name_a, name_b), starts=(first_start, second_start)
+                ticket, self.bot.musrec.compare, a, b, names=(name_a, name_b), starts=(first_start, second_start)
             )
             png = similarity_png(comparison.matrix)
             image = discord.File(io.BytesIO(png), filename=SIMILARITY_IMAGE)
@@ -135,21 +136,22 @@ class Sounds(commands.Cog):
                 url = None
         if clip is None and url is None:
             return
+        queue = self.bot.queue
         try:
-            ahead = self.bot.queue.admit(message.author.id)
+            ticket = queue.admit(message.author.id)
         except BusyError as err:
             await _quietly(message.reply(user_message(err), mention_author=False))
             return
         try:
-            if ahead:
-                log.info("message %s queued behind %d requests", message.id, ahead)
+            if ticket.ahead:
+                log.info("message %s queued behind %d requests", message.id, ticket.ahead)
             async with message.channel.typing():
                 if clip is not None:
                     check_attachment(clip, config)
                 source, name = await self._fetch(clip, url)
                 musrec = self.bot.musrec
                 result = await asyncio.wait_for(
-                    self.bot.queue.run(musrec.recommend, source, name=name), timeout=config.answer_timeout_s
+                    queue.run(ticket, musrec.recommend, source, name=name), timeout=queue.timeout_s
                 )
             embed = embeds.recommendation_embed(result, index_size=len(musrec.index))
             if config.reply_mode == "thread" and isinstance(message.channel, discord.TextChannel):
@@ -163,39 +165,40 @@ class Sounds(commands.Cog):
         except Exception as err:
             await _quietly(message.reply(user_message(err, context=f"message {message.id}"), mention_author=False))
         finally:
-            self.bot.queue.release(message.author.id)
+            queue.release(ticket)
 
     # ---- the request cycle ----------------------------------------------------------------------------------
 
     async def _fetch(self, clip: discord.Attachment | None, url: LinkSource | None) -> tuple[Source, str | None]:
         if clip is not None:
-            return await read_attachment(clip, self.bot.config.bot), clip.filename
+            return await read_attachment(clip, self.bot.config.bot, self.bot.downloads), clip.filename
         assert url is not None
         return url, None
 
     async def _reject(self, interaction: discord.Interaction, err: MusrecError) -> None:
         await interaction.response.send_message(user_message(err), ephemeral=True)
 
-    async def _answer(self, interaction: discord.Interaction, work: Callable[[], Awaitable[Reply]]) -> None:
+    async def _answer(self, interaction: discord.Interaction, work: Callable[[Ticket], Awaitable[Reply]]) -> None:
         """Admit, acknowledge at once, work off the event loop, answer, or say why not (ephemerally)."""
         user = interaction.user.id
+        queue = self.bot.queue
         try:
-            ahead = self.bot.queue.admit(user)
+            ticket = queue.admit(user)
         except BusyError as err:
             await self._reject(interaction, err)
             return
         try:
             await interaction.response.defer(thinking=True)
-            if ahead:
-                await interaction.edit_original_response(content=f"You are number {ahead + 1} in the queue …")
-            embed, files = await asyncio.wait_for(work(), timeout=self.bot.config.bot.answer_timeout_s)
+            if ticket.ahead:
+                await interaction.edit_original_response(content=f"You are number {ticket.ahead + 1} in the queue …")
+            embed, files = await asyncio.wait_for(work(ticket), timeout=queue.timeout_s)
             await interaction.edit_original_response(content=None, embed=embed, attachments=files)
         except TimeoutError:
             await self._fail(interaction, TIMEOUT)
         except Exception as err:
             await self._fail(interaction, user_message(err, context=f"/{_command_name(interaction)} by {user}"))
         finally:
-            self.bot.queue.release(user)
+            queue.release(ticket)
 
     async def _fail(self, interaction: discord.Interaction, text: str) -> None:
         """Replace the public "thinking" message by a message only the user sees."""

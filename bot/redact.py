@@ -1,0 +1,73 @@
+"""Keeping the Discord token out of the logs, whoever logs it.
+
+:func:`redacting` masks the token in every log record as the record is made (a record factory), so no handler sees
+it, including handlers added later and those of loggers that do not propagate, and in case a record is made another
+way, also as a filter on the root logger's handlers. The message is formatted with its arguments and masked, and the
+exception and stack texts are formatted and masked too (the exception itself is dropped from the record, so that no
+formatter can print it afresh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+MASK = "[token]"
+_FORMATTER = logging.Formatter()
+
+
+class Redactor(logging.Filter):
+    """Replaces each of ``secrets`` by :data:`MASK` in a record's message, exception text and stack text."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # the longest first
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the message: keep both, as text, masked
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg, record.args = self.redact(message), None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = _FORMATTER.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+@contextlib.contextmanager
+def redacting(*secrets: str) -> Iterator[Redactor]:
+    """Mask ``secrets`` in every log record made inside the block (the record factory and the filter are removed
+    after it)."""
+    redactor = Redactor(secrets)
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        redactor.filter(record)
+        return record
+
+    handlers = list(logging.getLogger().handlers)
+    logging.setLogRecordFactory(factory)
+    for handler in handlers:
+        handler.addFilter(redactor)
+    try:
+        yield redactor
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redactor)
+        logging.setLogRecordFactory(previous)

@@ -1,0 +1,200 @@
+"""Fixtures for the bot's promises under pressure: an embedder the test holds and lets through, an HTTP host beside
+the Discord stand-in (attachments elsewhere, slow or redirected), a small index, and a bot with an injected queue.
+
+The embedder stands in for VGGish where the test must decide when work ends: everything else is real (the discord.py
+client, the stand-in, ffmpeg decoding the clips, the index search, the bot's queue and its worker threads). It tells
+whose clip it embeds by the number of rows: a clip of ``n`` seconds (``n`` < 10) gives ``n`` rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import yarl
+from aiohttp import web
+from audioset_fixtures import make_segments
+from discord_standin import InteractionHandle, StandIn
+from test_bot import config_for
+
+from bot.client import MusrecBot, make_bot
+from bot.work import WorkQueue
+from musrec.audio.wav import to_wav_bytes
+from musrec.audioset.labels import default_labels
+from musrec.config import Config
+from musrec.index.build import BuildOptions, build_index
+from musrec.index.loaded import Index
+from musrec.pipeline import Musrec
+
+RATE = 16000
+ROW_SAMPLES = 15360  # one embedding row: 0.96 s at 16 kHz
+EMBEDDING_SIZE = 128
+WAIT_S = 60.0  # how long a held call or a condition may take before the test gives up (never reached when it passes)
+LOOPBACK = "127.0.0.1"
+
+
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An Annoy index of 60 synthetic segments: the bot's world when the embedder is a stand-in too (a module's
+    ``world`` fixture)."""
+    root = tmp_path_factory.mktemp("bot-small")
+    build_index(make_segments(60, split="eval"), root / "index", labels=default_labels(), options=BuildOptions(trees=4))
+    return {"index": root / "index"}
+
+
+def clip(seconds: int, *, hz: float = 440.0) -> bytes:
+    """A WAV tone of ``seconds`` (1-9): the held embedder sees ``seconds`` rows."""
+    t = np.arange(seconds * RATE) / RATE
+    return to_wav_bytes(0.3 * np.sin(2 * np.pi * hz * t))
+
+
+class HeldEmbedder:
+    """An embedder whose calls wait until the test lets them through (all at once when ``held`` is False).
+
+    ``started`` and ``finished`` list the rows of each call in the order they started and ended.
+    """
+
+    def __init__(self, *, held: bool = True) -> None:
+        self._changed = threading.Condition()
+        self._passes = 0 if held else -1  # -1: no limit
+        self.started: list[int] = []
+        self.finished: list[int] = []
+
+    def embed(self, samples: npt.NDArray[np.floating], sample_rate: int = RATE) -> npt.NDArray[np.uint8]:
+        rows = len(samples) * RATE // sample_rate // ROW_SAMPLES
+        with self._changed:
+            self.started.append(rows)
+            self._changed.notify_all()
+            if not self._changed.wait_for(lambda: self._passes != 0, timeout=WAIT_S):
+                raise RuntimeError("the test never let this call through")
+            if self._passes > 0:
+                self._passes -= 1
+        out = np.full((rows, EMBEDDING_SIZE), 100 + rows, dtype=np.uint8)
+        with self._changed:
+            self.finished.append(rows)
+        return out
+
+    def let_through(self, calls: int = 1) -> None:
+        with self._changed:
+            self._passes = calls if self._passes == 0 else self._passes + calls
+            self._changed.notify_all()
+
+    def open(self) -> None:
+        """Let every call through, now and from now on."""
+        with self._changed:
+            self._passes = -1
+            self._changed.notify_all()
+
+
+async def eventually(predicate: Callable[[], bool], *, what: str, timeout: float = WAIT_S) -> None:
+    """Wait until ``predicate()`` holds, for conditions that change in worker threads (the stand-in's own
+    ``wait_until`` re-checks only when a request or a gateway payload arrives)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+    assert predicate(), what
+
+
+def bot_with(
+    world: dict[str, Any],
+    standin: StandIn,
+    embedder: Any,
+    *,
+    queue: WorkQueue | None = None,
+    listen: bool = False,
+    **bot: Any,
+) -> MusrecBot:
+    """The bot on ``world``'s index with ``embedder``; ``queue`` replaces the one ``[bot]`` describes; ``listen``:
+    it answers clips posted in the stand-in's channel."""
+    if listen:
+        bot["listen_channels"] = (str(standin.world.channel_id),)
+    config: Config = config_for(world, standin, **bot)
+
+    def factory() -> Musrec:
+        return Musrec(config=config, index=Index(world["index"]), embedder=embedder)
+
+    made = make_bot(config, musrec_factory=factory, queue=queue, guild_ready_timeout=0.05)
+    assert isinstance(made, MusrecBot)
+    return made
+
+
+def attachment_at(standin: StandIn, url: str, filename: str, data: bytes) -> dict[str, Any]:
+    """An attachment object as Discord would send it, with ``url`` where the file is."""
+    return standin.world.attachment(standin.world.snowflake(), filename, len(data), "audio/wav", url, url)
+
+
+def downloads(standin: StandIn, handle: InteractionHandle) -> int:
+    """Requests for the attachments of ``handle`` on the stand-in's CDN."""
+    urls = [a["url"] for a in handle.payload["data"].get("resolved", {}).get("attachments", {}).values()]
+    paths = [url.split("?")[0].removeprefix(standin.cdn_url) for url in urls]
+    return sum(1 for c in standin.recorded if c.path in paths)
+
+
+class FileHost:
+    """An HTTP server on 127.0.0.1 beside the stand-in, at a port of its own: it counts every request, serves files
+    (held until the test releases them, when it asks), and redirects (``/redirect?to=URL``)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.holds: dict[str, asyncio.Event] = {}
+        self.requests: list[str] = []
+        self.port = 0
+
+    def url(self, name: str, *, host: str = LOOPBACK) -> str:
+        return f"http://{host}:{self.port}/files/{name}"
+
+    def redirect(self, to: str, *, host: str = LOOPBACK) -> str:
+        return str(yarl.URL.build(scheme="http", host=host, port=self.port, path="/redirect", query={"to": to}))
+
+    def serve(self, name: str, data: bytes, *, held: bool = False) -> None:
+        self.files[name] = data
+        if held:
+            self.holds[name] = asyncio.Event()
+
+    async def _file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name in self.holds:
+            await self.holds[name].wait()
+        if name not in self.files:
+            raise web.HTTPNotFound()
+        return web.Response(body=self.files[name], content_type="audio/wav")
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append(request.path)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+
+@contextlib.asynccontextmanager
+async def file_host() -> AsyncIterator[FileHost]:
+    host = FileHost()
+    app = web.Application(middlewares=[host._count])
+    app.router.add_get("/files/{name}", host._file)
+    app.router.add_get("/redirect", host._redirect)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, LOOPBACK, 0).start()
+    host.port = runner.addresses[0][1]
+    try:
+        yield host
+    finally:
+        for hold in host.holds.values():
+            hold.set()
+        await runner.cleanup()
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux: /proc/self/statm, in pages)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
