@@ -188,6 +188,37 @@ def form(
     return data
 
 
+class GatedEmbedder:
+    """An embedder behind a gate the test opens: requests stay in the model until then.
+
+    ``entered`` counts the calls that reached the gate; ``wait_entered(n)`` waits (bounded) until ``n`` have.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self._entered = 0
+        self._changed = threading.Condition()
+
+    @property
+    def entered(self) -> int:
+        with self._changed:
+            return self._entered
+
+    def wait_entered(self, count: int = 1) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._entered >= count, WAIT_S)
+
+    def embed(self, samples: npt.NDArray[np.floating], sample_rate: int = 16000) -> npt.NDArray[np.uint8]:
+        with self._changed:
+            self._entered += 1
+            self._changed.notify_all()
+        if not self.gate.wait(WAIT_S):
+            raise TimeoutError("gate never opened")
+        rows: npt.NDArray[np.uint8] = self.inner.embed(samples, sample_rate)
+        return rows
+
+
 # The LocalEmbedder on a random-weight checkpoint comes from vggish_fixtures.shared_embedder, which writes
 # the 289 MB checkpoint once per run for every module that needs it.
 
