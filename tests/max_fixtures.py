@@ -7,6 +7,9 @@ Servers run on an event loop in a background thread, so tests stay synchronous a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import io
 import socket
 import threading
@@ -14,6 +17,7 @@ import wave
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -186,6 +190,63 @@ def form(
     data = aiohttp.FormData()
     data.add_field(field_name, payload, filename=filename, content_type=content_type)
     return data
+
+
+class GatedEmbedder:
+    """An embedder behind a gate the test opens: requests stay in the model until then.
+
+    ``entered`` counts the calls that reached the gate; ``wait_entered(n)`` waits (bounded) until ``n`` have.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self._entered = 0
+        self._changed = threading.Condition()
+
+    @property
+    def entered(self) -> int:
+        with self._changed:
+            return self._entered
+
+    def wait_entered(self, count: int = 1) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._entered >= count, WAIT_S)
+
+    def embed(self, samples: npt.NDArray[np.floating], sample_rate: int = 16000) -> npt.NDArray[np.uint8]:
+        with self._changed:
+            self._entered += 1
+            self._changed.notify_all()
+        if not self.gate.wait(WAIT_S):
+            raise TimeoutError("gate never opened")
+        rows: npt.NDArray[np.uint8] = self.inner.embed(samples, sample_rate)
+        return rows
+
+
+def peak_rss_reset() -> int:
+    """Reset this process's peak resident set (VmHWM) to its current size, and return that size in bytes.
+
+    Linux only (``/proc/self/clear_refs``, since 4.0); with :func:`peak_rss` it measures the peak of a stretch of
+    work rather than of the whole test run. Freed heap is handed back to the system first (glibc's
+    ``malloc_trim``), so memory earlier tests freed but the allocator kept cannot hide new allocations.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the measure is only less strict
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kib("VmRSS") * 1024
+
+
+def peak_rss() -> int:
+    """This process's peak resident set since the last :func:`peak_rss_reset`, in bytes."""
+    return _status_kib("VmHWM") * 1024
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
 
 
 # The LocalEmbedder on a random-weight checkpoint comes from vggish_fixtures.shared_embedder, which writes

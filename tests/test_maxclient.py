@@ -25,6 +25,7 @@ from max_fixtures import (
 )
 from vggish_fixtures import shared_embedder
 
+from musrec.audio.decode import AudioLimits
 from musrec.audio.resample import resample
 from musrec.audio.wav import read_wav_bytes, to_wav_bytes
 from musrec.embedding.local import LocalEmbedder
@@ -32,12 +33,14 @@ from musrec.embedding.max_client import (
     MSG_CLOSED,
     MSG_INVALID,
     MSG_TIMEOUT,
+    MSG_TOO_LARGE,
+    MSG_TOO_SHORT,
     MSG_UNAVAILABLE,
     MaxEmbedder,
     parse_embedding,
 )
 from musrec.embedding.server import make_app
-from musrec.errors import EmbedderError, TooLongError
+from musrec.errors import EmbedderError, MusrecError, TooLongError, TooShortError
 
 PREDICT = "/model/predict"
 
@@ -126,9 +129,11 @@ def test_stereo_and_short_clips(server: Served, local_embedder: LocalEmbedder) -
     stereo = int16_clip(1.2, channels=2, seed=4)
     with MaxEmbedder([server.url]) as client:
         got = client.embed(stereo)
+        before = server.count(PREDICT)
         short = client.embed(int16_clip(0.9))
     np.testing.assert_array_equal(got, local_embedder.embed(stereo))
     assert short.dtype == np.uint8 and short.shape == (0, 128)
+    assert server.count(PREDICT) == before  # under one example (0.975 s): zero rows, known without asking
 
 
 def test_async_api_and_sync_call_inside_a_running_loop(server: Served) -> None:
@@ -203,17 +208,56 @@ def test_500_moves_on_to_the_next_server(server: Served, server_loop: LoopThread
         assert_hides(info.value, failing)
 
 
-def test_4xx_is_not_retried(server: Served, canned: tuple[Served, Reply]) -> None:
+@pytest.mark.parametrize(
+    ("limits", "seconds", "error", "message"),
+    [
+        (AudioLimits(max_duration_s=2.0), 3.0, TooLongError, MSG_TOO_LARGE),
+        (AudioLimits(min_duration_s=1.0), 0.98, TooShortError, MSG_TOO_SHORT),
+    ],
+    ids=["413-too-long", "422-too-short"],
+)
+def test_a_refusal_from_the_first_server_is_final(
+    server: Served,
+    server_loop: LoopThread,
+    local_embedder: LocalEmbedder,
+    limits: AudioLimits,
+    seconds: float,
+    error: type[MusrecError],
+    message: str,
+) -> None:
+    """Issue 14: a clip the server refuses is refused by every server; asking the next one only multiplies it."""
+    with serving(server_loop, make_app(local_embedder, limits=limits)) as strict:
+        before = server.count(PREDICT)
+        with quick_client([strict.url, server.url], retries=2) as client, pytest.raises(error) as info:
+            client.embed(int16_clip(seconds))
+        assert (strict.count(PREDICT), server.count(PREDICT) - before) == (1, 0)  # one request in total
+    assert str(info.value) == message and "\n" not in message
+    assert info.value.expected
+    assert_hides(info.value, strict, server)
+
+
+FINAL_ANSWERS: dict[int, type[MusrecError]] = {
+    400: EmbedderError,
+    404: EmbedderError,
+    405: EmbedderError,
+    408: EmbedderError,
+    415: EmbedderError,
+    422: TooShortError,
+    429: EmbedderError,
+}
+
+
+@pytest.mark.parametrize("status", sorted(FINAL_ANSWERS))
+def test_no_4xx_is_retried(status: int, server: Served, canned: tuple[Served, Reply]) -> None:
     bad, reply = canned
-    reply.status, reply.body = 400, json.dumps({"status": "error", "message": "Invalid file type/extension"})
+    reply.status, reply.body = status, json.dumps({"status": "error", "message": "refused"})
     before = server.count(PREDICT)
-    with (
-        quick_client([bad.url, server.url], retries=2) as client,
-        pytest.raises(EmbedderError) as info,
-    ):
+    with quick_client([bad.url, server.url], retries=3) as client, pytest.raises(FINAL_ANSWERS[status]) as info:
         client.embed(int16_clip(1.0))
-    assert "400" in str(info.value)
     assert (bad.count(PREDICT), server.count(PREDICT)) == (1, before)
+    assert len(str(info.value).splitlines()) == 1
+    if FINAL_ANSWERS[status] is EmbedderError:
+        assert f"HTTP {status}" in str(info.value)
     assert_hides(info.value, bad, server)
 
 

@@ -8,6 +8,9 @@ imageio-ffmpeg; ffprobe is never needed.
 Safety: ffmpeg runs under a timeout, opens local files only (``-protocol_whitelist file,pipe``: a crafted
 HLS, SDP or concat file cannot reach the network) and decodes at most the allowed duration, so a 3-hour
 upload is refused after about ten minutes of audio have been decoded, not three hours.
+
+:func:`read_wav` is the path without ffmpeg, for 16-bit PCM WAVs (``musrec serve``'s uploads), under the same
+limits: they are checked against the header, before a sample is read (issue 14).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from musrec.audio.resample import TARGET_RATE, resample
-from musrec.audio.wav import INT16_SCALE, read_wav_header
+from musrec.audio.wav import INT16_SCALE, check_format, read_wav_bytes, read_wav_header, wav_format
 from musrec.errors import DecodeError, TooLongError, TooShortError
 from musrec.timecode import format_timecode
 
@@ -169,13 +172,11 @@ def decode(
 
     decoded_s = len(mono) / rate
     offset = start_s or 0.0
-    if duration_s is None and decoded_s > limits.max_duration_s + DURATION_TOLERANCE_S:
-        what = "the audio after the start time is" if start_s else "the audio is"
-        raise TooLongError(f"{what} longer than {_span(limits.max_duration_s)}; choose a shorter part")
+    if duration_s is None:
+        _refuse_long(decoded_s, limits, tolerance_s=DURATION_TOLERANCE_S, after_start=bool(start_s))
     if len(mono) == 0 and start_s:
         raise TooShortError(f"the start time {format_timecode(start_s)} is past the end of the audio")
-    if decoded_s < limits.min_duration_s:
-        raise TooShortError(f"the audio is only {decoded_s:.2g} s long; at least {limits.min_duration_s:g} s is needed")
+    _refuse_short(decoded_s, limits)
     reached_end = duration_s is None or decoded_s < duration_s - DURATION_TOLERANCE_S
     resampled = resample(mono, rate, TARGET_RATE)
     del mono
@@ -187,11 +188,47 @@ def decode(
     return Audio(samples, offset_s=offset, source_duration_s=offset + decoded_s if reached_end else None)
 
 
-def _check_head(size: int, head: bytes, limits: AudioLimits) -> None:
+def read_wav(
+    data: bytes | bytearray | memoryview,
+    *,
+    limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
+) -> tuple[npt.NDArray[np.float64], int]:
+    """Mono float64 samples (channels averaged) at their own rate from a 16-bit PCM WAV in memory; no ffmpeg.
+
+    The limits are checked before a sample is read: the size against ``max_bytes``, the header's rate and channels
+    against what recordings have, and the duration the bytes really hold (not what the header claims) against
+    ``min_duration_s`` and ``max_duration_s``. So a header that lies costs nothing. Raises DecodeError (empty, not
+    a 16-bit PCM WAV, an impossible rate or channel count), TooLongError and TooShortError, with the messages of
+    :func:`decode`.
+    """
+    view = memoryview(data).cast("B")
+    _check_size(view.nbytes, limits)
+    fmt = wav_format(view)
+    _refuse_long(fmt.duration_s, limits)
+    _refuse_short(fmt.duration_s, limits)
+    return read_wav_bytes(view)
+
+
+def _refuse_long(seconds: float, limits: AudioLimits, *, tolerance_s: float = 0.0, after_start: bool = False) -> None:
+    if seconds > limits.max_duration_s + tolerance_s:
+        what = "the audio after the start time is" if after_start else "the audio is"
+        raise TooLongError(f"{what} longer than {_span(limits.max_duration_s)}; choose a shorter part")
+
+
+def _refuse_short(seconds: float, limits: AudioLimits) -> None:
+    if seconds < limits.min_duration_s:
+        raise TooShortError(f"the audio is only {seconds:.2g} s long; at least {limits.min_duration_s:g} s is needed")
+
+
+def _check_size(size: int, limits: AudioLimits) -> None:
     if size == 0:
         raise DecodeError("the file is empty")
     if size > limits.max_bytes:
         raise TooLongError(f"the file is larger than {limits.max_bytes / 2**20:g} MiB")
+
+
+def _check_head(size: int, head: bytes, limits: AudioLimits) -> None:
+    _check_size(size, limits)
     if head.startswith(PLAYLIST_MAGIC):
         raise DecodeError("could not read this as audio (playlists are not accepted)")
 
@@ -285,6 +322,8 @@ def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple
     channels, rate, _ = fmt
     if limit_rate and rate > MAX_NATIVE_RATE:
         return None, True
+    # ffmpeg passes on what a WAV's header claims: a 1-Hz rate would cost 16,000 resampled samples per byte.
+    check_format(channels, rate)
     max_frames = round(span_s * rate)
     out = np.empty(max_frames, dtype=np.int32)  # reserves address space; pages are touched as frames arrive
     n = 0

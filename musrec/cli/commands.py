@@ -148,7 +148,15 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     embedder = make_embedder(config)
     srv = config.server
     log.warning("serving the MAX embedding API on http://%s:%d (relu=%s)", srv.host, srv.port, config.embedder.relu)
-    run_server(embedder, host=srv.host, port=srv.port, max_bytes=srv.max_bytes, concurrency=srv.concurrency)
+    # [audio] limits what a clip may be (size, duration), as for every other input; [server] max_bytes the request.
+    run_server(
+        embedder,
+        host=srv.host,
+        port=srv.port,
+        limits=config.audio,
+        max_bytes=srv.max_bytes,
+        concurrency=srv.concurrency,
+    )
     return 0
 
 

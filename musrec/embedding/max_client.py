@@ -3,8 +3,10 @@
 :class:`MaxEmbedder` is an :class:`~musrec.embedding.local.Embedder` that sends audio to one or more MAX-compatible
 servers instead of running VGGish in-process. Requests go round-robin over the servers; a connection error, a
 timeout or a 5xx answer moves on to the next server after a short exponential backoff, at most ``retries``
-extra attempts; a 4xx answer is final. Audio is resampled to 16 kHz here and sent as a 16-bit PCM WAV, so the
-server does no resampling of its own.
+extra attempts. A 4xx answer is final: the request itself is refused, and another server would refuse it too
+(413 is a TooLongError, 422, ``musrec serve``'s answer to a clip under its minimum duration, a TooShortError).
+Audio is resampled to 16 kHz here and sent as a 16-bit PCM WAV, so the server does no resampling of its own; a
+clip too short for one VGGish example gives zero rows without a request, as a MAX server would answer.
 
 Note that IBM's MAX applies a ReLU to the embedding layer (post-activation) while the AudioSet release is
 pre-activation: embeddings from an IBM container are not exactly in the space of the AudioSet index. A
@@ -33,8 +35,8 @@ import numpy.typing as npt
 
 from musrec.audio.resample import TARGET_RATE, resample
 from musrec.audio.wav import to_wav_bytes
-from musrec.errors import EmbedderError, TooLongError
-from musrec.vggish.frontend import to_mono
+from musrec.errors import EmbedderError, TooLongError, TooShortError
+from musrec.vggish.frontend import MIN_EXAMPLE_SAMPLES, to_mono
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ MSG_UNAVAILABLE = "The embedding service is unavailable right now; try again in 
 MSG_TIMEOUT = "The embedding service took too long to answer; try again later or with a shorter clip."
 MSG_INVALID = "The embedding service sent an invalid response."
 MSG_TOO_LARGE = "The clip is too large for the embedding service; try a shorter one."
+MSG_TOO_SHORT = "The clip is too short for the embedding service; try a longer one."
 MSG_CLOSED = "The embedding service client was shut down."
 
 T = TypeVar("T")
@@ -171,6 +174,8 @@ class MaxEmbedder:
     ) -> npt.NDArray[np.uint8]:
         """Like :meth:`embed`, for callers already in an event loop; resampling runs in a worker thread."""
         wav = await asyncio.to_thread(_encode, samples, sample_rate)
+        if wav is None:
+            return np.zeros((0, EMBEDDING_SIZE), dtype=np.uint8)
         payload = await self._request("POST", PREDICT_PATH, wav)
         return parse_embedding(payload)
 
@@ -295,6 +300,9 @@ class MaxEmbedder:
         if status == 413:
             log.warning("MAX %s refused the upload as too large: %s", url, excerpt)
             raise TooLongError(MSG_TOO_LARGE)
+        if status == 422:
+            log.warning("MAX %s refused the upload as too short: %s", url, excerpt)
+            raise TooShortError(MSG_TOO_SHORT)
         if status >= 400:
             log.warning("MAX %s answered HTTP %d: %s", url, status, excerpt)
             raise EmbedderError(f"The embedding service rejected the request (HTTP {status}).")
@@ -308,13 +316,18 @@ class MaxEmbedder:
             raise EmbedderError(MSG_INVALID) from None
 
 
-def _encode(samples: npt.NDArray[np.floating], sample_rate: int) -> bytes:
-    """Float samples (1-D or [n_samples, channels]) at any rate -> 16 kHz mono 16-bit PCM WAV bytes."""
+def _encode(samples: npt.NDArray[np.floating], sample_rate: int) -> bytes | None:
+    """Float samples (1-D or [n_samples, channels]) at any rate -> 16 kHz mono 16-bit PCM WAV bytes.
+
+    None for a clip too short for one VGGish example: any server answers it with zero rows.
+    """
     x = to_mono(samples)
     if not np.all(np.isfinite(x)):
         raise ValueError("samples contain NaN or infinity")
     if sample_rate != TARGET_RATE:
         x = resample(x, sample_rate, TARGET_RATE)
+    if len(x) < MIN_EXAMPLE_SAMPLES:
+        return None
     return to_wav_bytes(x, TARGET_RATE)
 
 

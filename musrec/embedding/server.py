@@ -9,10 +9,29 @@ It speaks the REST API of IBM's MAX Audio Embedding Generator, so existing MAX c
   ``{"status": "ok", "embedding": [[158.0, ...], ...]}``, one row of 128 values in 0..255 per 0.96 s.
 - ``GET /health``: a cheap liveness check for containers.
 
-Error shapes and status codes follow MAX: a wrong content type is 400 ``{"status": "error", "message":
-"Invalid file type/extension"}``, a missing field is 400 ``{"message": "Input payload validation failed",
-"errors": {"audio": ...}}``, and audio that is not a 16-bit PCM WAV is 500 (MAX's status) with a JSON message.
-Beyond MAX, a body over ``max_bytes`` is 413 and a full queue is 503, both with JSON messages.
+Error shapes follow MAX: a wrong content type is 400 ``{"status": "error", "message": "Invalid file
+type/extension"}``, a missing field is 400 ``{"message": "Input payload validation failed", "errors": {"audio":
+...}}``, and every other error is ``{"status": "error", "message": ...}`` with a message safe to show a user.
+
+**Status codes differ from IBM's image for audio the server cannot use** (issue 14). IBM's server answers 500
+for a body that is not a 16-bit PCM WAV; but a 5xx tells a client to retry, and MAX clients with several servers
+(musrec's included) would send the same bad file to every one of them. Here a client error is a 4xx, and only the
+server's own state is a 5xx:
+
+- 400: not a WAV this server reads: not RIFF/WAVE, cut short, missing chunks, not 16-bit PCM, or a sample rate
+  or channel count no recording has (:func:`musrec.audio.wav.check_format`); also an empty file or a malformed
+  multipart body.
+- 413: too large (the request over ``max_bytes``, the file over ``limits.max_bytes``) or too long (over
+  ``limits.max_duration_s`` of audio).
+- 422: a readable WAV too short to embed (under ``limits.min_duration_s``; IBM's server answers an empty
+  embedding for clips under 0.975 s).
+- 503: busy (more than ``concurrency + max_pending`` predictions at once), with ``Retry-After``; a retry signal.
+- 500: a failure of the server itself (a bug), never the input's fault.
+
+The limits are those of :class:`~musrec.audio.decode.AudioLimits` (``musrec serve`` uses the ``[audio]``
+section) and are checked against the WAV header before a sample is read, so a header claiming hours, or a rate
+of 1 Hz, costs nothing. Memory is bounded by the limits: each of the ``concurrency`` workers holds at most one
+clip within the limits; waiting requests hold only their upload (spooled to disk beyond 1 MiB).
 
 The model runs in a thread pool of ``concurrency`` workers, never on the event loop, so a long clip does not
 hold up metadata or health requests.
@@ -37,8 +56,8 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 from aiohttp import web
 
-from musrec.audio.wav import read_wav_bytes
-from musrec.errors import DecodeError, MusrecError
+from musrec.audio.decode import AudioLimits, read_wav
+from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError
 
 if TYPE_CHECKING:
     from musrec.embedding.local import Embedder
@@ -47,9 +66,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # MAX's port
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # ~35 min of 16 kHz mono 16-bit audio
+DEFAULT_LIMITS = AudioLimits()
+# What a multipart body adds around the file: boundaries and part headers, a few hundred bytes in practice.
+FORM_OVERHEAD_BYTES = 64 * 1024
 DEFAULT_CONCURRENCY = 1
 DEFAULT_MAX_PENDING = 16
+RETRY_AFTER_S = 1  # what a busy answer suggests; a client with several servers moves on at once
 PREDICT_FIELD = "audio"
 # MAX checks the part's content type with re.match, i.e. anchored at the start only.
 WAV_CONTENT_TYPE = re.compile(r"audio/.*wav")
@@ -81,6 +103,7 @@ class _ServerState:
 
     embedder: Embedder
     executor: ThreadPoolExecutor
+    limits: AudioLimits
     max_bytes: int
     max_in_flight: int
     in_flight: int = field(default=0)
@@ -92,24 +115,32 @@ _STATE = web.AppKey("musrec_server_state", _ServerState)
 def make_app(
     embedder: Embedder,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: AudioLimits = DEFAULT_LIMITS,
+    max_bytes: int | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     max_pending: int = DEFAULT_MAX_PENDING,
 ) -> web.Application:
     """Build the MAX-compatible application around a loaded ``embedder``.
 
-    ``max_bytes`` bounds the uploaded audio (413 above it). ``concurrency`` is the number of clips embedded at
-    once (worker threads); up to ``max_pending`` further predict requests wait for a worker, more are answered
-    503 so a client with several servers moves on to another one.
+    ``limits`` bound the uploaded audio: its size (413 above ``max_bytes``), its duration (413 above
+    ``max_duration_s``, 422 below ``min_duration_s``). ``max_bytes`` bounds the whole request body (413 above it;
+    default: the file limit plus room for the multipart framing). ``concurrency`` is the number of clips
+    embedded at once (worker threads); up to ``max_pending`` further predict requests wait for a worker, more are
+    answered 503 so a client with several servers moves on to another one.
     """
-    if max_bytes <= 0 or concurrency < 1 or max_pending < 0:
+    body_limit = limits.max_bytes + FORM_OVERHEAD_BYTES if max_bytes is None else max_bytes
+    if body_limit <= 0 or concurrency < 1 or max_pending < 0:
         raise ValueError(
-            f"need max_bytes > 0, concurrency >= 1 and max_pending >= 0, not {max_bytes}, {concurrency}, {max_pending}"
+            f"need max_bytes > 0, concurrency >= 1 and max_pending >= 0, not {body_limit}, {concurrency}, {max_pending}"
         )
-    app = web.Application(client_max_size=max_bytes, middlewares=[_json_errors])
+    app = web.Application(client_max_size=body_limit, middlewares=[_json_errors])
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="musrec-embed")
     app[_STATE] = _ServerState(
-        embedder=embedder, executor=executor, max_bytes=max_bytes, max_in_flight=concurrency + max_pending
+        embedder=embedder,
+        executor=executor,
+        limits=limits,
+        max_bytes=body_limit,
+        max_in_flight=concurrency + max_pending,
     )
 
     async def shutdown_executor(app: web.Application) -> None:
@@ -127,7 +158,8 @@ def run_server(
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: AudioLimits = DEFAULT_LIMITS,
+    max_bytes: int | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     max_pending: int = DEFAULT_MAX_PENDING,
     warm_up: bool = True,
@@ -141,7 +173,7 @@ def run_server(
     if warm_up and callable(warm):
         log.info("warming up the embedder")
         warm()
-    app = make_app(embedder, max_bytes=max_bytes, concurrency=concurrency, max_pending=max_pending)
+    app = make_app(embedder, limits=limits, max_bytes=max_bytes, concurrency=concurrency, max_pending=max_pending)
     log.info("serving the MAX audio embedding API on http://%s:%d", host, port)
     web.run_app(app, host=host, port=port, print=None, handle_signals=True)
 
@@ -161,7 +193,9 @@ async def _predict(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     if state.in_flight >= state.max_in_flight:
         log.warning("predict refused: %d requests in progress", state.in_flight)
-        return _error(503, MSG_BUSY)
+        busy = _error(503, MSG_BUSY)
+        busy.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return busy  # aiohttp then reads the unread upload away (for a while), so the client sees this answer
     state.in_flight += 1
     try:
         return await _predict_counted(request, state)
@@ -190,10 +224,11 @@ async def _predict_counted(request: web.Request, state: _ServerState) -> web.Res
         loop = asyncio.get_running_loop()
         handed_off = upload.file
         try:
-            body = await loop.run_in_executor(state.executor, _embed_upload, state.embedder, upload.file)
-        except DecodeError as err:
-            # MAX answers 500 for a body its WAV reader rejects; keep the status, say why.
-            return _error(500, str(err))
+            body = await loop.run_in_executor(state.executor, _embed_upload, state.embedder, upload.file, state.limits)
+        except (DecodeError, TooLongError, TooShortError) as err:
+            # The input's fault: a 4xx, never a 5xx, which would send the same file to every other server.
+            log.info("predict refused: %s", err)
+            return _error(_input_status(err), str(err))
         except MusrecError as err:
             if not err.expected:
                 raise
@@ -206,11 +241,19 @@ async def _predict_counted(request: web.Request, state: _ServerState) -> web.Res
                 value.file.close()
 
 
-def _embed_upload(embedder: Embedder, file: IO[bytes]) -> bytes:
-    """Worker-thread part of a prediction: read the WAV, embed it, serialise the answer as MAX does."""
+def _input_status(err: MusrecError) -> int:
+    if isinstance(err, TooLongError):
+        return 413
+    if isinstance(err, TooShortError):
+        return 422
+    return 400
+
+
+def _embed_upload(embedder: Embedder, file: IO[bytes], limits: AudioLimits) -> bytes:
+    """Worker-thread part of a prediction: read the WAV within ``limits``, embed it, serialise as MAX does."""
     with file:
-        data = file.read()
-    samples, sample_rate = read_wav_bytes(data)
+        data = file.read(limits.max_bytes + 1)  # one byte more tells "too large" from "at the limit"
+    samples, sample_rate = read_wav(data, limits=limits)
     rows = np.asarray(embedder.embed(samples, sample_rate))
     # MAX marshals the values as floats: 158 -> 158.0.
     answer = {"status": "ok", "embedding": rows.astype(np.float64).tolist()}
