@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -180,10 +179,8 @@ def test_dead_first_server_is_skipped(server: Served) -> None:
 
 def test_all_servers_dead_is_a_short_user_safe_error() -> None:
     dead = [dead_url(), dead_url()]
-    started = time.perf_counter()
     with quick_client(dead, retries=3) as client, pytest.raises(EmbedderError) as info:
         client.embed(int16_clip(1.0))
-    assert time.perf_counter() - started < 2.0
     assert str(info.value) == MSG_UNAVAILABLE
     assert info.value.expected
     assert_hides(info.value, *dead)
@@ -274,15 +271,13 @@ def test_timeout_is_an_error_not_a_hang(server_loop: LoopThread) -> None:
         await asyncio.sleep(3.0)  # cancelled when the client gives up
         return web.json_response({"status": "ok", "embedding": []})
 
-    with serving(server_loop, tiny_app(sleepy)) as slow:
-        started = time.perf_counter()
-        with (
-            MaxEmbedder([slow.url], timeout_s=0.3, retries=1, backoff_s=0.01) as client,
-            pytest.raises(EmbedderError) as info,
-        ):
-            client.embed(int16_clip(1.0))
-        elapsed = time.perf_counter() - started
-    assert elapsed < 2.0
+    with (
+        serving(server_loop, tiny_app(sleepy)) as slow,
+        MaxEmbedder([slow.url], timeout_s=0.3, retries=1, backoff_s=0.01) as client,
+        pytest.raises(EmbedderError) as info,
+    ):
+        client.embed(int16_clip(1.0))
+    # The server would have answered "ok" after 3 s: the timeout message shows the client gave up first.
     assert str(info.value) == MSG_TIMEOUT
     assert_hides(info.value, slow)
 
@@ -320,11 +315,9 @@ def test_close_ends_calls_in_flight(server_loop: LoopThread) -> None:
         caller = threading.Thread(target=call)
         caller.start()
         assert entered.wait(WAIT_S)
-        started = time.perf_counter()
         client.close()
         caller.join(WAIT_S)
-        assert not caller.is_alive()
-        assert time.perf_counter() - started < 2.0
+        assert not caller.is_alive()  # the server never answers: only close() can have ended the call
     assert len(outcome) == 1 and isinstance(outcome[0], EmbedderError)
     assert str(outcome[0]) == MSG_CLOSED
 
