@@ -376,3 +376,34 @@ def test_musrec_serve_takes_the_audio_limits_of_its_configuration(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(WAIT_S)
+
+
+def test_a_trickled_upload_cannot_hold_a_place(server_loop: LoopThread, local_embedder: LocalEmbedder) -> None:
+    """Issue 14: a client that sends part of a body and stalls is answered 408, and its place is free again."""
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    app = make_app(local_embedder, concurrency=1, max_pending=0, read_timeout_s=0.5)
+    with serving(server_loop, app) as served:
+        host, port = urlsplit(served.url).hostname, urlsplit(served.url).port
+        assert host is not None and port is not None
+        with socket.create_connection((host, port), timeout=30) as stalled:
+            head = (
+                f"POST /model/predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+            )
+            stalled.sendall(head.encode())  # ... and nothing more
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = stalled.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.split()[1] == b"408", answer
+        expected = {"status": "error", "message": "Request body not received in time"}
+        assert json.loads(rest.partition(b"\r\n\r\n")[2]) == expected
+        # The only place (concurrency 1, nothing pending) is free: a real upload is embedded.
+        answer = predict(served, form("audio", wav_bytes(int16_clip(1.0), rate=16000)))
+        assert answer.status == 200 and len(answer.json()["embedding"]) == 1

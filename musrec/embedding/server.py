@@ -71,6 +71,10 @@ DEFAULT_LIMITS = AudioLimits()
 FORM_OVERHEAD_BYTES = 64 * 1024
 DEFAULT_CONCURRENCY = 1
 DEFAULT_MAX_PENDING = 16
+# A request holds one of the concurrency + max_pending places while its body arrives: a client trickling an upload
+# must not keep it. 64 MiB at a slow 2 MB/s takes about 30 s.
+DEFAULT_READ_TIMEOUT_S = 60.0
+MSG_READ_TIMEOUT = "Request body not received in time"
 RETRY_AFTER_S = 1  # what a busy answer suggests; a client with several servers moves on at once
 PREDICT_FIELD = "audio"
 # MAX checks the part's content type with re.match, i.e. anchored at the start only.
@@ -106,6 +110,7 @@ class _ServerState:
     limits: AudioLimits
     max_bytes: int
     max_in_flight: int
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     in_flight: int = field(default=0)
 
 
@@ -119,6 +124,7 @@ def make_app(
     max_bytes: int | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     max_pending: int = DEFAULT_MAX_PENDING,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
 ) -> web.Application:
     """Build the MAX-compatible application around a loaded ``embedder``.
 
@@ -126,7 +132,8 @@ def make_app(
     ``max_duration_s``, 422 below ``min_duration_s``). ``max_bytes`` bounds the whole request body (413 above it;
     default: the file limit plus room for the multipart framing). ``concurrency`` is the number of clips
     embedded at once (worker threads); up to ``max_pending`` further predict requests wait for a worker, more are
-    answered 503 so a client with several servers moves on to another one.
+    answered 503 so a client with several servers moves on to another one. A body that has not fully arrived
+    ``read_timeout_s`` after the request began is answered 408, and its place is free again.
     """
     body_limit = limits.max_bytes + FORM_OVERHEAD_BYTES if max_bytes is None else max_bytes
     if body_limit <= 0 or concurrency < 1 or max_pending < 0:
@@ -141,6 +148,7 @@ def make_app(
         limits=limits,
         max_bytes=body_limit,
         max_in_flight=concurrency + max_pending,
+        read_timeout_s=read_timeout_s,
     )
 
     async def shutdown_executor(app: web.Application) -> None:
@@ -205,7 +213,13 @@ async def _predict(request: web.Request) -> web.Response:
 
 async def _predict_counted(request: web.Request, state: _ServerState) -> web.Response:
     try:
-        form = await request.post()
+        async with asyncio.timeout(state.read_timeout_s):
+            form = await request.post()
+    except TimeoutError:
+        log.info("predict body not received within %.0f s", state.read_timeout_s)
+        response = _error(408, MSG_READ_TIMEOUT)
+        response.force_close()  # the rest of the body is not waited for
+        return response
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"Request body too large: the limit is {state.max_bytes} bytes")
     except ValueError as err:  # aiohttp's multipart parser reports malformed bodies this way
