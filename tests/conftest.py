@@ -64,6 +64,23 @@ def _point_home_at(home: Path, setenv: object = os.environ.__setitem__) -> None:
 _point_home_at(SESSION_HOME)
 
 
+def child_environment(home: Path, **extra: str) -> dict[str, str]:
+    """The environment for a musrec process a test starts: its own home and XDG directories under ``home``, no
+    MUSREC_* settings or proxies from outside, this checkout importable, and ``extra`` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSREC_") and not k.lower().endswith("_proxy")}
+    env.update(
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
+    )
+    env.update(extra)
+    return env
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SESSION_HOME, ignore_errors=True)
 

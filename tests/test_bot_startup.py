@@ -34,6 +34,7 @@ import discord.http
 import pytest
 import yarl
 from audioset_fixtures import make_segments
+from conftest import child_environment
 from discord_standin import StandIn
 from setup_fixtures import FileServer, SetupFiles, setup_files, write_config
 
@@ -42,7 +43,6 @@ from musrec.audioset.labels import default_labels
 from musrec.cli import main as cli_main
 from musrec.index.build import BuildOptions, build_index
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "standin.bot.token"  # the stand-in's default
 WAIT_S = 60.0  # how long a helper thread may take to start or stop before the test gives up (never reached)
 SILENT_TIMEOUT_S = 0.5  # the bot's time limit where the server never answers: any value shows the behaviour
@@ -534,16 +534,7 @@ raise SystemExit(main(sys.argv[1:]))
 @pytest.mark.parametrize("command", ["run", "sync"])
 def test_the_process_prints_exactly_one_line(tmp_path: Path, shared_index: Path, command: str) -> None:
     """Issue 12: `python -m bot` without network, with the logging it sets up itself."""
-    home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSREC_") and not k.lower().endswith("_proxy")}
-    env.update(
-        HOME=str(home),
-        XDG_DATA_HOME=str(home / "data"),
-        XDG_CACHE_HOME=str(home / "cache"),
-        XDG_CONFIG_HOME=str(home / "config"),
-        MUSREC_DISCORD_TOKEN=TOKEN,
-        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    )
+    env = child_environment(tmp_path / "home", MUSREC_DISCORD_TOKEN=TOKEN)
     config = bot_config(tmp_path, shared_index)
     done = subprocess.run(
         [sys.executable, "-c", _OFFLINE_BOT, "--config", str(config), command],

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -20,12 +19,12 @@ from typing import Any
 
 import pytest
 from bot_fixtures import small_world
+from conftest import child_environment
 from discord_standin import StandIn, run
 from test_bot_startup import bot_config
 
 from bot.redact import MASK, Redactor, redacting
 
-ROOT = Path(__file__).resolve().parent.parent
 # Shaped like a real one (user id, timestamp, signature), and found nowhere else.
 TOKEN = "MTQwMDAwMDAwMDAwMDAwMDAwMA.GzKq9f.musrec-Fake-Signature_7Hq2xWb9RvT3pLc8NdYe4Kj"
 WAIT_S = 60.0
@@ -70,17 +69,11 @@ def test_the_token_never_reaches_the_logs(world: dict[str, Any], tmp_path: Path)
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
 
     async def main(standin: StandIn) -> int:
-        home = tmp_path / "home"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MUSREC_") and not k.lower().endswith("_proxy")}
-        env.update(
-            HOME=str(home),
-            XDG_DATA_HOME=str(home / "data"),
-            XDG_CACHE_HOME=str(home / "cache"),
-            XDG_CONFIG_HOME=str(home / "config"),
+        env = child_environment(
+            tmp_path / "home",
             MUSREC_DISCORD_TOKEN=TOKEN,
             STANDIN_API=standin.api_url,
             STANDIN_GATEWAY=standin.gateway_url,
-            PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         )
         with out.open("wb") as stdout, err.open("wb") as stderr:
             child = await asyncio.create_subprocess_exec(
