@@ -16,10 +16,10 @@ It is synchronous and thread-safe; async front ends run it in worker threads.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,15 +31,18 @@ from musrec.audio.decode import AudioLimits, Window, choose_window, cut, decode
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.compare import Comparison, compare_rows
 from musrec.config import Config
-from musrec.errors import EmbedderError, MusrecError, TooShortError
+from musrec.embedder import embedder_identity, make_embedder
+from musrec.errors import MusrecError, TooShortError
 from musrec.index.layout import Manifest
 from musrec.index.loaded import Index
 from musrec.links.fetch import LinkTarget, link_target
 from musrec.recommend import (
     AUDIOSET_PREFIX,
+    Filters,
     Query,
     Recommendation,
     Resolved,
+    blend,
     recommend_resolved,
     resolve_segment,
 )
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Comparison",
+    "Filters",
     "LinkSource",
     "Manifest",
     "Musrec",
@@ -66,61 +70,6 @@ log = logging.getLogger(__name__)
 
 LinkSource = LinkTarget  # a link that passed the host policy (check_link)
 Source = str | Path | bytes | LinkSource
-
-
-def make_embedder(config: Config) -> Embedder:
-    """The embedder the configuration asks for: VGGish in process, or MAX servers."""
-    if config.embedder.kind == "max":
-        from musrec.embedding.max_client import MaxEmbedder
-
-        return MaxEmbedder(config.max.urls, timeout_s=config.max.timeout_s, retries=config.max.retries)
-    missing = [p for p in (config.checkpoint_path, config.pca_params_path) if not p.is_file()]
-    if missing:
-        names = " and ".join(p.name for p in missing)
-        raise EmbedderError(
-            f"VGGish model files not found ({names} in {missing[0].parent}): run `musrec setup`, "
-            "or set embedder.checkpoint and embedder.pca_params"
-        )
-    return _local_embedder(
-        config.checkpoint_path.resolve(),
-        config.pca_params_path.resolve(),
-        config.embedder.relu,
-        _stamp(config.checkpoint_path),
-        _stamp(config.pca_params_path),
-    )
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    info = path.stat()
-    return info.st_mtime_ns, info.st_size
-
-
-@functools.lru_cache(maxsize=2)
-def _local_embedder(checkpoint: Path, pca_params: Path, relu: bool, *stamps: tuple[int, int]) -> Embedder:
-    """One loaded model per (files, variant) in a process: 300 MB of weights are not read twice.
-
-    ``stamps`` (modification time and size) make a replaced file load afresh.
-    """
-    from musrec.embedding.local import LocalEmbedder
-    from musrec.vggish.tfutil import import_tensorflow
-
-    import_tensorflow()  # quietly, before the model's own import
-    return LocalEmbedder(checkpoint, pca_params, relu=relu)
-
-
-def embedder_identity(config: Config) -> str:
-    """Names the embedding space, so cached link embeddings from another model or variant are never reused."""
-    if config.embedder.kind == "max":
-        return "max:" + ",".join(config.max.urls)
-    stamp = "-".join(str(v) for p in (config.checkpoint_path, config.pca_params_path) for v in _stamp_or_none(p))
-    return f"local:relu={config.embedder.relu}:{stamp}"
-
-
-def _stamp_or_none(path: Path) -> tuple[int, int]:
-    try:
-        return _stamp(path)
-    except OSError:
-        return (0, 0)
 
 
 def is_link(source: object) -> bool:
@@ -311,6 +260,24 @@ class Musrec:
 
     # ---- what front ends ask for --------------------------------------------------------------------------------
 
+    def filters(
+        self,
+        *,
+        music_only: bool | None = None,
+        one_per_video: bool | None = None,
+        label: Sequence[str] = (),
+        exclude_label: Sequence[str] = (),
+    ) -> Filters:
+        """The filters asked for, with ``[recommend]``'s defaults for what is unset; unknown labels refused."""
+        r = self.config.recommend
+        filters = Filters(
+            music_only=r.music_only if music_only is None else music_only,
+            one_per_video=r.one_per_video if one_per_video is None else one_per_video,
+            labels=tuple(self.labels.names[self.labels.index_of(x)] for x in label),
+            not_labels=tuple(self.labels.names[self.labels.index_of(x)] for x in exclude_label),
+        )
+        return filters
+
     def recommend(
         self,
         source: Source,
@@ -320,16 +287,62 @@ class Musrec:
         k: int | None = None,
         music_only: bool | None = None,
         one_per_video: bool | None = None,
+        label: Sequence[str] = (),
+        exclude_label: Sequence[str] = (),
     ) -> Recommendation:
-        """Recommendations for any source (see :meth:`resolve`); unset options come from ``[recommend]``."""
-        r = self.config.recommend
+        """Recommendations for any source (see :meth:`resolve`); unset options come from ``[recommend]``.
+
+        ``label`` keeps segments with one of these labels or a kind of one ("Rock music" takes "Heavy metal"),
+        ``exclude_label`` drops those with one of these (or a kind of one); the filters apply inside the search.
+        """
+        filters = self.filters(
+            music_only=music_only, one_per_video=one_per_video, label=label, exclude_label=exclude_label
+        )
+        return self.search(self.resolve(source, name=name, start_s=start_s), k=k, filters=filters)
+
+    def search(
+        self,
+        resolved: Resolved,
+        *,
+        k: int | None = None,
+        filters: Filters | None = None,
+        exclude: Collection[int] = (),
+    ) -> Recommendation:
+        """Recommendations for a query already resolved (its rows kept, nothing embedded again), leaving out
+        ``exclude`` (indexed items already shown): "more like this" and "more" of the same query."""
         return recommend_resolved(
-            self.resolve(source, name=name, start_s=start_s),
+            resolved,
             index=self.index,
-            k=r.top_k if k is None else k,
-            music_only=r.music_only if music_only is None else music_only,
-            one_per_video=r.one_per_video if one_per_video is None else one_per_video,
+            k=self.config.recommend.top_k if k is None else k,
+            filters=filters or self.filters(),
+            exclude=exclude,
             labels=self.labels,
+        )
+
+    def blend(
+        self,
+        sources: Sequence[Source],
+        *,
+        names: Sequence[str | None] = (),
+        starts: Sequence[float | None] = (),
+        k: int | None = None,
+        filters: Filters | None = None,
+        method: str = "mean",
+    ) -> Recommendation:
+        """The segments that sound like all of two or three sounds, each match with how close it is to every one."""
+        sounds = [
+            self.resolve(
+                source, name=names[i] if i < len(names) else None, start_s=starts[i] if i < len(starts) else None
+            )
+            for i, source in enumerate(sources)
+        ]
+        return blend(
+            sounds,
+            index=self.index,
+            k=self.config.recommend.top_k if k is None else k,
+            filters=filters or self.filters(),
+            labels=self.labels,
+            method=method,
         )
 
     def compare(

@@ -9,15 +9,16 @@ the index and widen until ``k`` results survive or the index is exhausted.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from musrec.audioset.labels import Labels, default_labels
-from musrec.audioset.representation import fit_rows
+from musrec.audioset.representation import fit_rows, represent
 from musrec.errors import QueryError, UnknownSegmentError
+from musrec.index.backends import top_n
 from musrec.index.loaded import Index
 from musrec.index.store import SegmentInfo
 from musrec.links.parse import youtube_url
@@ -26,6 +27,11 @@ AUDIOSET_PREFIX = "audioset:"
 # YouTube ids are 11 characters of [A-Za-z0-9_-]; accept any such token so older ids still resolve.
 _AUDIOSET_REF = re.compile(r"^audioset:(?P<id>[A-Za-z0-9_-]{1,64})(?:@(?P<start>\d+(?:\.\d+)?)s?)?$")
 _OVERFETCH = 4
+# A filter that lets this few items through is answered by scoring them all exactly; so is one whose search would
+# ask the index for more candidates than _MAX_CANDIDATES.
+_EXACT_SUBSET = 20_000
+_MAX_CANDIDATES = 50_000
+_SUBSET_CHUNK = 8_192
 
 
 @dataclass(frozen=True)
@@ -36,13 +42,14 @@ class Match:
     labels: tuple[str, ...]
     score: float
     item: int
+    similarities: tuple[float, ...] = ()  # a blend's: how close the match is to each of its sounds
 
     @property
     def url(self) -> str:
         return youtube_url(self.video_id, self.start_s)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "video_id": self.video_id,
             "start_s": self.start_s,
             "end_s": self.end_s,
@@ -50,6 +57,9 @@ class Match:
             "score": round(self.score, 6),
             "url": self.url,
         }
+        if self.similarities:
+            out["similarities"] = [round(s, 6) for s in self.similarities]
+        return out
 
 
 @dataclass(frozen=True)
@@ -89,9 +99,47 @@ class Query:
 class Recommendation:
     query: Query
     matches: tuple[Match, ...]
+    applied: tuple[str, ...] = ()  # what shaped the results beyond the sound: "only Rock music", "blend of 2 sounds"
+    inputs: tuple[Query, ...] = ()  # a blend's sounds, in order
 
     def to_json(self) -> dict[str, object]:
-        return {"query": self.query.to_json(), "matches": [m.to_json() for m in self.matches]}
+        out: dict[str, object] = {"query": self.query.to_json(), "matches": [m.to_json() for m in self.matches]}
+        if self.applied:
+            out["applied"] = list(self.applied)
+        if self.inputs:
+            out["inputs"] = [q.to_json() for q in self.inputs]
+        return out
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What results must be, beyond sounding alike: music only, one of ``labels`` or a kind of one ("Rock music"
+    takes "Heavy metal" too), none of ``not_labels`` (nor their kinds), and the best segment of each video only."""
+
+    music_only: bool = False
+    labels: tuple[str, ...] = ()
+    not_labels: tuple[str, ...] = ()
+    one_per_video: bool = True
+
+    def describe(self) -> tuple[str, ...]:
+        """Lines for people on what was applied (the best-per-video rule is the default and goes unsaid)."""
+        said = []
+        if self.labels:
+            kinds = "a kind of it" if len(self.labels) == 1 else "a kind of one"
+            said.append(f"only {' or '.join(self.labels)} (or {kinds})")
+        if self.not_labels:
+            kinds = "a kind of it" if len(self.not_labels) == 1 else "a kind of one"
+            said.append(f"no {' or '.join(self.not_labels)} (nor {kinds})")
+        if self.music_only:
+            said.append("music only")
+        return tuple(said)
+
+    def allowed(self, index: Index, labels: Labels) -> npt.NDArray[np.bool_] | None:
+        """Which items may be returned (None: all of them)."""
+        mask = index.label_mask(labels.expand(self.labels), labels.expand(self.not_labels))
+        if self.music_only:
+            mask = index.music_mask if mask is None else mask & index.music_mask
+        return mask
 
 
 def parse_audioset_ref(text: str) -> tuple[str, float | None]:
@@ -142,21 +190,82 @@ def recommend_resolved(
     *,
     index: Index,
     k: int = 10,
-    music_only: bool = False,
-    one_per_video: bool = True,
+    filters: Filters = Filters(),  # noqa: B008 - frozen, so one shared default is safe
+    exclude: Collection[int] = (),
     labels: Labels | None = None,
 ) -> Recommendation:
-    """Neighbours of a query (its rows fitted to 10, as the index's), the query's own segment left out."""
+    """Neighbours of a query (its rows fitted to 10, as the index's), its own segment and ``exclude`` left out."""
+    own = (resolved.item,) if resolved.item is not None else ()
     matches = nearest(
         index.vectorize(fit_rows(resolved.rows)),
         index=index,
         k=k,
-        music_only=music_only,
-        one_per_video=one_per_video,
-        exclude=(resolved.item,) if resolved.item is not None else (),
+        filters=filters,
+        exclude=(*own, *exclude),
         labels=labels,
     )
-    return Recommendation(query=resolved.query, matches=tuple(matches))
+    return Recommendation(query=resolved.query, matches=tuple(matches), applied=filters.describe())
+
+
+BLEND_METHODS = ("mean", "rrf")
+_RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009): 1 / (60 + rank)
+
+
+def blend(
+    sounds: Sequence[Resolved],
+    *,
+    index: Index,
+    k: int = 10,
+    filters: Filters = Filters(),  # noqa: B008 - frozen, so one shared default is safe
+    labels: Labels | None = None,
+    method: str = "mean",
+) -> Recommendation:
+    """The segments that sound like all of ``sounds`` at once, each with its similarity to every one of them.
+
+    ``mean`` searches once with the normalised mean of the sounds' unit vectors (the direction closest to all of
+    them); ``rrf`` searches for each sound and fuses the rankings (reciprocal rank fusion). ``bench/blend_bench.py``
+    compares them; ``mean`` keeps more of what the sounds share and is the default.
+    """
+    if not 2 <= len(sounds) <= 3:
+        raise QueryError("a blend takes two or three sounds")
+    if method not in BLEND_METHODS:
+        raise ValueError(f"unknown blend method {method!r}")
+    labels = labels or default_labels()
+    vectors = [index.vectorize(fit_rows(sound.rows)) for sound in sounds]
+    own = tuple(sound.item for sound in sounds if sound.item is not None)
+    if method == "mean":
+        mean = np.mean(vectors, axis=0)
+        matches = nearest((mean / np.linalg.norm(mean)).astype(np.float32), index=index, k=k, filters=filters,
+                          exclude=own, labels=labels)  # fmt: skip
+    else:
+        matches = _rank_fusion(vectors, index=index, k=k, filters=filters, exclude=own, labels=labels)
+    with_each = tuple(
+        replace(m, similarities=tuple(float(index.item_vector(m.item) @ v) for v in vectors)) for m in matches
+    )
+    query = Query(kind="blend", source=" + ".join(sound.query.source for sound in sounds))
+    applied = (f"blend of {len(sounds)} sounds", *filters.describe())
+    return Recommendation(query=query, matches=with_each, applied=applied, inputs=tuple(s.query for s in sounds))
+
+
+def _rank_fusion(
+    vectors: Sequence[npt.NDArray[np.float32]],
+    *,
+    index: Index,
+    k: int,
+    filters: Filters,
+    exclude: Collection[int],
+    labels: Labels,
+) -> list[Match]:
+    depth = k * _OVERFETCH * 4  # each sound's ranking, deep enough for the others' best to appear in it
+    fused: dict[int, float] = {}
+    found: dict[int, Match] = {}
+    for vector in vectors:
+        for rank, match in enumerate(nearest(vector, index=index, k=depth, filters=filters, exclude=exclude,
+                                             labels=labels)):  # fmt: skip
+            fused[match.item] = fused.get(match.item, 0.0) + 1.0 / (_RRF_K + rank + 1)
+            found[match.item] = match
+    best = sorted(fused, key=lambda item: -fused[item])[:k]
+    return [replace(found[item], score=fused[item]) for item in best]
 
 
 def recommend_segment(
@@ -164,15 +273,12 @@ def recommend_segment(
     *,
     index: Index,
     k: int = 10,
-    music_only: bool = False,
-    one_per_video: bool = True,
+    filters: Filters = Filters(),  # noqa: B008 - frozen, so one shared default is safe
     labels: Labels | None = None,
 ) -> Recommendation:
     """Neighbours of an indexed segment, the segment itself excluded."""
     resolved = resolve_segment(ref, index=index, labels=labels)
-    return recommend_resolved(
-        resolved, index=index, k=k, music_only=music_only, one_per_video=one_per_video, labels=labels
-    )
+    return recommend_resolved(resolved, index=index, k=k, filters=filters, labels=labels)
 
 
 def nearest(
@@ -180,31 +286,66 @@ def nearest(
     *,
     index: Index,
     k: int,
-    music_only: bool = False,
-    one_per_video: bool = True,
+    filters: Filters = Filters(),  # noqa: B008 - frozen, so one shared default is safe
     exclude: Collection[int] = (),
     labels: Labels | None = None,
 ) -> list[Match]:
-    """The ``k`` best matches that pass the filters, best first."""
+    """The ``k`` best matches that pass the filters, best first.
+
+    The filters apply inside the search: the index is asked for more candidates, in proportion to how few items
+    pass, and again for twice as many until ``k`` survive. When few items pass (a rare label), or the candidates
+    asked for would pass :data:`_MAX_CANDIDATES`, the items that pass are scored exactly instead: exact results at
+    a bounded cost, never fewer results than there are.
+    """
     if k < 1:
         raise QueryError("the number of results must be at least 1")
     labels = labels or default_labels()
+    allowed = filters.allowed(index, labels)
     total = len(index)
-    allowed = int(index.music_mask.sum()) if music_only else total
-    if allowed == 0:
-        raise QueryError("the index holds no music segments")
-    # Expect to discard: excluded items, non-music items (in proportion), repeats of one video.
-    n = (k + len(exclude)) * (_OVERFETCH if one_per_video else 1)
-    n = int(n * total / allowed) if music_only else n
-    while True:
-        n = min(n, total)
+    passing = total if allowed is None else int(allowed.sum())
+    if passing == 0:
+        raise QueryError(_nothing_passes(filters))
+    # Expect to discard: excluded items, items the filters drop (in proportion), repeats of one video.
+    wanted = (k + len(exclude)) * (_OVERFETCH if filters.one_per_video else 1)
+    n = min(total, int(wanted * total / passing))
+    exclude = frozenset(exclude)
+    while allowed is None or (passing > _EXACT_SUBSET and n <= _MAX_CANDIDATES):
         ids, scores = index.search(vector, n)
-        picked = _select(
-            ids, scores, index=index, k=k, music_only=music_only, one_per_video=one_per_video, exclude=exclude
-        )
+        picked = _select(ids, scores, index=index, k=k, allowed=allowed, filters=filters, exclude=exclude)
         if len(picked) >= k or n >= total:
-            break
-        n *= 2
+            return _matches(picked, labels)
+        n = min(total, n * 2)
+    items, m = np.flatnonzero(allowed), min(passing, wanted)
+    while True:
+        ids, scores = _exact_among(items, vector, index=index, n=m)
+        picked = _select(ids, scores, index=index, k=k, allowed=None, filters=filters, exclude=exclude)
+        if len(picked) >= k or m >= passing:
+            return _matches(picked, labels)
+        m = min(passing, m * 2)
+
+
+def _exact_among(
+    items: npt.NDArray[np.int64], vector: npt.NDArray[np.float32], *, index: Index, n: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The ``n`` best of ``items`` by exact cosine, best first, scored a chunk at a time (memory stays bounded)."""
+    best_ids, best_scores = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    for lo in range(0, len(items), _SUBSET_CHUNK):
+        chunk = items[lo : lo + _SUBSET_CHUNK]
+        scores = represent(np.asarray(index.embeddings[chunk]), index.representation) @ vector
+        ids = np.concatenate([best_ids, chunk])
+        all_scores = np.concatenate([best_scores, scores.astype(np.float32)])
+        top, _ = top_n(all_scores, n)
+        best_ids, best_scores = ids[top], all_scores[top]
+    return best_ids, best_scores
+
+
+def _nothing_passes(filters: Filters) -> str:
+    if filters.labels or filters.not_labels:
+        return "no indexed segment has those labels: try another label, or fewer filters"
+    return "the index holds no music segments"
+
+
+def _matches(picked: list[tuple[SegmentInfo, float]], labels: Labels) -> list[Match]:
     return [
         Match(
             video_id=info.video_id,
@@ -224,17 +365,17 @@ def _select(
     *,
     index: Index,
     k: int,
-    music_only: bool,
-    one_per_video: bool,
-    exclude: Collection[int],
+    allowed: npt.NDArray[np.bool_] | None,
+    filters: Filters,
+    exclude: frozenset[int],
 ) -> list[tuple[SegmentInfo, float]]:
     picked: list[tuple[SegmentInfo, float]] = []
     videos: set[str] = set()
     for item, score in zip(ids.tolist(), scores.tolist(), strict=True):
-        if item in exclude or (music_only and not index.music_mask[item]):
+        if item in exclude or (allowed is not None and not allowed[item]):
             continue
         info = index.store.get(item)
-        if one_per_video:
+        if filters.one_per_video:
             if info.video_id in videos:
                 continue
             videos.add(info.video_id)

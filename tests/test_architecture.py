@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"musrec.embedding", "musrec.audioset", "musrec.cache"},  # embedders; AudioSet's data; cached embeddings
     {"musrec.index", "musrec.links"},  # the searchable index; links as input
     {"musrec.config", "musrec.recommend", "musrec.compare"},  # the options of all of the above; results
-    {"musrec.pipeline", "musrec.render", "musrec.setup"},  # the pipeline, its output, first run and health
+    {"musrec.embedder", "musrec.pipeline", "musrec.render", "musrec.setup"},  # the pipeline, its parts, first run
     {"musrec.cli"},
 ]
 # What the Discord bot may use: the library's top, never its parts.

@@ -10,7 +10,7 @@ from musrec.audioset.labels import default_labels
 from musrec.errors import QueryError, UnknownSegmentError
 from musrec.index.build import BuildOptions, build_index
 from musrec.index.loaded import Index
-from musrec.recommend import nearest, parse_audioset_ref, recommend_segment, youtube_url
+from musrec.recommend import Filters, nearest, parse_audioset_ref, recommend_segment, youtube_url
 
 LABELS = default_labels()
 
@@ -67,9 +67,9 @@ def test_the_query_segment_is_excluded_and_scores_are_cosines(index: Index) -> N
 def test_one_per_video(index: Index) -> None:
     first = index.store.get(0)
     vector = index.item_vector(0)
-    many = nearest(vector, index=index, k=10, one_per_video=False)
+    many = nearest(vector, index=index, k=10, filters=Filters(one_per_video=False))
     assert sum(m.video_id == first.video_id for m in many) == 3
-    one = nearest(vector, index=index, k=10, one_per_video=True)
+    one = nearest(vector, index=index, k=10, filters=Filters(one_per_video=True))
     assert sum(m.video_id == first.video_id for m in one) == 1 and len(one) == 10
     assert len({m.video_id for m in one}) == 10
 
@@ -77,7 +77,7 @@ def test_one_per_video(index: Index) -> None:
 def test_music_only(index: Index) -> None:
     seg = index.store.get(7)  # a non-music segment (Dog)
     assert not seg.music
-    result = recommend_segment(f"audioset:{seg.video_id}", index=index, k=10, music_only=True)
+    result = recommend_segment(f"audioset:{seg.video_id}", index=index, k=10, filters=Filters(music_only=True))
     assert len(result.matches) == 10
     assert all(LABELS.is_music(LABELS.index_of(name) for name in m.labels) for m in result.matches)
 

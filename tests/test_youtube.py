@@ -29,11 +29,12 @@ from youtube_fixtures import (
 
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.config import load_config
+from musrec.embedder import embedder_identity
 from musrec.errors import DecodeError, DownloadError, TooLongError, TooShortError, UnsupportedLinkError
 from musrec.links.errors import FAILURE_PATTERNS, FetchError, FetchFailure, classify_failure
 from musrec.links.fetch import FetchOptions, check_url_allowed, default_start, fetch_window
 from musrec.links.parse import YOUTUBE_HOSTS, find_link, parse_timestamp, parse_youtube_url
-from musrec.pipeline import Musrec, embedder_identity
+from musrec.pipeline import Musrec
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -32,6 +32,8 @@ class Labels:
     ids: tuple[str, ...]
     names: tuple[str, ...]
     music: frozenset[int]
+    # kinds[i]: label i and every label below it in the ontology ("Rock music" holds "Heavy metal", "Punk rock" ...)
+    kinds: tuple[frozenset[int], ...] = ()
 
     def name(self, index: int) -> str:
         return self.names[index] if 0 <= index < len(self.names) else f"label {index}"
@@ -42,13 +44,43 @@ class Labels:
         for i, (mid, display) in enumerate(zip(self.ids, self.names, strict=True)):
             if display.casefold() == wanted or mid == name.strip():
                 return i
-        raise DataError(f"unknown AudioSet label {name!r}")
+        close = self.suggest(name, limit=3)
+        hint = f": did you mean {', '.join(close)}?" if close else " (see class_labels_indices.csv)"
+        raise DataError(f"unknown AudioSet label {name!r}{hint}")
 
     def indices_of(self, names: Iterable[str]) -> frozenset[int]:
         return frozenset(self.index_of(n) for n in names)
 
     def is_music(self, indices: Iterable[int]) -> bool:
         return any(i in self.music for i in indices)
+
+    def expand(self, names: Iterable[str]) -> frozenset[int]:
+        """The labels named (display names or ontology ids) and all their kinds below them; DataError if unknown."""
+        out: set[int] = set()
+        for name in names:
+            index = self.index_of(name)
+            out |= self.kinds[index] if self.kinds else {index}
+        return frozenset(out)
+
+    def suggest(self, text: str, *, limit: int = 25) -> list[str]:
+        """Names for a user typing ``text``: names that start with it, then names with a word that does, then names
+        that contain it; the Music subtree first within each group, then alphabetical. All names for empty text."""
+        wanted = text.strip().casefold()
+
+        def rank(i: int) -> tuple[int, int, str] | None:
+            name = self.names[i].casefold()
+            if not wanted or name.startswith(wanted):
+                group = 0
+            elif any(word.startswith(wanted) for word in name.replace(",", " ").split()):
+                group = 1
+            elif wanted in name:
+                group = 2
+            else:
+                return None
+            return group, 0 if i in self.music else 1, name
+
+        ranked = sorted((key, i) for i in range(len(self.names)) if (key := rank(i)) is not None)
+        return [self.names[i] for _, i in ranked[:limit]]
 
 
 def subtree(ontology: list[dict[str, object]], root_id: str) -> set[str]:
@@ -84,7 +116,13 @@ def read_labels(csv_path: Path | None = None, ontology_path: Path | None = None)
         raise DataError(f"AudioSet label files are malformed: {err}") from None
     music_ids = subtree(ontology, MUSIC_ID)
     music = frozenset(i for i, mid in enumerate(ids) if mid in music_ids)
-    return Labels(ids=tuple(ids), names=tuple(names), music=music)
+    index_of = {mid: i for i, mid in enumerate(ids)}
+    known = {str(node["id"]) for node in ontology}
+    kinds = tuple(
+        frozenset(index_of[m] for m in subtree(ontology, mid) if m in index_of) if mid in known else frozenset({i})
+        for i, mid in enumerate(ids)
+    )
+    return Labels(ids=tuple(ids), names=tuple(names), music=music, kinds=kinds)
 
 
 @cache

@@ -103,9 +103,18 @@ def index_info(args: argparse.Namespace, config: Config) -> int:
 def recommend(args: argparse.Namespace, config: Config) -> int:
     from musrec.pipeline import Musrec
 
+    if len(args.inputs) > 1 and not args.blend:
+        raise MusrecError("several INPUTs need --blend (the segments that sound like all of them)")
+    if args.blend and not 2 <= len(args.inputs) <= 3:
+        raise MusrecError("--blend takes two or three INPUTs")
     musrec = Musrec.from_config(config)
     try:
-        result = musrec.recommend(args.input, start_s=args.start)
+        filters = musrec.filters(label=args.label, exclude_label=args.exclude_label)
+        if args.blend:
+            starts = [args.start] * len(args.inputs)
+            result = musrec.blend(args.inputs, starts=starts, filters=filters, method=args.blend_method)
+        else:
+            result = musrec.search(musrec.resolve(args.inputs[0], start_s=args.start), filters=filters)
     finally:
         musrec.close()
     if args.json:
@@ -140,8 +149,8 @@ def embed(args: argparse.Namespace, config: Config) -> int:
 
 
 def serve(args: argparse.Namespace, config: Config) -> int:
+    from musrec.embedder import make_embedder
     from musrec.embedding.server import run_server
-    from musrec.pipeline import make_embedder
 
     if config.embedder.kind != "local":
         raise MusrecError("musrec serve runs VGGish in this process: use --embedder local")

@@ -167,7 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = commands.add_parser("recommend", parents=[model], help="find segments that sound like INPUT")
     rec.add_argument(
-        "input", metavar="INPUT", help="an audio or video file, a YouTube link, or audioset:VIDEO_ID[@START]"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="an audio or video file, a YouTube link, or audioset:VIDEO_ID[@START]; two or three with --blend",
+    )
+    rec.add_argument(
+        "--blend", action="store_true", help="the segments that sound like all the INPUTs at once (two or three)"
+    )
+    rec.add_argument("--blend-method", choices=("mean", "rrf"), default="mean", help=argparse.SUPPRESS)
+    rec.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="only segments with this AudioSet label or a kind of it (repeat for any of several)",
+    )
+    rec.add_argument(
+        "--exclude-label",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="no segments with this label or a kind of it (repeat for several)",
     )
     rec.add_argument(
         "--start",

@@ -35,6 +35,7 @@ from musrec.errors import DataError, is_disk_full
 from musrec.index.layout import (
     EMBEDDINGS_FILE,
     FORMAT_VERSION,
+    LABELS_FILE,
     MANIFEST,
     MUSIC_FILE,
     SEGMENTS_FILE,
@@ -44,7 +45,7 @@ from musrec.index.layout import (
     publish,
     staging,
 )
-from musrec.index.store import SegmentInfo, SegmentWriter
+from musrec.index.store import SegmentInfo, SegmentWriter, save_labels
 from musrec.index.tune import Sample, build_structure, choose_ann
 from musrec.progress import human_bytes
 
@@ -206,10 +207,12 @@ def _ingest(
     writer = SegmentWriter(tmp / SEGMENTS_FILE)
     count = 0
     batch: list[Segment] = []
+    label_lists: list[tuple[int, ...]] = []
 
     def flush() -> None:
         nonlocal count
         raw.write(np.stack([s.rows for s in batch]).tobytes())
+        label_lists.extend(s.labels for s in batch)
         music = [labels.is_music(s.labels) for s in batch]
         flags.write(bytes(music))
         for i, segment in enumerate(batch):
@@ -239,6 +242,7 @@ def _ingest(
         if batch:
             flush()
     writer.close()
+    save_labels(tmp / LABELS_FILE, label_lists)
     return count
 
 

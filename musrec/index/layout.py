@@ -8,6 +8,7 @@ An index is a directory::
     embeddings.u8      the raw uint8 rows, [count, 10, 128]: exact search, re-ranking, query-by-segment
     segments.sqlite    item -> video id, start, end, labels, split
     music.u8           the music flag of each item, one byte each (optional: older indexes scan the table)
+    labels.npz         every item's label indices, flat, with offsets (optional: older indexes read the table)
     annoy.ann          ann = "annoy": the Annoy forest (angular metric)
     holdout.npy        ann = "annoy": the segments held out of the forest while tuning (optional: older indexes)
     ivf.faiss          ann = "ivf": the faiss inverted-file index with 8-bit codes
@@ -50,6 +51,7 @@ MANIFEST = "manifest.json"
 EMBEDDINGS_FILE = "embeddings.u8"
 SEGMENTS_FILE = "segments.sqlite"
 MUSIC_FILE = "music.u8"
+LABELS_FILE = "labels.npz"
 ANNOY_FILE = "annoy.ann"
 HOLDOUT_FILE = "holdout.npy"
 IVF_FILE = "ivf.faiss"

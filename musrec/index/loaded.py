@@ -7,6 +7,7 @@ before the IVF backend (no ``ann`` key) are Annoy indexes and load unchanged.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,14 @@ from musrec.index.layout import (
     ANNOY_FILE,
     HOLDOUT_FILE,
     IVF_FILE,
+    LABELS_FILE,
     MUSIC_FILE,
     SEGMENTS_FILE,
     Manifest,
     check,
     open_embeddings,
 )
-from musrec.index.store import SegmentStore
+from musrec.index.store import ItemLabels, SegmentStore, load_labels
 
 __all__ = [
     "RECALL_K",
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 
 # Exact search keeps a float32 copy of all vectors in memory; above this it is not offered automatically.
 EXACT_MEMORY_BUDGET = 2 << 30
+_MASKS_KEPT = 64  # label filters remembered (a 2M-item mask is 2 MB)
 
 
 def exact_matrix_fits(count: int, representation: str) -> bool:
@@ -79,6 +82,9 @@ class Index:
             raise IndexFormatError("index metadata and manifest disagree on the segment count: rebuild the index")
         self.embeddings = open_embeddings(directory, m.count)
         self.music_mask = self._music_mask()
+        self._item_labels: ItemLabels | None = None  # read on the first label filter
+        self._masks: dict[tuple[frozenset[int], frozenset[int]], npt.NDArray[np.bool_]] = {}
+        self._labels_lock = threading.Lock()
         chosen = m.preferred_backend if backend == "auto" else backend
         self.backend: Backend = self._open_backend(chosen)
 
@@ -112,6 +118,24 @@ class Index:
             if len(extra_ids)
             else None,
         )
+
+    def label_mask(self, include: frozenset[int], exclude: frozenset[int]) -> npt.NDArray[np.bool_] | None:
+        """Items with a label in ``include`` (any item when it is empty) and none in ``exclude``; None: no filter."""
+        if not include and not exclude:
+            return None
+        key = (include, exclude)
+        with self._labels_lock:
+            if key not in self._masks:
+                if self._item_labels is None:
+                    loaded = load_labels(self.directory / LABELS_FILE, len(self))
+                    self._item_labels = loaded if loaded is not None else self.store.item_labels()
+                mask = self._item_labels.mask(include) if include else np.ones(len(self), dtype=bool)
+                if exclude:
+                    mask &= ~self._item_labels.mask(exclude)
+                if len(self._masks) >= _MASKS_KEPT:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[key] = mask
+            return self._masks[key]
 
     def _music_mask(self) -> npt.NDArray[np.bool_]:
         path = self.directory / MUSIC_FILE

@@ -38,6 +38,39 @@ class SegmentInfo:
     music: bool
 
 
+@dataclass(frozen=True)
+class ItemLabels:
+    """Every item's label indices: ``flat[offsets[i]:offsets[i + 1]]`` are item ``i``'s."""
+
+    offsets: npt.NDArray[np.int64]
+    flat: npt.NDArray[np.uint16]
+
+    def mask(self, wanted: frozenset[int]) -> npt.NDArray[np.bool_]:
+        """Items with at least one label in ``wanted``."""
+        hit = np.isin(self.flat, np.fromiter(wanted, dtype=np.uint16, count=len(wanted))).astype(np.int64)
+        counts = np.diff(np.concatenate([[0], np.cumsum(hit)])[self.offsets])
+        return counts > 0
+
+
+def save_labels(path: Path, label_lists: list[tuple[int, ...]]) -> None:
+    """Write ``labels.npz``: each item's label indices, flat, with offsets (a label filter needs no table scan)."""
+    offsets = np.zeros(len(label_lists) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(labels) for labels in label_lists])
+    flat = np.fromiter((i for labels in label_lists for i in labels), dtype=np.uint16, count=int(offsets[-1]))
+    with path.open("wb") as f:
+        np.savez(f, offsets=offsets, flat=flat)
+
+
+def load_labels(path: Path, count: int) -> ItemLabels | None:
+    """``labels.npz`` if present and of ``count`` items; None otherwise (the table is read instead)."""
+    try:
+        with np.load(path) as data:
+            labels = ItemLabels(offsets=data["offsets"].astype(np.int64), flat=data["flat"].astype(np.uint16))
+    except (OSError, KeyError, ValueError):
+        return None
+    return labels if len(labels.offsets) == count + 1 else None
+
+
 class SegmentWriter:
     """Appends segment rows during a build; items must be added in order 0, 1, 2, ..."""
 
@@ -96,6 +129,17 @@ class SegmentStore:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY start_s", args).fetchall()
         return [_info(r) for r in rows]
+
+    def item_labels(self) -> ItemLabels:
+        """Every item's labels, read from the table (indexes built before ``labels.npz``)."""
+        lists: list[tuple[int, ...]] = []
+        with self._lock:
+            for (labels,) in self._db.execute("SELECT labels FROM segments ORDER BY item"):
+                lists.append(tuple(int(x) for x in labels.split(",") if x))
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(labels) for labels in lists])
+        flat = np.fromiter((i for labels in lists for i in labels), dtype=np.uint16, count=int(offsets[-1]))
+        return ItemLabels(offsets=offsets, flat=flat)
 
     def music_mask(self) -> npt.NDArray[np.bool_]:
         mask = np.zeros(self.count, dtype=bool)
