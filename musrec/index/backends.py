@@ -34,8 +34,12 @@ IdsScores = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
 class Backend(Protocol):
     name: str
 
-    def search(self, vector: npt.NDArray[np.float32], n: int) -> IdsScores:
-        """The ``n`` nearest items to a unit vector, best first, with cosine similarities."""
+    def search(self, vector: npt.NDArray[np.float32], n: int, *, widen: float = 1.0) -> IdsScores:
+        """The ``n`` nearest items to a unit vector, best first, with cosine similarities.
+
+        ``widen`` > 1 asks an approximate structure to look that much further than its tuned search does: a
+        filtered search needs the best of a fraction of the items, which lie farther out.
+        """
         ...
 
     def warm(self) -> None: ...
@@ -139,7 +143,7 @@ class ExactBackend:
     def __init__(self, vectors: npt.NDArray[np.float32]) -> None:
         self.vectors = vectors
 
-    def search(self, vector: npt.NDArray[np.float32], n: int) -> IdsScores:
+    def search(self, vector: npt.NDArray[np.float32], n: int, *, widen: float = 1.0) -> IdsScores:
         return top_n(self.vectors @ vector, n)
 
     def warm(self) -> None:
@@ -155,7 +159,7 @@ class ScanBackend:
         self.embeddings = embeddings
         self.representation = representation
 
-    def search(self, vector: npt.NDArray[np.float32], n: int) -> IdsScores:
+    def search(self, vector: npt.NDArray[np.float32], n: int, *, widen: float = 1.0) -> IdsScores:
         ids, scores = exact_search_many(self.embeddings, self.representation, vector[None], n)
         return ids[0], scores[0].astype(np.float32)
 
@@ -206,8 +210,11 @@ class AnnoyBackend:
         except OSError as err:
             raise IndexFormatError(f"cannot load {path.name}: {err}") from None
 
-    def search(self, vector: npt.NDArray[np.float32], n: int, *, search_k: int | None = None) -> IdsScores:
-        """``search_k`` defaults to the tuned value, scaled up in proportion when more than 10 results are asked."""
+    def search(
+        self, vector: npt.NDArray[np.float32], n: int, *, search_k: int | None = None, widen: float = 1.0
+    ) -> IdsScores:
+        """``search_k`` defaults to the tuned value, scaled up in proportion when more than 10 results are asked
+        (a filtered search asks for more results already, so ``widen`` adds nothing here)."""
         if search_k is None:
             search_k = math.ceil(self.search_k * max(1.0, n / RECALL_K))
         found, dists = self._annoy.get_nns_by_vector(vector.tolist(), n, search_k=search_k, include_distances=True)
@@ -273,12 +280,15 @@ class IvfBackend:
             lists.prefetch_nthread = 0
         return cls(index, embeddings, representation, nprobe=nprobe, rerank=rerank, path=path)
 
-    def search(self, vector: npt.NDArray[np.float32], n: int, *, nprobe: int | None = None) -> IdsScores:
+    def search(
+        self, vector: npt.NDArray[np.float32], n: int, *, nprobe: int | None = None, widen: float = 1.0
+    ) -> IdsScores:
+        """``nprobe`` defaults to the tuned value, times ``widen`` (at most every list)."""
         import faiss
 
         depth = max(n, math.ceil(self.rerank * n / RECALL_K))
         params = faiss.SearchParametersIVF()
-        params.nprobe = nprobe or self.nprobe
+        params.nprobe = nprobe or min(self.index.nlist, math.ceil(self.nprobe * widen))
         _, found = self.index.search(np.ascontiguousarray(vector[None], dtype=np.float32), depth, params=params)
         ids, scores = rescore(self.embeddings, self.representation, vector, found[0])
         return ids[:n], scores[:n]

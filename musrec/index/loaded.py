@@ -163,8 +163,11 @@ class Index:
     def item_vector(self, item: int) -> npt.NDArray[np.float32]:
         return self.vectorize(self.embeddings[item])
 
-    def search(self, vector: npt.NDArray[np.float32], n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        return self.backend.search(np.asarray(vector, dtype=np.float32), min(n, len(self)))
+    def search(
+        self, vector: npt.NDArray[np.float32], n: int, *, widen: float = 1.0
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The ``n`` nearest items; ``widen`` > 1 makes an approximate structure look further (filtered searches)."""
+        return self.backend.search(np.asarray(vector, dtype=np.float32), min(n, len(self)), widen=widen)
 
     def warm(self) -> None:
         """Read the memory-mapped files once and answer one query, so the first real answer is not slow."""
