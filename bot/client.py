@@ -13,10 +13,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.buttons import DYNAMIC_ITEMS
 from bot.cogs.admin import Admin
 from bot.cogs.sounds import Sounds
 from bot.errors import GENERIC, user_message
 from bot.inputs import refusal
+from bot.queries import FILENAME, QueryStore
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.pipeline import Musrec
@@ -73,6 +75,7 @@ class MusrecBot(commands.Bot):
         self._musrec: Musrec | None = None
         self._factory = musrec_factory or (lambda: _load(config))
         self._downloads: aiohttp.ClientSession | None = None
+        self._queries: QueryStore | None = None
         self.queue = queue or WorkQueue.from_config(config.bot)
 
     @property
@@ -87,6 +90,12 @@ class MusrecBot(commands.Bot):
             raise RuntimeError("the bot is not set up yet")
         return self._downloads
 
+    @property
+    def queries(self) -> QueryStore:
+        if self._queries is None:
+            raise RuntimeError("the bot is not set up yet")
+        return self._queries
+
     async def add_cogs(self) -> None:
         await self.add_cog(Sounds(self))
         await self.add_cog(Admin(self, self.config.bot))
@@ -97,6 +106,9 @@ class MusrecBot(commands.Bot):
         self._downloads = aiohttp.ClientSession(
             timeout=DOWNLOAD_TIMEOUT, proxy=self.http.proxy, proxy_auth=self.http.proxy_auth
         )
+        self._queries = await asyncio.to_thread(QueryStore, self.config.data_dir / FILENAME)
+        # The buttons of every result message, those sent before this start included.
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
         await self.add_cogs()
         log.info("ready: %d segments, %s", len(self.musrec.index), type(self.musrec.embedder).__name__)
 

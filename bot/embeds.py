@@ -25,6 +25,8 @@ COLOUR = discord.Colour(0x5865F2)
 GENERIC_LABELS = frozenset({"Music"})  # true of nearly every match: it explains nothing
 WHY_LABELS = 3
 LABELS_PER_MATCH = 4
+NO_MATCHES = "No matches: try without the music-only filter, or another part of the clip."
+NO_MORE = "No more matches."
 ATTRIBUTION = (
     "Segments and labels: Google AudioSet (CC BY 4.0), embeddings by VGGish. Links open YouTube at the segment."
 )
@@ -69,24 +71,60 @@ def describe_query(query: Query) -> str:
     return f"{what}{window}"
 
 
-def recommendation_embed(result: Recommendation, *, index_size: int) -> discord.Embed:
+def recommendation_embed(result: Recommendation, *, index_size: int, first_rank: int = 1) -> discord.Embed:
+    """The matches of a search; ``first_rank`` > 1 for its next results ("More")."""
     matches = result.matches
     lines = [clip(describe_query(result.query), 600)]
+    lines += applied(result, first_rank=first_rank)
     reason = why(matches)
     if reason:
         lines.append(f"**{clip(reason, 300)}**")
     if not matches:
-        lines.append("No matches: try without the music-only filter, or another part of the clip.")
+        lines.append(NO_MORE if first_rank > 1 else NO_MATCHES)
     embed = discord.Embed(title="Sounds like this", description="\n".join(lines), colour=COLOUR)
-    for rank, m in enumerate(matches[: FIELDS_MAX - 1], start=1):
-        labels = ", ".join(m.labels[:LABELS_PER_MATCH]) or "unlabelled"
-        if len(m.labels) > LABELS_PER_MATCH:
-            labels += f" +{len(m.labels) - LABELS_PER_MATCH}"
-        name = clip(f"{rank}. {percent(m.score)} · {labels}", FIELD_NAME_MAX)
-        value = clip(f"[youtu.be/{m.video_id}]({m.url}) · {span(m.start_s, m.end_s)}", FIELD_VALUE_MAX)
-        embed.add_field(name=name, value=value, inline=False)
+    for rank, m in enumerate(matches[: FIELDS_MAX - 1], start=first_rank):
+        embed.add_field(name=match_name(rank, m), value=match_value(m), inline=False)
     embed.set_footer(text=clip(f"{index_size:,} AudioSet segments searched · similarity = cosine", FOOTER_MAX))
     return fit(embed)
+
+
+def blend_embed(result: Recommendation, *, index_size: int) -> discord.Embed:
+    """The matches of a blend, each with how close it is to every sound (numbered as in the description)."""
+    lines = [clip(f"**{n}:** {describe_query(q)}", 600) for n, q in enumerate(result.inputs, start=1)]
+    lines += applied(result)
+    reason = why(result.matches)
+    if reason:
+        lines.append(f"**{clip(reason, 300)}**")
+    if not result.matches:
+        lines.append(NO_MATCHES)
+    embed = discord.Embed(title="Sounds like all of them", description="\n".join(lines), colour=COLOUR)
+    for rank, m in enumerate(result.matches[: FIELDS_MAX - 1], start=1):
+        each = " · ".join(f"{n}: {percent(s)}" for n, s in enumerate(m.similarities, start=1))
+        value = match_value(m) + (f"\nclose to {each}" if each else "")
+        embed.add_field(name=match_name(rank, m), value=clip(value, FIELD_VALUE_MAX), inline=False)
+    embed.set_footer(
+        text=clip(f"{index_size:,} AudioSet segments searched · similarity = cosine to the blend", FOOTER_MAX)
+    )
+    return fit(embed)
+
+
+def applied(result: Recommendation, *, first_rank: int = 1) -> list[str]:
+    """What shaped the results beyond the sound (filters, a blend), one italic line each."""
+    said = list(result.applied)
+    if first_rank > 1:
+        said.append(f"more results: from number {first_rank}, leaving out those already shown")
+    return [f"*{clip(escape(line), 300)}*" for line in said]
+
+
+def match_name(rank: int, m: Match) -> str:
+    labels = ", ".join(m.labels[:LABELS_PER_MATCH]) or "unlabelled"
+    if len(m.labels) > LABELS_PER_MATCH:
+        labels += f" +{len(m.labels) - LABELS_PER_MATCH}"
+    return clip(f"{rank}. {percent(m.score)} · {labels}", FIELD_NAME_MAX)
+
+
+def match_value(m: Match) -> str:
+    return clip(f"[youtu.be/{m.video_id}]({m.url}) · {span(m.start_s, m.end_s)}", FIELD_VALUE_MAX)
 
 
 def comparison_embed(comparison: Comparison, first: Query, second: Query, *, image: str | None) -> discord.Embed:
@@ -111,7 +149,8 @@ def about_embed(manifest: Manifest, *, embedder: str) -> discord.Embed:
         description=(
             "Send me a sound and I find the 10-second YouTube segments of Google AudioSet that sound most like it.\n"
             "• `/recommend clip:<file>` or `/recommend link:<YouTube link>` (with `start:1:30` for a part)\n"
-            "• `/compare` two clips or links\n"
+            "• `/compare` two clips or links; `/blend` two or three: what sounds like all of them\n"
+            "• the buttons under results: *More like N* searches from that match, *More* shows the next ones\n"
             "I embed a 10-second window with VGGish and search AudioSet's released embeddings by cosine similarity."
         ),
         colour=COLOUR,

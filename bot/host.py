@@ -1,5 +1,5 @@
-"""What the cogs need from the bot that hosts them: its configuration, its work queue, the musrec pipeline and the
-HTTP session attachments are downloaded with.
+"""What the cogs and buttons need from the bot that hosts them: its configuration, its work queue, the musrec
+pipeline, the searches behind result messages and the HTTP session attachments are downloaded with.
 
 The cogs see the bot through this protocol, never through its class, so the bot may import the cogs to register
 them without an import circle.
@@ -11,6 +11,7 @@ from typing import Protocol
 
 import aiohttp
 
+from bot.queries import QueryStore
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.pipeline import Musrec
@@ -28,4 +29,9 @@ class Host(Protocol):
     @property
     def downloads(self) -> aiohttp.ClientSession:
         """The session attachments are read with (RuntimeError before the bot's set-up finished)."""
+        ...
+
+    @property
+    def queries(self) -> QueryStore:
+        """The searches behind result messages' buttons (RuntimeError before the bot's set-up finished)."""
         ...

@@ -42,8 +42,14 @@ TIMEOUT = 60.0
 @pytest.fixture(scope="module", params=("annoy", "ivf"))
 def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
     """The bot's world on each index structure: Annoy (small indexes) and IVF (what the full AudioSet builds)."""
+    return make_world(tmp_path_factory, request.param)
+
+
+def make_world(tmp_path_factory: pytest.TempPathFactory, structure: str) -> dict[str, Any]:
+    """200 synthetic segments and three of real clips (``botclip000N``, Guitar and Jazz) in an index of
+    ``structure``, with the random-weight VGGish that embedded them."""
     embedder = shared_embedder(tmp_path_factory)
-    root = tmp_path_factory.mktemp(f"bot-{request.param}")
+    root = tmp_path_factory.mktemp(f"bot-{structure}")
     clips = []
     segments: list[Segment] = make_segments(200, split="eval")
     for i in range(CLIPS):
@@ -51,10 +57,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         clips.append(wav)
         rows = embedder.embed(decode(wav).samples[: 10 * RATE])
         segments.append(Segment(f"botclip{i:04d}", 0.0, 10.0, (140, 235), "eval", fit_rows(rows)))
-    options = BuildOptions(trees=8, backend=request.param)
+    options = BuildOptions(trees=8, backend=structure)
     build_index(segments, root / "index", labels=default_labels(), options=options)
-    assert Index(root / "index").manifest.ann == request.param
-    return {"embedder": embedder, "index": root / "index", "clips": clips, "structure": request.param}
+    assert Index(root / "index").manifest.ann == structure
+    return {"embedder": embedder, "index": root / "index", "clips": clips, "structure": structure}
 
 
 def config_for(world: dict[str, Any], standin: StandIn, **bot: Any) -> Config:
@@ -358,10 +364,10 @@ def test_owner_sync_sends_exactly_the_printed_payload(world: dict[str, Any]) -> 
         assert (await stranger.wait_for_reply()).content == "Only the bot's owner can do that."
         owner = await standin.post_message(mention, author=standin.world.user_id)
         reply = await owner.wait_for_reply(timeout=TIMEOUT)
-        assert reply.content.startswith("Synced 3 commands to guild")
+        assert reply.content.startswith("Synced 4 commands to guild")
         synced = standin.commands[standin.world.guild_id]
         expected = await command_payload(bot.config)
-        assert [c["name"] for c in synced] == ["recommend", "compare", "about"]
+        assert [c["name"] for c in synced] == ["recommend", "blend", "compare", "about"]
         assert json.loads(json.dumps(expected)) == [{k: v for k, v in c.items() if k in expected[0]} for c in synced]
 
     scenario(world, body, owner_ids=())
@@ -377,13 +383,16 @@ def test_print_commands_cli() -> None:
     )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
-    assert [c["name"] for c in payload] == ["about", "compare", "recommend"] or {c["name"] for c in payload} == {
-        "recommend",
-        "compare",
-        "about",
-    }
+    assert {c["name"] for c in payload} == {"recommend", "blend", "compare", "about"}
     recommend = next(c for c in payload if c["name"] == "recommend")
-    assert [o["name"] for o in recommend["options"]] == ["clip", "link", "start", "top_k", "music_only"]
+    assert [o["name"] for o in recommend["options"]] == [
+        "clip", "link", "start", "top_k", "music_only", "label", "exclude_label"
+    ]  # fmt: skip
+    assert [o.get("autocomplete", False) for o in recommend["options"]][-2:] == [True, True]
+    blend = next(c for c in payload if c["name"] == "blend")
+    assert [o["name"] for o in blend["options"]][:6] == [
+        "first_clip", "first_link", "second_clip", "second_link", "third_clip", "third_link"
+    ]  # fmt: skip
     assert out.stderr == ""
 
 

@@ -15,11 +15,31 @@ import discord
 import pytest
 from discord import app_commands
 from discord_standin import FLAG_EPHEMERAL, StandIn, run
+from discord_standin.events import buttons
 from discord_standin.objects import MEMBER_PERMISSIONS, SEND_MESSAGES
 
 TIMEOUT_S = 20.0
 HEARTBEAT_S = 0.2
 CLIP = bytes(range(256)) * 40  # 10 240 bytes
+
+
+FRUITS = ("apple", "apricot", "banana", "cherry")
+
+
+class PressView(discord.ui.View):
+    """A persistent button: pressed, it answers with a new message; "Quiet" acknowledges without one."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.button(label="Press", custom_id="tiny:press")
+    async def press(self, interaction: discord.Interaction, button: discord.ui.Button[PressView]) -> None:
+        await interaction.response.defer(thinking=True)
+        await interaction.followup.send(f"pressed by {interaction.user.id}")
+
+    @discord.ui.button(label="Quiet", custom_id="tiny:quiet")
+    async def quiet(self, interaction: discord.Interaction, button: discord.ui.Button[PressView]) -> None:
+        await interaction.response.edit_message(content="quietly pressed")
 
 
 class TinyBot(discord.Client):
@@ -38,7 +58,28 @@ class TinyBot(discord.Client):
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """No 5 s pause before re-identifying: the stand-in has no IDENTIFY rate limit."""
 
+    async def setup_hook(self) -> None:
+        self.add_view(PressView())
+
     def _add_commands(self) -> None:
+        @self.tree.command()
+        async def buttons(interaction: discord.Interaction) -> None:
+            """Answer with buttons."""
+            await interaction.response.send_message("press one", view=PressView())
+
+        @self.tree.command()
+        @app_commands.describe(fruit="a fruit")
+        async def pick(interaction: discord.Interaction, fruit: str) -> None:
+            """Pick a fruit, with autocomplete."""
+            await interaction.response.send_message(f"picked {fruit}")
+
+        @pick.autocomplete("fruit")
+        async def fruits(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+            many = [app_commands.Choice(name=f"fruit {i}", value=str(i)) for i in range(30)]
+            if current == "many":  # more than Discord accepts: the stand-in refuses the answer
+                return many
+            return [app_commands.Choice(name=f, value=f) for f in FRUITS if f.startswith(current)]
+
         @self.tree.command()
         async def ping(interaction: discord.Interaction) -> None:
             """Answer pong after a deferral."""
@@ -492,3 +533,33 @@ def test_gateway_transport_compression(compress):
             assert (await receive())["op"] == 11
 
     run(main, timeout=TIMEOUT_S)
+
+
+def test_button_clicks_and_autocomplete():
+    async def main(standin: StandIn, bot: TinyBot):
+        command = await standin.dispatch_interaction("buttons")
+        message = await command.wait_for_original(lambda m: bool(m.components))
+        assert [b["label"] for b in buttons(message.data)] == ["Press", "Quiet"]
+        click = await standin.click(message, label="Press", user_id=4242)
+        await click.wait_for_original(lambda m: not m.loading)
+        assert click.payload["type"] == 3 and click.payload["data"]["custom_id"] == "tiny:press"
+        assert click.deferred is not None  # type 5: a new message under the one clicked
+        assert click.original is not None and click.original.id != message.id
+        assert click.original.content == "pressed by 4242" and message.content == "press one"
+        quiet = await standin.click(message, custom_id="tiny:quiet")
+        await quiet.wait_for_response()
+        assert quiet.response is not None and quiet.response.json["type"] == 7
+        assert message.content == "quietly pressed" and quiet.original is None
+        with pytest.raises(ValueError, match="no button"):
+            await standin.click(message, label="Absent")
+
+        typed = await standin.autocomplete("pick", {"fruit": "ap"}, focused="fruit")
+        await typed.wait_for_response()
+        assert typed.payload["type"] == 4 and typed.payload["data"]["options"][0]["focused"] is True
+        assert typed.choices == [{"name": "apple", "value": "apple"}, {"name": "apricot", "value": "apricot"}]
+        many = await standin.autocomplete("pick", {"fruit": "many"}, focused="fruit")
+        call = await many.wait_for_response()
+        assert call.status == 400 and many.choices is None  # at most 25 choices
+        assert not standin.unexpected
+
+    scenario(main)

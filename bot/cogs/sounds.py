@@ -1,28 +1,29 @@
-"""/recommend, /compare, /about, and answering clips and links posted in chosen channels."""
+"""/recommend, /blend, /compare, /about, and answering clips and links posted in chosen channels."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
-from collections.abc import Awaitable, Callable
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import embeds
+from bot import embeds, results
+from bot.buttons import reply
 from bot.errors import TIMEOUT, user_message
 from bot.host import Host
 from bot.inputs import Link, Start, check_attachment, is_audio, one_source, read_attachment
+from bot.replies import Reply, answer, quietly, reject
 from bot.work import Ticket
 from musrec.compare import similarity_png
 from musrec.errors import BusyError, MusrecError
-from musrec.pipeline import LinkSource, Source
+from musrec.pipeline import Filters, LinkSource, Source
 
 log = logging.getLogger(__name__)
 
-Reply = tuple[discord.Embed, list[discord.File]]
+AUTOCOMPLETE_MAX = 25  # choices Discord shows
 SIMILARITY_IMAGE = "similarity.png"
 THREAD_NAME_MAX = 100
 
@@ -40,6 +41,8 @@ class Sounds(commands.Cog):
         start="where the 10 seconds start, like 1:30 (default: the loudest part of the first minutes)",
         top_k="how many matches (1-10)",
         music_only="only segments labelled as music",
+        label="only segments with this AudioSet label, or a kind of it (like Rock music)",
+        exclude_label="no segments with this AudioSet label, nor a kind of it (like Speech)",
     )
     async def recommend(
         self,
@@ -49,25 +52,88 @@ class Sounds(commands.Cog):
         start: Start = None,
         top_k: app_commands.Range[int, 1, 10] = 5,
         music_only: bool = False,
+        label: str | None = None,
+        exclude_label: str | None = None,
     ) -> None:
         """Find AudioSet sounds that sound like a clip or a YouTube link."""
+        musrec = self.bot.musrec
         try:
             one_source(clip, link)
             if clip is not None:
                 check_attachment(clip, self.bot.config.bot)
+            filters = musrec.filters(music_only=music_only, label=_given(label), exclude_label=_given(exclude_label))
         except MusrecError as err:
-            await self._reject(interaction, err)
+            await reject(interaction, err)
             return
 
         async def work(ticket: Ticket) -> Reply:
             source, name = await self._fetch(clip, link)
-            musrec = self.bot.musrec
-            result = await self.bot.queue.run(
-                ticket, musrec.recommend, source, name=name, start_s=start, k=top_k, music_only=music_only
-            )
-            return embeds.recommendation_embed(result, index_size=len(musrec.index)), []
+            page = await self.bot.queue.run(ticket, self._search, source, name=name, start_s=start, k=top_k,
+                                            filters=filters)  # fmt: skip
+            return reply(page, index_size=len(musrec.index))
 
-        await self._answer(interaction, work)
+        await answer(self.bot, interaction, work)
+
+    @recommend.autocomplete("label")
+    @recommend.autocomplete("exclude_label")
+    async def label_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        names = self.bot.musrec.labels.suggest(current, limit=AUTOCOMPLETE_MAX)
+        return [app_commands.Choice(name=n, value=n) for n in names[:AUTOCOMPLETE_MAX]]
+
+    @app_commands.command(name="blend")
+    @app_commands.describe(
+        first_clip="the first sound, as a file",
+        first_link="the first sound, as a YouTube link",
+        second_clip="the second sound, as a file",
+        second_link="the second sound, as a YouTube link",
+        third_clip="a third sound, as a file",
+        third_link="a third sound, as a YouTube link",
+        first_start="where the first sound's 10 seconds start, like 1:30",
+        second_start="where the second sound's 10 seconds start",
+        third_start="where the third sound's 10 seconds start",
+        top_k="how many matches (1-10)",
+    )
+    async def blend(
+        self,
+        interaction: discord.Interaction,
+        first_clip: discord.Attachment | None = None,
+        first_link: Link | None = None,
+        second_clip: discord.Attachment | None = None,
+        second_link: Link | None = None,
+        third_clip: discord.Attachment | None = None,
+        third_link: Link | None = None,
+        first_start: Start = None,
+        second_start: Start = None,
+        third_start: Start = None,
+        top_k: app_commands.Range[int, 1, 10] = 5,
+    ) -> None:
+        """Find AudioSet sounds that sound like all of two or three clips or links."""
+        sounds = [(first_clip, first_link, first_start), (second_clip, second_link, second_start)]
+        if third_clip is not None or third_link is not None:
+            sounds.append((third_clip, third_link, third_start))
+        try:
+            for (clip, link, _), what in zip(sounds, ("first sound", "second sound", "third sound"), strict=False):
+                one_source(clip, link, what=what)
+                if clip is not None:
+                    check_attachment(clip, self.bot.config.bot)
+        except MusrecError as err:
+            await reject(interaction, err)
+            return
+
+        async def work(ticket: Ticket) -> Reply:
+            fetched = await asyncio.gather(*(self._fetch(clip, link) for clip, link, _ in sounds))
+            musrec = self.bot.musrec
+            page = await self.bot.queue.run(
+                ticket,
+                self._blend,
+                [source for source, _ in fetched],
+                names=[name for _, name in fetched],
+                starts=[start for _, _, start in sounds],
+                k=top_k,
+            )
+            return reply(page, index_size=len(musrec.index))
+
+        await answer(self.bot, interaction, work)
 
     @app_commands.command(name="compare")
     @app_commands.describe(
@@ -96,7 +162,7 @@ class Sounds(commands.Cog):
                 if clip is not None:
                     check_attachment(clip, self.bot.config.bot)
         except MusrecError as err:
-            await self._reject(interaction, err)
+            await reject(interaction, err)
             return
 
         async def work(ticket: Ticket) -> Reply:
@@ -108,9 +174,9 @@ class Sounds(commands.Cog):
             )
             png = similarity_png(comparison.matrix)
             image = discord.File(io.BytesIO(png), filename=SIMILARITY_IMAGE)
-            return embeds.comparison_embed(comparison, query_a, query_b, image=SIMILARITY_IMAGE), [image]
+            return Reply(embeds.comparison_embed(comparison, query_a, query_b, image=SIMILARITY_IMAGE), [image])
 
-        await self._answer(interaction, work)
+        await answer(self.bot, interaction, work)
 
     @app_commands.command(name="about")
     async def about(self, interaction: discord.Interaction) -> None:
@@ -140,7 +206,7 @@ class Sounds(commands.Cog):
         try:
             ticket = queue.admit(message.author.id)
         except BusyError as err:
-            await _quietly(message.reply(user_message(err), mention_author=False))
+            await quietly(message.reply(user_message(err), mention_author=False))
             return
         try:
             if ticket.ahead:
@@ -150,20 +216,22 @@ class Sounds(commands.Cog):
                     check_attachment(clip, config)
                 source, name = await self._fetch(clip, url)
                 musrec = self.bot.musrec
-                result = await asyncio.wait_for(
-                    queue.run(ticket, musrec.recommend, source, name=name), timeout=queue.timeout_s
+                page = await asyncio.wait_for(
+                    queue.run(ticket, self._search, source, name=name, start_s=None, k=None, filters=None),
+                    timeout=queue.timeout_s,
                 )
-            embed = embeds.recommendation_embed(result, index_size=len(musrec.index))
+            answered = reply(page, index_size=len(musrec.index))
+            view = answered.view or discord.utils.MISSING
             if config.reply_mode == "thread" and isinstance(message.channel, discord.TextChannel):
                 title = embeds.clip(f"Sounds like {name or 'this'}", THREAD_NAME_MAX)
                 thread = await message.create_thread(name=title)
-                await thread.send(embed=embed)
+                await thread.send(embed=answered.embed, view=view)
             else:
-                await message.reply(embed=embed, mention_author=False)
+                await message.reply(embed=answered.embed, view=view, mention_author=False)
         except TimeoutError:
-            await _quietly(message.reply(TIMEOUT, mention_author=False))
+            await quietly(message.reply(TIMEOUT, mention_author=False))
         except Exception as err:
-            await _quietly(message.reply(user_message(err, context=f"message {message.id}"), mention_author=False))
+            await quietly(message.reply(user_message(err, context=f"message {message.id}"), mention_author=False))
         finally:
             queue.release(ticket)
 
@@ -175,49 +243,23 @@ class Sounds(commands.Cog):
         assert url is not None
         return url, None
 
-    async def _reject(self, interaction: discord.Interaction, err: MusrecError) -> None:
-        await interaction.response.send_message(user_message(err), ephemeral=True)
+    def _search(
+        self, source: Source, *, name: str | None, start_s: float | None, k: int | None, filters: Filters | None
+    ) -> results.Page:
+        """Embed ``source`` and search it, remembered for its buttons (in a worker thread)."""
+        musrec = self.bot.musrec
+        resolved = musrec.resolve(source, name=name, start_s=start_s)
+        k = musrec.config.recommend.top_k if k is None else k
+        return results.search(musrec, self.bot.queries, resolved, k=k, filters=filters or musrec.filters())
 
-    async def _answer(self, interaction: discord.Interaction, work: Callable[[Ticket], Awaitable[Reply]]) -> None:
-        """Admit, acknowledge at once, work off the event loop, answer, or say why not (ephemerally)."""
-        user = interaction.user.id
-        queue = self.bot.queue
-        try:
-            ticket = queue.admit(user)
-        except BusyError as err:
-            await self._reject(interaction, err)
-            return
-        try:
-            await interaction.response.defer(thinking=True)
-            if ticket.ahead:
-                await interaction.edit_original_response(content=f"You are number {ticket.ahead + 1} in the queue …")
-            embed, files = await asyncio.wait_for(work(ticket), timeout=queue.timeout_s)
-            await interaction.edit_original_response(content=None, embed=embed, attachments=files)
-        except TimeoutError:
-            await self._fail(interaction, TIMEOUT)
-        except Exception as err:
-            await self._fail(interaction, user_message(err, context=f"/{_command_name(interaction)} by {user}"))
-        finally:
-            queue.release(ticket)
-
-    async def _fail(self, interaction: discord.Interaction, text: str) -> None:
-        """Replace the public "thinking" message by a message only the user sees."""
-        try:
-            if interaction.response.is_done():
-                await _quietly(interaction.delete_original_response())
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
-            log.warning("could not tell the user about a failed request", exc_info=True)
+    def _blend(
+        self, sources: list[Source], *, names: list[str | None], starts: list[float | None], k: int
+    ) -> results.Page:
+        musrec = self.bot.musrec
+        filters = musrec.filters()
+        result = musrec.blend(sources, names=names, starts=starts, k=k, filters=filters)
+        return results.blended(musrec, self.bot.queries, result, k=k, filters=filters)
 
 
-def _command_name(interaction: discord.Interaction) -> str:
-    return interaction.command.name if interaction.command is not None else "command"
-
-
-async def _quietly(awaitable: Awaitable[object]) -> None:
-    try:
-        await awaitable
-    except discord.HTTPException:
-        log.warning("Discord refused a message", exc_info=True)
+def _given(label: str | None) -> tuple[str, ...]:
+    return (label,) if label is not None and label.strip() else ()

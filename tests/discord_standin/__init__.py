@@ -39,8 +39,14 @@ Use::
 
     run(scenario, heartbeat_interval=0.5)
 
-Not modelled: sharding beyond one shard, more than one guild, DMs, voice, subcommands, context menus, autocomplete,
-components and modals beyond recording their callbacks, MESSAGE_UPDATE/DELETE and reaction events, real rate limits,
+Buttons and autocomplete: ``standin.click(message, label=...)`` sends a component interaction (type 3) carrying the
+message as stored, and accepts only the callbacks Discord accepts for it (4, 5: a new message; 6; 7: edit the message
+clicked); ``standin.autocomplete(command, options, focused=name)`` sends type 4, whose only answer is type 8 with at
+most 25 choices (``handle.choices``). Messages' action rows are checked (5 rows of 5, custom ids of at most 100
+characters, unique).
+
+Not modelled: sharding beyond one shard, more than one guild, DMs, voice, subcommands, context menus, select menus
+and modals beyond recording their callbacks, MESSAGE_UPDATE/DELETE and reaction events, real rate limits,
 permission overwrites, zombie-connection detection on missed heartbeats, and the 200 command creations a day limit.
 """
 

@@ -9,6 +9,9 @@ from typing import Any
 
 from .objects import (
     APPLICATION_COMMAND,
+    APPLICATION_COMMAND_AUTOCOMPLETE,
+    COMPONENT_BUTTON,
+    MESSAGE_COMPONENT,
     MESSAGE_DEFAULT,
     OPTION_ATTACHMENT,
     OPTION_BOOLEAN,
@@ -41,21 +44,30 @@ def option_type(value: Any) -> int:
 
 
 def command_options(
-    world: World, command: dict[str, Any], values: Mapping[str, Any]
+    world: World, command: dict[str, Any], values: Mapping[str, Any], *, focused: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Interaction ``data.options`` and ``data.resolved`` for ``values``, typed by the registered ``command``."""
+    """Interaction ``data.options`` and ``data.resolved`` for ``values``, typed by the registered ``command``.
+
+    ``focused``: the option an autocomplete interaction is for (what the user is typing, always a string; required
+    options may still be missing)."""
     schema = {o["name"]: o for o in command["options"]} if "options" in command else None
     if schema is not None:
         if any(o["type"] in SUBCOMMAND_TYPES for o in schema.values()):
             raise NotImplementedError("subcommands are not modelled by the stand-in")
         if unknown := set(values) - set(schema):
             raise ValueError(f"/{command['name']} has no option(s) {sorted(unknown)}")
-        if missing := [n for n, o in schema.items() if o.get("required") and n not in values]:
+        if focused is not None and not schema.get(focused, {}).get("autocomplete"):
+            raise ValueError(f"/{command['name']} option {focused!r} has no autocomplete")
+        missing = [n for n, o in schema.items() if o.get("required") and n not in values]
+        if missing and focused is None:
             raise ValueError(f"/{command['name']} needs option(s) {missing}")
     options: list[dict[str, Any]] = []
     resolved: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
         kind = schema[name]["type"] if schema is not None else option_type(value)
+        if name == focused:
+            options.append({"name": name, "type": kind, "value": str(value), "focused": True})
+            continue
         if kind == OPTION_ATTACHMENT:
             resolved.setdefault("attachments", {})[value["id"]] = value
             value = value["id"]
@@ -74,22 +86,48 @@ def command_options(
 
 
 def interaction_create(
-    world: World, command: dict[str, Any], values: Mapping[str, Any], *, user_id: int, channel_id: int, locale: str
+    world: World,
+    command: dict[str, Any],
+    values: Mapping[str, Any],
+    *,
+    user_id: int,
+    channel_id: int,
+    locale: str,
+    focused: str | None = None,
 ) -> dict[str, Any]:
-    """INTERACTION_CREATE (type 2) for ``command``: a registered command, or just ``{"name": ...}``."""
+    """INTERACTION_CREATE for ``command`` (a registered command, or just ``{"name": ...}``): a slash command (type
+    2), or with ``focused`` the autocomplete of that option (type 4)."""
     data: dict[str, Any] = {"id": command.get("id") or str(world.snowflake()), "name": command["name"], "type": 1}
-    options, resolved = command_options(world, command, values)
+    options, resolved = command_options(world, command, values, focused=focused)
     if options:
         data["options"] = options
     if resolved:
         data["resolved"] = resolved
     if command.get("guild_id"):
         data["guild_id"] = command["guild_id"]
+    kind = APPLICATION_COMMAND if focused is None else APPLICATION_COMMAND_AUTOCOMPLETE
+    return _interaction(world, kind, data, user_id=user_id, channel_id=channel_id, locale=locale)
+
+
+def component_interaction(
+    world: World, message: dict[str, Any], custom_id: str, *, user_id: int, locale: str
+) -> dict[str, Any]:
+    """INTERACTION_CREATE (type 3) for a click on the button ``custom_id`` of ``message`` (its stored data)."""
+    data = {"custom_id": custom_id, "component_type": COMPONENT_BUTTON}
+    channel_id = int(message["channel_id"])
+    payload = _interaction(world, MESSAGE_COMPONENT, data, user_id=user_id, channel_id=channel_id, locale=locale)
+    payload["message"] = message
+    return payload
+
+
+def _interaction(
+    world: World, kind: int, data: dict[str, Any], *, user_id: int, channel_id: int, locale: str
+) -> dict[str, Any]:
     interaction_id = world.snowflake()
     return {
         "id": str(interaction_id),
         "application_id": str(world.application_id),
-        "type": APPLICATION_COMMAND,
+        "type": kind,
         "data": data,
         "guild_id": str(world.guild_id),
         "guild": {"id": str(world.guild_id), "locale": "en-US", "features": []},
@@ -106,6 +144,11 @@ def interaction_create(
         "context": 0,
         "attachment_size_limit": world.upload_limit,
     }
+
+
+def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The buttons of a message, row by row."""
+    return [c for row in message.get("components") or [] for c in row.get("components") or [] if c.get("type") == 2]
 
 
 def message_create(

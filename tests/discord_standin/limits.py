@@ -14,6 +14,9 @@ FIELD_NAME_MAX, FIELD_VALUE_MAX = 256, 1024
 FOOTER_TEXT_MAX, AUTHOR_NAME_MAX = 2048, 256
 COMMANDS_MAX, COMMAND_OPTIONS_MAX = 100, 25
 DESCRIPTION_MAX = 100
+ACTION_ROWS_MAX, ROW_COMPONENTS_MAX = 5, 5
+CUSTOM_ID_MAX, BUTTON_LABEL_MAX = 100, 80
+CHOICES_MAX, CHOICE_NAME_MAX, CHOICE_VALUE_MAX = 25, 100, 100
 COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 
 Errors = dict[str, Any]
@@ -82,12 +85,59 @@ def message_error(payload: dict[str, Any] | None, *, file_count: int, creating: 
         errors.setdefault("embeds", {}).update(
             _error("MAX_EMBED_SIZE_EXCEEDED", f"Embed size exceeds maximum size of {EMBED_TOTAL_MAX}")
         )
+    if component_errors := _component_errors(payload.get("components") or []):
+        errors["components"] = component_errors
     if errors:
         return invalid_form_body(errors)
     has_body = payload.get("content") or embeds or payload.get("components") or payload.get("sticker_ids")
     if creating and not (has_body or file_count or payload.get("poll")):
         return {"code": 50006, "message": "Cannot send an empty message"}
     return None
+
+
+def _component_errors(rows: list[dict[str, Any]]) -> Errors:
+    """Action rows of buttons: at most 5 rows of 5, custom ids of at most 100 characters, unique in the message."""
+    if len(rows) > ACTION_ROWS_MAX:
+        return _error("BASE_TYPE_MAX_LENGTH", f"Must be {ACTION_ROWS_MAX} or fewer in length.")
+    errors: Errors = {}
+    seen: set[str] = set()
+    for r, row in enumerate(rows):
+        children = row.get("components") or []
+        if row.get("type") != 1 or not 1 <= len(children) <= ROW_COMPONENTS_MAX:
+            errors[str(r)] = _error("BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {ROW_COMPONENTS_MAX} in length.")
+            continue
+        for c, child in enumerate(children):
+            custom_id = child.get("custom_id")
+            if child.get("style") == 5:  # a link button: a URL, no custom id
+                continue
+            if not custom_id or len(custom_id) > CUSTOM_ID_MAX:
+                errors.setdefault(str(r), {}).setdefault("components", {})[str(c)] = {
+                    "custom_id": _error("BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {CUSTOM_ID_MAX} in length.")
+                }
+            elif custom_id in seen:
+                errors.setdefault(str(r), {}).setdefault("components", {})[str(c)] = {
+                    "custom_id": _error("COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated")
+                }
+            seen.add(custom_id or "")
+            if error := _max_length(child.get("label"), BUTTON_LABEL_MAX):
+                errors.setdefault(str(r), {}).setdefault("components", {})[str(c)] = {"label": error}
+    return errors
+
+
+def choices_error(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The error body for an autocomplete answer (callback type 8) with too many or too long choices, or None."""
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return invalid_form_body({"choices": _error("BASE_TYPE_REQUIRED", "This field is required")})
+    if len(choices) > CHOICES_MAX:
+        return invalid_form_body({"choices": _error("BASE_TYPE_MAX_LENGTH", f"Must be {CHOICES_MAX} or fewer.")})
+    errors: Errors = {}
+    for index, choice in enumerate(choices):
+        for key, limit in (("name", CHOICE_NAME_MAX), ("value", CHOICE_VALUE_MAX)):
+            value = choice.get(key)
+            if isinstance(value, str) and not 1 <= len(value) <= limit:
+                errors.setdefault(str(index), {})[key] = _error("BASE_TYPE_BAD_LENGTH", f"Must be 1-{limit} long.")
+    return invalid_form_body({"choices": errors}) if errors else None
 
 
 def commands_error(commands: Any) -> dict[str, Any] | None:

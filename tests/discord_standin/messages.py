@@ -63,8 +63,11 @@ class Messages:
                 "type": interaction.payload["type"],
                 "user": user,
                 "authorizing_integration_owners": interaction.payload["authorizing_integration_owners"],
-                "name": interaction.payload["data"]["name"],
             }
+            if "name" in interaction.payload["data"]:
+                data["interaction_metadata"]["name"] = interaction.payload["data"]["name"]
+            if "message" in interaction.payload:  # a click: the message whose button it was
+                data["interaction_metadata"]["interacted_message_id"] = interaction.payload["message"]["id"]
         message = StoredMessage(data)
         self.standin.messages[message.id] = message
         message = await self.edit(message, payload, call, initial=True)

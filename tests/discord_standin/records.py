@@ -147,6 +147,14 @@ class InteractionHandle:
         return response if response is not None and response.json.get("type") == 5 else None
 
     @property
+    def choices(self) -> list[dict[str, Any]] | None:
+        """An autocomplete interaction's answer: the choices of the accepted type 8 callback, or None."""
+        response = self.response
+        if response is None or response.json.get("type") != 8:
+            return None
+        return list((response.json.get("data") or {}).get("choices") or [])
+
+    @property
     def messages(self) -> list[StoredMessage]:
         """Messages the user ends up seeing: the original response, then follow-ups that created new messages."""
         found = [self.original] if self.original is not None else []
@@ -181,7 +189,9 @@ class InteractionHandle:
         return self.original
 
     def __repr__(self) -> str:
-        return f"<Interaction /{self.payload['data']['name']} id={self.id}>"
+        data = self.payload["data"]
+        what = f"/{data['name']}" if "name" in data else f"button {data.get('custom_id')}"
+        return f"<Interaction {what} id={self.id}>"
 
 
 class MessageHandle:

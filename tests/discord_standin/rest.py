@@ -20,6 +20,9 @@ from .messages import Messages
 from .objects import (
     ADD_REACTIONS,
     ATTACH_FILES,
+    CALLBACK_CHOICES,
+    CALLBACK_UPDATE,
+    CALLBACKS_ALLOWED,
     CREATE_PUBLIC_THREADS,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
@@ -48,6 +51,7 @@ UNKNOWN_CHANNEL = {"message": "Unknown Channel", "code": 10003}
 UNKNOWN_MESSAGE = {"message": "Unknown Message", "code": 10008}
 UNKNOWN_WEBHOOK = {"message": "Unknown Webhook", "code": 10015}
 UNKNOWN_INTERACTION = {"message": "Unknown interaction", "code": 10062}
+INVALID_CALLBACK = {"message": "Interaction callback type is not valid for this interaction", "code": 50035}
 ALREADY_ACKNOWLEDGED = {"message": "Interaction has already been acknowledged.", "code": 40060}
 INVALID_WEBHOOK_TOKEN = {"message": "Invalid Webhook Token", "code": 50027}
 MISSING_PERMISSIONS = {"message": "Missing Permissions", "code": 50013}
@@ -224,6 +228,14 @@ class Rest:
             return 404, UNKNOWN_INTERACTION
         body = call.json or {}
         kind, data = body.get("type"), body.get("data") or {}
+        if kind not in CALLBACKS_ALLOWED.get(handle.payload["type"], ()):
+            return 400, INVALID_CALLBACK
+        if kind == CALLBACK_CHOICES and (error := limits.choices_error(data)):
+            return 400, error
+        if kind == CALLBACK_UPDATE:  # a click answered by editing the message clicked
+            if error := limits.message_error(data, file_count=len(call.files), creating=False):
+                return 400, error
+            await self.messages.edit(self.standin.messages[int(handle.payload["message"]["id"])], data, call)
         if kind in (4, 5):
             if kind == 4 and (error := limits.message_error(data, file_count=len(call.files), creating=True)):
                 return 400, error

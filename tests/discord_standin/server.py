@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -18,6 +16,7 @@ import yarl
 from aiohttp import web
 
 from . import events
+from .failures import Failures
 from .gateway import INVALID_SESSION, RECONNECT, Gateway
 from .objects import (
     DEFAULT_UPLOAD_LIMIT,
@@ -33,16 +32,6 @@ from .records import Call, InteractionHandle, MessageHandle, StoredMessage
 from .rest import API, Rest
 
 T = TypeVar("T")
-
-
-@dataclass
-class _Failure:
-    method: str
-    pattern: re.Pattern[str]
-    status: int
-    body: Any
-    headers: dict[str, str]
-    times: int
 
 
 class StandIn:
@@ -89,7 +78,7 @@ class StandIn:
         self.interactions: dict[int, InteractionHandle] = {}
         self.interactions_by_token: dict[str, InteractionHandle] = {}
         self.cdn_files: dict[str, tuple[bytes, str]] = {}
-        self._injected: list[_Failure] = []
+        self._injected = Failures()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._saved: tuple[str, yarl.URL] | None = None
@@ -241,21 +230,10 @@ class StandIn:
 
         A 429 gets the ``Via`` header and ``retry_after`` body discord.py needs to treat it as a rate limit and retry.
         """
-        if body is None:
-            body = {"message": f"{status}: injected failure", "code": 0}
-            if status == 429:
-                body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
-        headers = {"Via": "1.1 google", "Retry-After": str(retry_after)} if status == 429 else {}
-        self._injected.append(_Failure(method.upper(), re.compile(path_pattern), status, body, headers, times))
+        self._injected.add(method, path_pattern, status=status, body=body, times=times, retry_after=retry_after)
 
     def _take_injected(self, call: Call) -> tuple[tuple[int, Any], dict[str, str]] | None:
-        for failure in self._injected:
-            if failure.method == call.method and failure.pattern.search(call.path):
-                failure.times -= 1
-                if failure.times <= 0:
-                    self._injected.remove(failure)
-                return (failure.status, failure.body), failure.headers
-        return None
+        return self._injected.take(call)
 
     # Attachments and commands.
 
@@ -336,6 +314,40 @@ class StandIn:
         payload = events.interaction_create(
             world, command, values, user_id=user_id or world.user_id, channel_id=channel_id, locale=locale
         )
+        return await self._dispatch(payload)
+
+    async def autocomplete(
+        self, command_name: str, options: Mapping[str, Any], *, focused: str, user_id: int | None = None
+    ) -> InteractionHandle:
+        """Send an autocomplete interaction (type 4), as Discord does while the user types option ``focused`` (its
+        text is ``options[focused]``); the bot's answer is ``handle.choices``."""
+        command = self._find_command(command_name) or {"name": command_name}
+        payload = events.interaction_create(
+            self.world, command, options, user_id=user_id or self.world.user_id, channel_id=self.world.channel_id,
+            locale="en-US", focused=focused,
+        )  # fmt: skip
+        return await self._dispatch(payload)
+
+    async def click(
+        self,
+        message: StoredMessage,
+        *,
+        label: str | None = None,
+        custom_id: str | None = None,
+        user_id: int | None = None,
+    ) -> InteractionHandle:
+        """Click a button of ``message`` (by its label or custom id), as ``user_id``: a component interaction
+        (type 3) carrying the message as Discord stores it. A button the message does not have cannot be clicked."""
+        found = [b for b in events.buttons(message.data) if label in (None, b.get("label")) and
+                 custom_id in (None, b.get("custom_id"))]  # fmt: skip
+        if not found or message.deleted or found[0].get("disabled"):
+            raise ValueError(f"{message} has no button {label or custom_id!r} to click")
+        payload = events.component_interaction(
+            self.world, message.data, found[0]["custom_id"], user_id=user_id or self.world.user_id, locale="en-US"
+        )
+        return await self._dispatch(payload)
+
+    async def _dispatch(self, payload: dict[str, Any]) -> InteractionHandle:
         handle = InteractionHandle(self, payload)
         self.interactions[handle.id] = handle
         self.interactions_by_token[handle.token] = handle

@@ -1,0 +1,135 @@
+"""The searches behind result messages, remembered so their buttons work after a restart.
+
+A button's custom id holds at most 100 characters: enough for an AudioSet segment ("More like 3"), not for an
+uploaded clip's embedding. "More" needs the query itself (its rows, what it was, its filters) and the segments
+already shown, so each result message's search is kept here under a short key that its buttons carry.
+
+Storage is one SQLite file in the data directory, opened per call (calls come from worker threads, never the event
+loop). It holds at most ``max_entries`` searches and drops the oldest. Each entry names the index it was searched
+in: item ids mean nothing in another index, so after a rebuild old entries are treated as gone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from musrec.recommend import Filters, Query
+
+log = logging.getLogger(__name__)
+
+FILENAME = "bot-queries.sqlite3"
+DEFAULT_MAX_ENTRIES = 10_000  # about 15 MB: a 10-row query is 1.3 kB
+SHOWN_MAX = 200  # items left out of "More" at most: beyond that, repeats are unlikely to matter
+KEY_BYTES = 6  # 8 URL-safe characters
+BUSY_TIMEOUT_S = 5.0
+ROW_SIZE = 128
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    idx TEXT NOT NULL,
+    query TEXT NOT NULL,
+    rows BLOB,
+    item INTEGER,
+    filters TEXT NOT NULL,
+    k INTEGER NOT NULL,
+    shown TEXT NOT NULL,
+    ranked INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, eq=False)
+class Remembered:
+    """A result message's search: ``rows`` is None when it cannot be searched again (a blend)."""
+
+    query: Query
+    rows: npt.NDArray[np.uint8] | None
+    item: int | None
+    filters: Filters
+    k: int
+    shown: tuple[int, ...]  # items left out of the next search: those shown, and those left out of this one
+    ranked: int  # results of this query shown so far (the next "More" starts at ranked + 1)
+
+
+class QueryStore:
+    def __init__(self, path: Path, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self.path = path
+        self.max_entries = max_entries
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+
+    def save(self, entry: Remembered, *, index: str) -> str:
+        """Remember ``entry`` (searched in ``index``); its key, to put in custom ids."""
+        key = secrets.token_urlsafe(KEY_BYTES)
+        rows = None if entry.rows is None else np.ascontiguousarray(entry.rows, dtype=np.uint8).tobytes()
+        values = (
+            key,
+            index,
+            json.dumps(dataclasses.asdict(entry.query)),
+            rows,
+            entry.item,
+            json.dumps(dataclasses.asdict(entry.filters)),
+            entry.k,
+            json.dumps(list(entry.shown[-SHOWN_MAX:])),
+            entry.ranked,
+        )
+        db = self._connect()
+        try:
+            with db:
+                db.execute(
+                    "INSERT INTO queries (key, idx, query, rows, item, filters, k, shown, ranked)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+                db.execute("DELETE FROM queries WHERE seq <= (SELECT MAX(seq) FROM queries) - ?", (self.max_entries,))
+        finally:
+            db.close()
+        return key
+
+    def get(self, key: str, *, index: str) -> Remembered | None:
+        """The search remembered under ``key``, if it is still kept and was searched in ``index``."""
+        db = self._connect()
+        try:
+            row = db.execute(
+                "SELECT query, rows, item, filters, k, shown, ranked FROM queries WHERE key = ? AND idx = ?",
+                (key, index),
+            ).fetchone()
+        finally:
+            db.close()
+        if row is None:
+            return None
+        query, rows, item, filters, k, shown, ranked = row
+        q = json.loads(query)
+        f = json.loads(filters)
+        return Remembered(
+            query=Query(**{**q, "labels": tuple(q["labels"])}),
+            rows=None if rows is None else np.frombuffer(rows, dtype=np.uint8).reshape(-1, ROW_SIZE),
+            item=item,
+            filters=Filters(**{**f, "labels": tuple(f["labels"]), "not_labels": tuple(f["not_labels"])}),
+            k=k,
+            shown=tuple(json.loads(shown)),
+            ranked=ranked,
+        )
+
+    def __len__(self) -> int:
+        db = self._connect()
+        try:
+            (count,) = db.execute("SELECT COUNT(*) FROM queries").fetchone()
+        finally:
+            db.close()
+        return int(count)
