@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio.decode import AudioLimits, Window, choose_window, cut, decode
+from musrec.audio.decode import AudioLimits, Window, cut, decode
+from musrec.audio.scan import decode_loudest
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.compare import Comparison, compare_rows
 from musrec.config import Config
@@ -201,12 +202,14 @@ class Musrec:
             audio = decode(data, start_s=span.start_s, duration_s=None if whole else span.duration_s, limits=limits)
             window = Window(0.0, audio.duration_s)
         else:
-            # With a start only that window is decoded (ffmpeg seeks); without, the first search_s seconds are, and
-            # the loudest window among them is used, so a long file costs no more than a short one.
-            decoded_s = a.window_s if span.start_s is not None else min(a.search_s, a.max_duration_s)
-            audio = decode(data, start_s=span.start_s, duration_s=decoded_s, limits=limits)
-            start = 0.0 if span.start_s is not None else None
-            window = choose_window(audio.samples, start_s=start, duration_s=a.window_s, search_s=a.search_s)
+            # With a start only that window is decoded (ffmpeg seeks); without, the first search_s seconds are scanned
+            # cheaply and only their loudest window is decoded exactly, so a long file costs little more than a clip.
+            if span.start_s is not None:
+                audio = decode(data, start_s=span.start_s, duration_s=a.window_s, limits=limits)
+            else:
+                search_s = min(a.search_s, a.max_duration_s)
+                audio = decode_loudest(data, duration_s=a.window_s, search_s=search_s, limits=limits)
+            window = Window(0.0, audio.duration_s)
         rows = self.embedder.embed(cut(audio.samples, window), SAMPLE_RATE)
         if len(rows) == 0:
             raise TooShortError("the audio is too short to embed: at least one second is needed")

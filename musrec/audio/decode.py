@@ -125,9 +125,12 @@ def decode(
     *,
     start_s: float | None = None,
     duration_s: float | None = None,
+    sample_rate: int = TARGET_RATE,
     limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
 ) -> Audio:
     """Decode a file path or encoded bytes (any format ffmpeg reads; its first audio track) to 16 kHz mono.
+
+    Another ``sample_rate`` is ffmpeg's own resampling, not the reference's: cheap, for scanning loudness.
 
     ``start_s`` seeks before decoding, so only the needed part is read; ``duration_s`` decodes at most that
     much. The duration limit applies to the decoded span, not to the source: a 3-hour file with
@@ -146,6 +149,7 @@ def decode(
     if duration_s is not None and duration_s > limits.max_duration_s:
         raise TooLongError(f"the requested part is longer than {_span(limits.max_duration_s)}")
     span_s = duration_s if duration_s is not None else limits.max_duration_s + DURATION_SLACK_S
+    out_rate = None if sample_rate == TARGET_RATE else sample_rate
     started = time.monotonic()
     if isinstance(source, bytes | bytearray | memoryview):
         view = memoryview(source).cast("B")
@@ -154,7 +158,7 @@ def decode(
         with tempfile.TemporaryDirectory(prefix="musrec-") as tmp:
             path = Path(tmp) / "input"
             path.write_bytes(view)
-            mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, timeout_s=limits.decode_timeout_s)
+            mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=out_rate)
     else:
         path = Path(os.path.abspath(source))
         try:
@@ -168,7 +172,7 @@ def decode(
         except OSError as err:
             log.debug("cannot read %s: %s", path, err)
             raise DecodeError("the file cannot be read") from None
-        mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, timeout_s=limits.decode_timeout_s)
+        mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=out_rate)
 
     decoded_s = len(mono) / rate
     offset = start_s or 0.0
@@ -178,14 +182,15 @@ def decode(
         raise TooShortError(f"the start time {format_timecode(start_s)} is past the end of the audio")
     _refuse_short(decoded_s, limits)
     reached_end = duration_s is None or decoded_s < duration_s - DURATION_TOLERANCE_S
-    resampled = resample(mono, rate, TARGET_RATE)
+    resampled = resample(mono, rate, sample_rate)
     del mono
     samples = np.clip(resampled, -1.0, 1.0, out=resampled).astype(np.float32)
     if float(np.max(np.abs(samples))) < SILENCE_PEAK:
         raise DecodeError("the audio is silent")
     samples.setflags(write=False)
     log.debug("decoded %.1f s at %d Hz in %.2f s", decoded_s, rate, time.monotonic() - started)
-    return Audio(samples, offset_s=offset, source_duration_s=offset + decoded_s if reached_end else None)
+    end_s = offset + decoded_s if reached_end else None
+    return Audio(samples, sample_rate=sample_rate, offset_s=offset, source_duration_s=end_s)
 
 
 def read_wav(
@@ -241,12 +246,12 @@ class _Pcm:
 
 
 def _decode_file(
-    path: Path, *, start_s: float | None, span_s: float, timeout_s: float
+    path: Path, *, start_s: float | None, span_s: float, limits: AudioLimits, out_rate: int | None
 ) -> tuple[npt.NDArray[np.float64], int]:
-    """Mono float64 at the native rate (or MAX_NATIVE_RATE), channels averaged exactly as the reference."""
-    deadline = time.monotonic() + timeout_s
-    pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=None)
-    if pcm is None:
+    """Mono float64 at ``out_rate`` or the native rate (at most MAX_NATIVE_RATE), channels averaged as the reference."""
+    deadline = time.monotonic() + limits.decode_timeout_s
+    pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=out_rate)
+    if pcm is None and out_rate is None:
         pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=MAX_NATIVE_RATE)
     if pcm is None:
         raise DecodeError("could not read this as audio")
