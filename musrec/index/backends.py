@@ -281,17 +281,32 @@ class IvfBackend:
         return cls(index, embeddings, representation, nprobe=nprobe, rerank=rerank, path=path)
 
     def search(
-        self, vector: npt.NDArray[np.float32], n: int, *, nprobe: int | None = None, widen: float = 1.0
+        self,
+        vector: npt.NDArray[np.float32],
+        n: int,
+        *,
+        nprobe: int | None = None,
+        widen: float = 1.0,
+        allowed: npt.NDArray[np.bool_] | None = None,
     ) -> IdsScores:
-        """``nprobe`` defaults to the tuned value, times ``widen`` (at most every list)."""
+        """``nprobe`` defaults to the tuned value, times ``widen`` (at most every list). With ``allowed``, the lists
+        are scanned for those items only (faiss's ID selector): every result passes, whatever else lies nearer."""
         import faiss
 
         depth = max(n, math.ceil(self.rerank * n / RECALL_K))
         params = faiss.SearchParametersIVF()
         params.nprobe = nprobe or min(self.index.nlist, math.ceil(self.nprobe * widen))
+        if allowed is not None:
+            bits = np.packbits(allowed, bitorder="little")
+            params.sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
         _, found = self.index.search(np.ascontiguousarray(vector[None], dtype=np.float32), depth, params=params)
         ids, scores = rescore(self.embeddings, self.representation, vector, found[0])
         return ids[:n], scores[:n]
+
+    @property
+    def widest(self) -> float:
+        """The ``widen`` at which every list is scanned."""
+        return self.index.nlist / self.nprobe
 
     def warm(self) -> None:
         if self.path is not None:

@@ -169,6 +169,16 @@ class Index:
         """The ``n`` nearest items; ``widen`` > 1 makes an approximate structure look further (filtered searches)."""
         return self.backend.search(np.asarray(vector, dtype=np.float32), min(n, len(self)), widen=widen)
 
+    def search_among(
+        self, vector: npt.NDArray[np.float32], n: int, allowed: npt.NDArray[np.bool_], *, widen: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], bool] | None:
+        """The ``n`` nearest of the ``allowed`` items, where the structure can filter while it searches (IVF), and
+        whether it looked everywhere; None where it cannot (Annoy: the caller over-fetches instead)."""
+        if not isinstance(self.backend, IvfBackend):
+            return None
+        ids, scores = self.backend.search(np.asarray(vector, dtype=np.float32), n, widen=widen, allowed=allowed)
+        return ids, scores, widen >= self.backend.widest
+
     def warm(self) -> None:
         """Read the memory-mapped files once and answer one query, so the first real answer is not slow."""
         self.backend.warm()
