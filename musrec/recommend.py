@@ -32,6 +32,9 @@ _OVERFETCH = 4
 # way one row per passing item, so exact wins below sqrt(_RESCORED * wanted * total) passing items. Never more than
 # _MAX_CANDIDATES candidates are asked for.
 _RESCORED = 5
+# Measured on a 1M-segment IVF index (bench/filter_bench.py): scanning the lists for passing items only, 1, 2, 4
+# and 8 times the share filtered out gave recall@10 of 0.48-0.73, 0.64-0.88, 0.87-0.99 and 0.97-1.0, at 2-6 ms.
+_FILTER_WIDEN = 8
 _MAX_CANDIDATES = 50_000
 _SUBSET_CHUNK = 8_192
 
@@ -318,9 +321,9 @@ def nearest(
     exact_is_cheaper = passing * passing <= _RESCORED * wanted * total
     if allowed is not None and not exact_is_cheaper:
         # IVF filters while it scans its lists; items a filter lets through lie farther out than the nearest do
-        # (labels go with how things sound), so it scans more lists, in proportion to the items filtered out, and
-        # twice as many again until k pass or every list was scanned.
-        widen = total / passing
+        # (labels go with how things sound), so it scans more lists: _FILTER_WIDEN times the share filtered out,
+        # and twice as many again until k pass or every list was scanned.
+        widen = _FILTER_WIDEN * total / passing
         while (found := index.search_among(vector, wanted, allowed, widen=widen)) is not None:
             ids, scores, everywhere = found
             picked = _select(ids, scores, index=index, k=k, allowed=allowed, filters=filters, exclude=exclude)
