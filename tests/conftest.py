@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,6 +95,23 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     changed = _changes(REAL_BEFORE, _snapshot(REAL_PLACES))
     if changed:
         pytest.fail(f"this test wrote outside its temporary directories: {', '.join(changed[:5])}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def local_embedder(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """VGGish in this process, on a random-weight checkpoint in the official layout (one per test session)."""
+    from vggish_fixtures import shared_embedder
+
+    return shared_embedder(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server_loop() -> Iterator[Any]:
+    """An event loop in a thread of its own, for the servers a module's tests run."""
+    from max_fixtures import loop_thread
+
+    with loop_thread() as loop:
+        yield loop
 
 
 def _changes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:

@@ -18,11 +18,9 @@ from max_fixtures import (
     Served,
     dead_url,
     int16_clip,
-    loop_thread,
     serving,
     tiny_app,
 )
-from vggish_fixtures import shared_embedder
 
 from musrec.audio.decode import AudioLimits
 from musrec.audio.resample import resample
@@ -47,17 +45,6 @@ PREDICT = "/model/predict"
 def quick_client(urls: list[str], *, retries: int = 2) -> MaxEmbedder:
     """A client with a short backoff, so failing tests stay quick."""
     return MaxEmbedder(urls, timeout_s=5.0, retries=retries, backoff_s=0.01)
-
-
-@pytest.fixture(scope="session")
-def local_embedder(tmp_path_factory: pytest.TempPathFactory) -> LocalEmbedder:
-    return shared_embedder(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def server_loop() -> Iterator[LoopThread]:
-    with loop_thread() as loop:
-        yield loop
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,11 @@ from max_fixtures import (
     dead_url,
     form,
     int16_clip,
-    loop_thread,
     request,
     serving,
     wav_bytes,
 )
-from vggish_fixtures import shared_embedder, shared_vggish_files
+from vggish_fixtures import shared_vggish_files
 
 from musrec.audio.decode import AudioLimits
 from musrec.embedding.local import LocalEmbedder
@@ -39,17 +38,6 @@ MISSING = {
     "errors": {"audio": "signed 16-bit PCM WAV audio file Missing required parameter in an uploaded file"},
 }
 INVALID_TYPE = {"status": "error", "message": "Invalid file type/extension"}
-
-
-@pytest.fixture(scope="session")
-def local_embedder(tmp_path_factory: pytest.TempPathFactory) -> LocalEmbedder:
-    return shared_embedder(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def server_loop() -> Iterator[LoopThread]:
-    with loop_thread() as loop:
-        yield loop
 
 
 @pytest.fixture(scope="module")

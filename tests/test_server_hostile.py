@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +24,12 @@ from max_fixtures import (
     LoopThread,
     form,
     int16_clip,
-    loop_thread,
     peak_rss,
     peak_rss_reset,
     request,
     serving,
     wav_bytes,
 )
-from vggish_fixtures import shared_embedder
 
 from musrec.audio.decode import AudioLimits
 from musrec.embedding.local import LocalEmbedder
@@ -62,17 +59,6 @@ class Outcome:
     status: int | None  # None: the connection was dropped
     body: Any  # the decoded JSON, or the text when it is not JSON, or the client's error
     headers: dict[str, str]
-
-
-@pytest.fixture(scope="module")
-def local_embedder(tmp_path_factory: pytest.TempPathFactory) -> LocalEmbedder:
-    return shared_embedder(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def server_loop() -> Iterator[LoopThread]:
-    with loop_thread() as loop:
-        yield loop
 
 
 @pytest.fixture(scope="module")
