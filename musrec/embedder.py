@@ -4,6 +4,7 @@ the name of its embedding space (cached link embeddings are never reused across 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,30 @@ from musrec.errors import EmbedderError
 if TYPE_CHECKING:
     from musrec.embedding.local import Embedder
 
-__all__ = ["embedder_identity", "make_embedder"]
+__all__ = ["embedder_identity", "make_embedder", "model_threads", "use_model_threads"]
+
+
+def model_threads(config: Config, concurrent: int = 1) -> int:
+    """Threads per forward pass: ``embedder.threads``, or the usable cores shared by ``concurrent`` passes.
+
+    Passes that run at once then do not contend for the cores (bench/bot_service_bench.py measures the choice).
+    """
+    if config.embedder.threads:
+        return config.embedder.threads
+    return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent))
+
+
+def use_model_threads(config: Config, concurrent: int = 1) -> int:
+    """Size the in-process model's thread pool for ``concurrent`` forward passes at once; call before loading it.
+
+    Returns the threads per pass (for a log line). A MAX embedder runs no model here: nothing to size.
+    """
+    threads = model_threads(config, concurrent)
+    if config.embedder.kind == "local":
+        from musrec.vggish.tfutil import set_intra_op_threads
+
+        set_intra_op_threads(threads)
+    return threads
 
 
 def make_embedder(config: Config) -> Embedder:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from musrec.cli import commands
 from musrec.cli.parser import build_parser, config_overrides
 from musrec.config import Config, find_config, load_config
+from musrec.embedder import use_model_threads
 from musrec.errors import MusrecError
 
 __all__ = ["build_parser", "main"]
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":  # a configuration that does not load is one of its findings
             return commands.doctor(args)
         config = load_config(find_config(args.config)).with_overrides(config_overrides(args))
+        use_model_threads(config, config.server.concurrency if args.command == "serve" else 1)
         return COMMANDS[(args.command, getattr(args, "index_command", None))](args, config)
     except MusrecError as err:
         log.debug("error", exc_info=True)

@@ -128,9 +128,11 @@ class EmbedderConfig:
     checkpoint: Path | None = None  # None: <data dir>/models/vggish_model.ckpt
     pca_params: Path | None = None  # None: <data dir>/models/vggish_pca_params.npz
     relu: bool = False
+    threads: int = 0  # 0: the usable cores shared among the forward passes that run at once
 
     def __post_init__(self) -> None:
         choice("embedder.kind", self.kind, EMBEDDERS)
+        at_least("embedder.threads", self.threads, 0)
 
 
 @dataclass(frozen=True)
