@@ -30,7 +30,7 @@ FROM python:3.11-slim
 
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg \
+    && apt-get install -y --no-install-recommends ffmpeg mpg123 \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /opt/musrec /opt/musrec

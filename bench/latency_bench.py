@@ -1,8 +1,9 @@
 """Query latency per stage for a warm process, and the total as a multiple of the model's forward pass alone.
 
-A recommendation for an uploaded file goes: decode (ffmpeg + resampling, the first minutes of the file) -> pick the
-10-s window -> VGGish front end (log-mel) -> the network -> PCA + quantisation -> index search (+ metadata) ->
-formatting. The network is the irreducible cost; everything else is overhead to keep small.
+A recommendation for an uploaded file goes: decode the loudest 10-s window (:func:`musrec.audio.scan.decode_loudest`:
+a cheap envelope of the first minutes, then exact spans around its candidates; "window" is only bookkeeping) ->
+VGGish front end (log-mel) -> the network -> PCA + quantisation -> index search (+ metadata) -> formatting. The
+network is the irreducible cost; everything else is overhead to keep small.
 
 Uses a random-weight checkpoint in the official layout (the real weights have the same shapes, so the same cost)
 and a synthetic index.
@@ -39,7 +40,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
 
-    from musrec.audio.decode import choose_window, cut, decode, ffmpeg_executable
+    from musrec.audio.decode import Window, ffmpeg_executable
+    from musrec.audio.scan import decode_loudest
     from musrec.audioset.labels import default_labels
     from musrec.audioset.synthetic import SyntheticAudioSet
     from musrec.config import Config
@@ -101,9 +103,9 @@ def main() -> int:
             k: [] for k in ("decode", "window", "frontend", "model", "postprocess", "search", "format")
         }
         for i in range(args.repeats + 1):
-            t_dec, audio = _timed(lambda: decode(audio_path, duration_s=config.audio.search_s, limits=limits))
-            t_win, window = _timed(lambda: choose_window(audio.samples, search_s=config.audio.search_s))
-            clip = cut(audio.samples, window)
+            t_dec, audio = _timed(lambda: decode_loudest(audio_path, search_s=config.audio.search_s, limits=limits))
+            t_win, window = _timed(lambda: Window(audio.offset_s, audio.offset_s + audio.duration_s))
+            clip = audio.samples
             t_fe, examples = _timed(lambda: waveform_to_examples(clip, 16000))
             t_model, raw = _timed(lambda: embedder.embed_examples(examples))
             t_pp, rows = _timed(lambda: postprocess(raw, eigen_vectors=eigen, means=means))

@@ -83,6 +83,7 @@ def test_everything_ready(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "config",
         "data",
         "ffmpeg",
+        "mpg123",
         "checkpoint",
         "pca params",
         "index",

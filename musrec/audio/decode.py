@@ -276,12 +276,31 @@ def _run_ffmpeg(
     if out_rate is not None:
         cmd += ["-ar", str(out_rate)]
     cmd += ["-c:a", "pcm_s16le", "-f", "wav", "pipe:1"]
+    pcm, rc, stderr = run_decoder(cmd, name=path.name, span_s=span_s, deadline=deadline, limit_rate=out_rate is None)
+    if rc is None:  # stopped early: the span is read, or (pcm None) the native rate is too high
+        return pcm
+    if rc != 0 or pcm is None:
+        if "matches no streams" in stderr or "does not contain any stream" in stderr:
+            raise DecodeError("the file has no audio track")
+        raise DecodeError("could not read this as audio")
+    return pcm
+
+
+def run_decoder(
+    cmd: list[str], *, name: str, span_s: float, deadline: float, limit_rate: bool = False
+) -> tuple[_Pcm | None, int | None, str]:
+    """Run a decoder writing a 16-bit WAV to stdout; read up to ``span_s`` seconds of it before ``deadline``.
+
+    Returns the PCM read (None if there was no WAV header, or ``limit_rate`` and the rate is over
+    MAX_NATIVE_RATE), the exit status (None when reading stopped early and the decoder was killed) and the end
+    of its stderr. DecodeError if it cannot run or runs past the deadline.
+    """
     timed_out = threading.Event()
-    with tempfile.TemporaryFile() as errfile:  # a file, not a pipe: a flood of errors cannot stall ffmpeg
+    with tempfile.TemporaryFile() as errfile:  # a file, not a pipe: a flood of errors cannot stall the decoder
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
         except OSError as err:
-            log.error("cannot run ffmpeg: %s", err)
+            log.error("cannot run %s: %s", cmd[0], err)
             raise DecodeError("audio decoding is not available on this server") from None
 
         def on_timeout() -> None:
@@ -292,7 +311,7 @@ def _run_ffmpeg(
         timer.start()
         assert proc.stdout is not None
         try:
-            pcm, stopped_early = _read_output(proc.stdout, span_s=span_s, limit_rate=out_rate is None)
+            pcm, stopped_early = _read_output(proc.stdout, span_s=span_s, limit_rate=limit_rate)
             if stopped_early:
                 proc.kill()
             rc = proc.wait()
@@ -306,16 +325,10 @@ def _run_ffmpeg(
         errfile.seek(0)
         stderr = errfile.read().decode("utf-8", "replace")[-STDERR_LOG_CHARS:].strip()
     if stderr:
-        log.debug("ffmpeg (exit %s) on %s: %s", rc, path.name, stderr)
+        log.debug("%s (exit %s) on %s: %s", Path(cmd[0]).name, rc, name, stderr)
     if timed_out.is_set():
         raise DecodeError("the audio took too long to decode")
-    if stopped_early:
-        return pcm
-    if rc != 0 or pcm is None:
-        if "matches no streams" in stderr or "does not contain any stream" in stderr:
-            raise DecodeError("the file has no audio track")
-        raise DecodeError("could not read this as audio")
-    return pcm
+    return pcm, None if stopped_early else rc, stderr
 
 
 def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple[_Pcm | None, bool]:
@@ -374,18 +387,30 @@ def choose_window(
             raise TooShortError(f"the start time {format_timecode(start_s)} is past the end of the audio ({end})")
         first = min(round(start_s * sample_rate), n - width)
         return Window(first / sample_rate, (first + width) / sample_rate)
+    starts, energies = window_energies(x, sample_rate=sample_rate, width=width, search_s=search_s)
+    # Running sums carry rounding error: count near-equal energies as ties, and ties go to the earliest start.
+    best = int(starts[int(np.argmax(energies >= energies.max() * (1 - 1e-9)))])
+    return Window(best / sample_rate, (best + width) / sample_rate)
+
+
+def window_energies(
+    samples: npt.NDArray[np.floating], *, sample_rate: int, width: int, search_s: float = SEARCH_S
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """The starts (in samples) :func:`choose_window` considers for windows of ``width`` samples, and their energies.
+
+    Starts lie on a 1-second grid, plus the start that ends at the search limit; every window lies wholly inside
+    the first ``search_s`` seconds (or the clip, if shorter). ``width`` must be at most the clip's length.
+    """
+    n = len(samples)
     limit = min(n, max(width, round(search_s * sample_rate)))
     starts = list(range(0, limit - width + 1, max(1, round(WINDOW_HOP_S * sample_rate))))
     if starts[-1] != limit - width:
         starts.append(limit - width)
-    # Window energies from one running sum of squares: O(n), where slicing each window would copy 10 s per start.
+    # One running sum of squares: O(n), where slicing each window would copy 10 s per start.
     power = np.zeros(limit + 1, dtype=np.float64)
-    np.cumsum(np.square(x[:limit], dtype=np.float64), out=power[1:])
-    grid = np.asarray(starts)
-    energies = power[grid + width] - power[grid]
-    # Running sums carry rounding error: count near-equal energies as ties, and ties go to the earliest start.
-    best = starts[int(np.argmax(energies >= energies.max() * (1 - 1e-9)))]
-    return Window(best / sample_rate, (best + width) / sample_rate)
+    np.cumsum(np.square(samples[:limit], dtype=np.float64), out=power[1:])
+    grid = np.asarray(starts, dtype=np.int64)
+    return grid, power[grid + width] - power[grid]
 
 
 def cut(samples: npt.NDArray[np.floating], window: Window, sample_rate: int = TARGET_RATE) -> npt.NDArray[np.floating]:

@@ -1,10 +1,10 @@
 """``musrec doctor``: is this installation ready? One finding per check, each saying what to do about a problem.
 
-Checks: the configuration (loads, from where), the data directory, ffmpeg (system or bundled), the VGGish files
-(present, their checksum state as ``musrec setup`` recorded it), the index (loads; a summary of its manifest),
-the MAX servers when they are the embedder, the Discord token (present or not: never shown), TensorFlow and Annoy.
-Annoy is tried in a child process: a build compiled for another CPU dies of an illegal instruction, and the doctor
-must live to say so.
+Checks: the configuration (loads, from where), the data directory, ffmpeg (system or bundled), mpg123 (optional),
+the VGGish files (present, their checksum state as ``musrec setup`` recorded it), the index (loads; a summary of
+its manifest), the MAX servers when they are the embedder, the Discord token (present or not: never shown),
+TensorFlow and Annoy. Annoy is tried in a child process: a build compiled for another CPU dies of an illegal
+instruction, and the doctor must live to say so.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def diagnose(
     checks.append(check)
     checks.append(_data_dir(config))
     checks.append(_ffmpeg())
+    checks.append(_mpg123())
     checks.extend(_models(config))
     annoy = _annoy()
     checks.append(_index(config, annoy_works=annoy.status == OK))
@@ -113,6 +114,15 @@ def _ffmpeg() -> Check:
         return Check("ffmpeg", PROBLEM, f"{exe} ({kind}) does not run: {err}")
     version = out.splitlines()[0].split(" Copyright")[0] if out else "unknown version"
     return Check("ffmpeg", OK, f"{exe} ({kind}): {version}")
+
+
+def _mpg123() -> Check:
+    from musrec.audio.scan import mpg123_executable
+
+    exe = mpg123_executable()
+    if exe is None:  # optional: ffmpeg does the same, slower
+        return Check("mpg123", OK, "not installed (optional: `apt-get install mpg123` scans long MP3s faster)")
+    return Check("mpg123", OK, f"{exe}: finds the loudest window of long MP3s")
 
 
 def _models(config: Config) -> list[Check]:
