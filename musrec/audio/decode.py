@@ -239,7 +239,7 @@ def _check_head(size: int, head: bytes, limits: AudioLimits) -> None:
 
 
 @dataclass(frozen=True)
-class _Pcm:
+class Pcm:
     summed: npt.NDArray[np.int32]  # per frame, the sum of the channels' int16 values
     channels: int
     rate: int
@@ -266,7 +266,7 @@ def _decode_file(
 
 def _run_ffmpeg(
     path: Path, *, start_s: float | None, span_s: float, deadline: float, out_rate: int | None
-) -> _Pcm | None:
+) -> Pcm | None:
     """Up to ``span_s`` seconds from ``start_s``; None if ``out_rate`` is None and the native rate is too high."""
     cmd = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error"]
     cmd += ["-protocol_whitelist", "file,pipe"]
@@ -288,7 +288,7 @@ def _run_ffmpeg(
 
 def run_decoder(
     cmd: list[str], *, name: str, span_s: float, deadline: float, limit_rate: bool = False
-) -> tuple[_Pcm | None, int | None, str]:
+) -> tuple[Pcm | None, int | None, str]:
     """Run a decoder writing a 16-bit WAV to stdout; read up to ``span_s`` seconds of it before ``deadline``.
 
     Returns the PCM read (None if there was no WAV header, or ``limit_rate`` and the rate is over
@@ -331,7 +331,7 @@ def run_decoder(
     return pcm, None if stopped_early else rc, stderr
 
 
-def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple[_Pcm | None, bool]:
+def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple[Pcm | None, bool]:
     """ffmpeg's WAV output, and whether reading stopped before its end (span reached, or rate too high)."""
     try:
         fmt = read_wav_header(stream.read)
@@ -353,7 +353,7 @@ def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple
         frames = np.frombuffer(data, dtype="<i2", count=k * channels).reshape(k, channels)
         out[n : n + k] = frames.sum(axis=1, dtype=np.int32)
         n += k
-    return _Pcm(out[:n], channels, rate), n >= max_frames
+    return Pcm(out[:n], channels, rate), n >= max_frames
 
 
 def choose_window(
