@@ -6,8 +6,11 @@ library runs it and as variants: XLA (``jit_compile=True``). Prints ms per 10 ex
 of the matmul rate. Medians of ``--repeats``; the machine's 2 cores are shared, so figures move 10-20% between
 runs: repeat the run.
 
+``--threads N`` starts TensorFlow with N intra-op threads (``embedder.threads``; 0: one per core): with two
+workers on two cores the bot runs each pass on one.
+
     python bench/model_bench.py
-    python bench/model_bench.py --repeats 30
+    python bench/model_bench.py --repeats 30 --threads 1
 """
 
 from __future__ import annotations
@@ -55,13 +58,15 @@ def multiply_adds_per_example() -> dict[str, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=0, help="TensorFlow's intra-op threads (0: one per core)")
     args = parser.parse_args()
 
     from musrec.vggish.checkpoint import write_random_checkpoint
     from musrec.vggish.frontend import EXAMPLE_FRAMES, NUM_MEL_BANDS
     from musrec.vggish.model import VGGish
-    from musrec.vggish.tfutil import import_tensorflow
+    from musrec.vggish.tfutil import import_tensorflow, set_intra_op_threads
 
+    set_intra_op_threads(args.threads)
     tf = import_tensorflow()
     counts = multiply_adds_per_example()
     macs = sum(counts.values()) * EXAMPLES

@@ -277,11 +277,20 @@ def _spans(starts_s: list[float], duration_s: float) -> list[tuple[float, float]
 
 
 def _loudest_exactly(path: Path, candidates: list[float], *, duration_s: float, limits: AudioLimits) -> Audio:
-    """Decode the spans around ``candidates`` exactly; the loudest candidate window, cut from its span."""
+    """Decode the spans around ``candidates`` exactly (at once); the loudest candidate window, cut from its span."""
     width = round(duration_s * TARGET_RATE)
+    spans = _spans(candidates, duration_s)
+
+    def exact(span: tuple[float, float]) -> Audio:
+        return decode(path, start_s=span[0] or None, duration_s=span[1] - span[0], limits=limits)
+
+    if len(spans) == 1:
+        decoded = [exact(spans[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(spans), thread_name_prefix="musrec-span") as pool:
+            decoded = list(pool.map(exact, spans))
     best: tuple[float, Audio, int] | None = None  # energy, span, first sample
-    for span_start, span_end in _spans(candidates, duration_s):
-        span = decode(path, start_s=span_start or None, duration_s=span_end - span_start, limits=limits)
+    for (span_start, span_end), span in zip(spans, decoded, strict=True):
         x = span.samples
         for start in candidates:
             if not span_start <= start < span_end:
