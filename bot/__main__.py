@@ -154,8 +154,7 @@ async def _sync(config: Config, token: str, guild_id: int | None, *, timeout_s: 
 def _run(config: Config, token: str, *, timeout_s: float = DISCORD_TIMEOUT_S) -> int:
     from musrec.pipeline import use_model_threads
 
-    threads = use_model_threads(config, config.bot.workers)  # before anything starts TensorFlow (setup may)
-    log.info("%d workers, %d model threads each", config.bot.workers, threads)
+    use_model_threads(config, config.bot.workers)  # before anything starts TensorFlow (setup may)
     _prepare(config)
     asyncio.run(_serve(config, token, timeout_s=timeout_s))
     return 0

@@ -21,7 +21,7 @@ from bot.inputs import refusal
 from bot.queries import FILENAME, QueryStore
 from bot.work import WorkQueue
 from musrec.config import Config
-from musrec.pipeline import Musrec
+from musrec.pipeline import Musrec, model_threads
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,13 @@ class MusrecBot(commands.Bot):
         # The buttons of every result message, those sent before this start included.
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         await self.add_cogs()
-        log.info("ready: %d segments, %s", len(self.musrec.index), type(self.musrec.embedder).__name__)
+        log.info(
+            "ready: %d segments, %s, %d workers of %d model threads",
+            len(self.musrec.index),
+            type(self.musrec.embedder).__name__,
+            self.queue.workers,
+            model_threads(self.config, self.queue.workers),
+        )
 
     async def is_owner(self, user: discord.abc.User) -> bool:
         if str(user.id) in self.config.bot.owner_ids:

@@ -32,7 +32,7 @@ from musrec.audio.scan import decode_loudest
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.compare import Comparison, compare_rows
 from musrec.config import Config
-from musrec.embedder import embedder_identity, make_embedder, use_model_threads
+from musrec.embedder import embedder_identity, make_embedder, model_threads, use_model_threads
 from musrec.errors import MusrecError, TooShortError
 from musrec.index.layout import Manifest
 from musrec.index.loaded import Index
@@ -65,6 +65,7 @@ __all__ = [
     "Source",
     "is_link",
     "make_embedder",
+    "model_threads",
     "use_model_threads",
 ]
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from audio_fixtures import ffmpeg
 from audioset_fixtures import make_segments
@@ -133,6 +134,27 @@ def test_recommend_a_clip(world: dict[str, Any]) -> None:
         assert "https://www.youtube.com/watch?v=botclip0001&t=0s" in top["value"] and "0:00–0:10" in top["value"]
         assert "203 AudioSet segments searched" in embed["footer"]["text"]
         assert not standin.unexpected
+
+    scenario(world, body)
+
+
+def test_a_long_mp3_without_a_start_is_answered_from_its_loudest_part(world: dict[str, Any], tmp_path: Path) -> None:
+    """A minute of MP3 (a quiet 30 s, the clip, a quiet 20 s) posted without a start: the window is the clip's."""
+    rng = np.random.default_rng(7)
+    clip = decode(world["clips"][1]).samples[: 10 * RATE].astype(np.float64)
+    quiet = 0.003 * rng.standard_normal(50 * RATE)
+    wav = tmp_path / "long.wav"
+    wav.write_bytes(to_wav_bytes(np.concatenate([quiet[: 30 * RATE], clip, quiet[30 * RATE :]])))
+    mp3 = tmp_path / "long.mp3"
+    ffmpeg("-i", str(wav), "-ar", "44100", "-ac", "2", "-c:a", "libmp3lame", "-b:a", "192k", str(mp3))
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        attachment = standin.add_attachment("long.mp3", mp3.read_bytes(), "audio/mpeg")
+        handle = await standin.dispatch_interaction("recommend", {"clip": attachment, "top_k": 3})
+        await handle.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+        embed = handle.original.embeds[0]
+        assert embed["description"].startswith("long.mp3 (0:30–0:40)")
+        assert "watch?v=botclip0001&t=0s" in embed["fields"][0]["value"]
 
     scenario(world, body)
 
