@@ -14,7 +14,7 @@ import pytest
 from audio_fixtures import FORMATS, ffmpeg, tone
 
 from musrec.audio import scan
-from musrec.audio.decode import AudioLimits, choose_window, cut, decode
+from musrec.audio.decode import AudioLimits, choose_window, cut, decode, window_energies
 from musrec.audio.scan import decode_loudest, mp3_rate, mpg123_executable, scan_envelope
 from musrec.errors import DecodeError, TooLongError, TooShortError
 
@@ -55,6 +55,13 @@ def envelope_decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     mpg123_executable.cache_clear()
     request.addfinalizer(mpg123_executable.cache_clear)
     return str(request.param)
+
+
+@pytest.fixture
+def ffmpeg_only(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    monkeypatch.setenv("MUSREC_NO_MPG123", "1")
+    mpg123_executable.cache_clear()
+    request.addfinalizer(mpg123_executable.cache_clear)
 
 
 @pytest.mark.parametrize("codec", ["mp3", "m4a", "ogg", "flac"])
@@ -130,6 +137,28 @@ def test_envelope_parts_join_sample_for_sample(tmp_path: Path, monkeypatch: pyte
         differ = np.abs(halves.samples - whole.samples)
         assert differ.max() <= 2 / 32768 and np.count_nonzero(differ) <= len(differ) // 1000
         assert len(whole.samples) / whole.rate >= min(search_s, SECONDS - 0.1)
+
+
+@pytest.mark.parametrize("codec", ["mp3", "m4a", "ogg", "flac"])
+def test_ffmpeg_envelope_parts_join_where_the_seek_lands(
+    tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch, ffmpeg_only: None
+) -> None:
+    """ffmpeg's halves join within a codec frame (AAC's 1024 samples, MP3's 1152: under 30 ms): as long as one run's
+    output, every window's energy within 1% of one run's (a frame is 0.3% of a 10-s window)."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    path = record(tmp_path, "music", codec)
+    envelopes = []
+    for parts in (2, 1):
+        monkeypatch.setattr(scan, "ENVELOPE_PARTS", parts)
+        envelopes.append(scan_envelope(path, search_s=30.0))
+    halves, whole = envelopes
+    assert halves.decoder == whole.decoder == "ffmpeg"
+    assert abs(len(halves.samples) - len(whole.samples)) <= 0.03 * scan.SCAN_RATE
+    n = min(len(halves.samples), len(whole.samples))
+    width = 10 * scan.SCAN_RATE
+    _, split = window_energies(halves.samples[:n], sample_rate=scan.SCAN_RATE, width=width, search_s=30.0)
+    _, one = window_energies(whole.samples[:n], sample_rate=scan.SCAN_RATE, width=width, search_s=30.0)
+    assert np.allclose(split, one, rtol=0.01)
 
 
 @needs_mpg123

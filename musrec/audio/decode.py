@@ -161,17 +161,7 @@ def decode(
             mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=out_rate)
     else:
         path = Path(os.path.abspath(source))
-        try:
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode):
-                raise DecodeError("this is not a file")
-            with path.open("rb") as f:
-                _check_head(info.st_size, f.read(MAGIC_BYTES), limits)
-        except FileNotFoundError:
-            raise DecodeError("the file does not exist") from None
-        except OSError as err:
-            log.debug("cannot read %s: %s", path, err)
-            raise DecodeError("the file cannot be read") from None
+        check_file(path, limits)
         mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=out_rate)
 
     decoded_s = len(mono) / rate
@@ -191,6 +181,32 @@ def decode(
     log.debug("decoded %.1f s at %d Hz in %.2f s", decoded_s, rate, time.monotonic() - started)
     end_s = offset + decoded_s if reached_end else None
     return Audio(samples, sample_rate=sample_rate, offset_s=offset, source_duration_s=end_s)
+
+
+def check_file(path: Path, limits: AudioLimits) -> None:
+    """What :func:`decode` checks of a file before running ffmpeg: a regular, readable file within ``max_bytes``,
+    not a playlist. DecodeError or TooLongError, with decode's messages."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise DecodeError("this is not a file")
+        with path.open("rb") as f:
+            _check_head(info.st_size, f.read(MAGIC_BYTES), limits)
+    except FileNotFoundError:
+        raise DecodeError("the file does not exist") from None
+    except OSError as err:
+        log.debug("cannot read %s: %s", path, err)
+        raise DecodeError("the file cannot be read") from None
+
+
+def decode_pcm(
+    path: Path, *, start_s: float | None, span_s: float, sample_rate: int, limits: AudioLimits
+) -> npt.NDArray[np.float64]:
+    """Up to ``span_s`` seconds of ``path`` from ``start_s`` as mono float64 at ``sample_rate`` (ffmpeg's resampling),
+    for scanning: no duration or silence checks, and a start past the end gives no samples. Call :func:`check_file`
+    first. DecodeError if ffmpeg cannot read it, or runs past ``limits.decode_timeout_s``."""
+    mono, _ = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=sample_rate)
+    return mono
 
 
 def read_wav(

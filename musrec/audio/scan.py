@@ -7,7 +7,7 @@ times the network's forward pass, only to keep ten seconds of it. Instead:
    installed, mpg123 synthesises only the lower subbands (``-4``: a quarter of the rate, content up to 5.5 kHz of a
    44.1-kHz file) and mixes to mono while it decodes, in two halves at once: on real music, 3 minutes take about a
    quarter of ffmpeg's time on two cores. Otherwise (other formats, or no mpg123) ffmpeg decodes and resamples to
-   :data:`SCAN_RATE`.
+   :data:`SCAN_RATE`, also in two halves at once.
 2. **Candidates.** The windows :func:`~musrec.audio.decode.choose_window` would consider (a 1-second grid), ranked
    by their envelope energy. Band-limited energy ranks windows almost as the full decode does: on 87 real
    recordings (bench/scan_bench.py) every window the full decode chose was within :data:`SCAN_MARGIN` of the best
@@ -49,7 +49,9 @@ from musrec.audio.decode import (
     AudioLimits,
     Pcm,
     Source,
+    check_file,
     decode,
+    decode_pcm,
     run_decoder,
     window_energies,
 )
@@ -68,8 +70,8 @@ SCAN_MARGIN = 0.02
 # At most this many seconds of candidate spans are decoded exactly: the window itself and ten seconds around it.
 # (Real recordings needed 12 s at the median, 23 s at the 90th percentile and 30 s at most to cover every candidate.)
 EXACT_BUDGET_S = 20.0
-# mpg123 envelopes are decoded in this many parts at once (at most one per usable core): on two idle cores, a
-# 3-minute MP3's envelope takes about half the time of one run.
+# Envelopes are decoded in this many parts at once (at most one per usable core): on two idle cores, a 3-minute
+# MP3's envelope takes about half the time of one run.
 ENVELOPE_PARTS = 2
 # MPEG audio layer III: bitrates (kbit/s) by index for MPEG-1 and MPEG-2/2.5, sample rates by version and index.
 _MP3_BITRATES = {
@@ -143,8 +145,7 @@ def scan_envelope(
         envelope = _mpg123_envelope(mpg123, path, native, search_s=search_s, limits=limits)
         if envelope is not None:
             return envelope
-    audio = decode(path, duration_s=search_s, sample_rate=SCAN_RATE, limits=limits)
-    return Envelope(audio.samples.astype(np.float64), SCAN_RATE, "ffmpeg")
+    return _ffmpeg_envelope(path, search_s=search_s, limits=limits)
 
 
 @lru_cache(maxsize=1)
@@ -212,7 +213,7 @@ def _mpg123_envelope(mpg123: str, path: Path, native: int, *, search_s: float, l
     factor = next(f for f in (4, 2) if native // f >= SCAN_RATE) if native >= 2 * SCAN_RATE else 1
     frame_samples = 1152 if native >= 32000 else 576  # MPEG-1 frames hold two granules, MPEG-2 and 2.5 one
     frames = math.ceil(search_s * native / frame_samples) + 2  # + the encoder's delay, which mpg123 trims
-    parts = max(1, min(ENVELOPE_PARTS, len(os.sched_getaffinity(0))))
+    parts = _parts()
     per_part = math.ceil(frames / parts)
     deadline = time.monotonic() + limits.decode_timeout_s
 
@@ -239,13 +240,41 @@ def _mpg123_envelope(mpg123: str, path: Path, native: int, *, search_s: float, l
     if not pieces or any(pcm.rate != pieces[0].rate for pcm in pieces):
         return None
     samples = np.concatenate([pcm.summed for pcm in pieces]).astype(np.float64) / INT16_SCALE
-    rate = pieces[0].rate
+    return _checked(samples, pieces[0].rate, "mpg123", limits)
+
+
+def _ffmpeg_envelope(path: Path, *, search_s: float, limits: AudioLimits) -> Envelope:
+    """ffmpeg's decode at SCAN_RATE, in ENVELOPE_PARTS spans at once (joined where ffmpeg's seek lands: within a
+    codec frame of the boundary, which moves no window's energy by more than that frame's share)."""
+    check_file(path, limits)
+    parts = _parts()
+    edges = [search_s * i / parts for i in range(parts + 1)]
+
+    def part(index: int) -> npt.NDArray[np.float64]:
+        start, end = edges[index], edges[index + 1]
+        return decode_pcm(path, start_s=start or None, span_s=end - start, sample_rate=SCAN_RATE, limits=limits)
+
+    if parts == 1:
+        pieces = [part(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="musrec-ffmpeg") as pool:
+            pieces = list(pool.map(part, range(parts)))
+    return _checked(np.concatenate(pieces), SCAN_RATE, "ffmpeg", limits)
+
+
+def _parts() -> int:
+    """How many processes decode an envelope at once: ENVELOPE_PARTS, at most one per usable core."""
+    return max(1, min(ENVELOPE_PARTS, len(os.sched_getaffinity(0))))
+
+
+def _checked(samples: npt.NDArray[np.float64], rate: int, decoder: str, limits: AudioLimits) -> Envelope:
+    """The envelope, after decode's checks: TooShortError under ``min_duration_s``, DecodeError if silent."""
     seconds = len(samples) / rate
     if seconds < limits.min_duration_s:
         raise TooShortError(f"the audio is only {seconds:.2g} s long; at least {limits.min_duration_s:g} s is needed")
     if float(np.max(np.abs(samples))) < SILENCE_PEAK:
         raise DecodeError("the audio is silent")
-    return Envelope(samples, rate, "mpg123")
+    return Envelope(samples, rate, decoder)
 
 
 def _candidates(
