@@ -480,6 +480,8 @@ def parse_config(text: str) -> tuple[int, int]:
 
 
 def main() -> int:
+    from musrec.config import BotConfig
+
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):  # the children
         return worker_main(sys.argv[1], sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -567,7 +569,7 @@ def main() -> int:
             data_dir=data_dir,
             index=index,
             models=models,
-            workers=1,
+            workers=BotConfig().workers,  # the default deployment
             threads=0,
             max_waiting=8,
         )
@@ -586,7 +588,7 @@ def main() -> int:
     if runs:
         report_streams(runs, segments=args.segments, rounds=args.rounds, clip_s=CLIP_S)
     if starts:
-        report_startup(starts, manifest, requests=args.startup_requests)
+        report_startup(starts, manifest, requests=args.startup_requests, workers=BotConfig().workers)
     if runs:
         recommend(runs)
     print(

@@ -155,9 +155,10 @@ def recommend(runs: list[dict[str, Any]]) -> None:
     )
 
 
-def report_startup(starts: list[dict[str, Any]], manifest: dict[str, Any], *, requests: int) -> None:
+def report_startup(starts: list[dict[str, Any]], manifest: dict[str, Any], *, requests: int, workers: int) -> None:
     print(
-        f"\nproduction start-up (bot.__main__ run, bot.workers = 1, threads auto, guild_ready_timeout 2 s): "
+        f"\nproduction start-up (bot.__main__ run, bot.workers = {workers} (the default), threads auto, "
+        "guild_ready_timeout 2 s): "
         f"{manifest['count']:,}-segment {manifest['ann']} index ({manifest['ivf_lists']} lists, nprobe "
         f"{manifest['nprobe']}), memory-mapped; index files {manifest['files_mib']:,} MiB on disk"
     )
