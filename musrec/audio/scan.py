@@ -6,12 +6,12 @@ times the network's forward pass, only to keep ten seconds of it. Instead:
 1. **Envelope.** A cheap decode of the first ``search_s`` seconds at a low rate. For MP3, when ``mpg123`` is
    installed, mpg123 synthesises only the lower subbands (``-4``: a quarter of the rate, content up to 5.5 kHz of a
    44.1-kHz file) and mixes to mono while it decodes, in two halves at once: on real music, 3 minutes take about a
-   quarter of ffmpeg's time on two cores. Otherwise (other formats, or no mpg123) ffmpeg decodes and resamples to
+   third of ffmpeg's time. Otherwise (other formats, or no mpg123) ffmpeg decodes and resamples to
    :data:`SCAN_RATE`, also in two halves at once.
 2. **Candidates.** The windows :func:`~musrec.audio.decode.choose_window` would consider (a 1-second grid), ranked
    by their envelope energy. Band-limited energy ranks windows almost as the full decode does: on 87 real
    recordings (bench/scan_bench.py) every window the full decode chose was within :data:`SCAN_MARGIN` of the best
-   envelope energy; the envelope's own first choice missed it by over a second in 5 (mpg123) to 11 (ffmpeg) of
+   envelope energy; the envelope's own first choice missed it by over a second in 6 (mpg123) to 11 (ffmpeg) of
    them, all near-ties.
 3. **Exact spans.** The spans around the candidates are decoded exactly as :func:`~musrec.audio.decode.decode`
    does, the candidates' exact energies compared, and the window cut from its span. So the choice is the full
