@@ -6,8 +6,10 @@ import http.server
 import io
 import logging
 import os
+import sys
 import tempfile
 import threading
+import time
 import wave
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from audio_fixtures import FORMATS, TONE_HZ, TONE_S, encoded, ffmpeg, long_mp3, long_mp3_hz, tone, video
 
 from musrec.audio.decode import (
+    DECODER_MEMORY_BYTES,
     Audio,
     AudioLimits,
     Window,
@@ -23,6 +26,7 @@ from musrec.audio.decode import (
     cut,
     decode,
     ffmpeg_executable,
+    run_decoder,
 )
 from musrec.audio.wav import read_wav_bytes, to_wav_bytes
 from musrec.errors import DecodeError, TooLongError, TooShortError
@@ -453,3 +457,30 @@ def test_read_wav_bytes_rejects_other_formats(tmp_path: Path, media: dict[str, P
     tone(float_wav, seconds=0.2, codec=("-c:a", "pcm_f32le"))
     with pytest.raises(DecodeError, match="16-bit PCM"):
         read_wav_bytes(float_wav.read_bytes())
+
+
+# A stand-in decoder that waits (bounded) until its address-space cap is in place, then asks for more memory than
+# the cap: a crafted file making ffmpeg allocate without bound. It prints the cap it saw and writes no WAV.
+GREEDY_DECODER = """
+import resource, sys, time
+for _ in range(1000):
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        break
+    time.sleep(0.01)
+print("cap", soft, file=sys.stderr, flush=True)
+block = bytearray(int(sys.argv[1]))
+sys.stdout.buffer.write(b"never")
+"""
+
+
+def test_a_decoder_that_wants_too_much_memory_fails_instead() -> None:
+    """Every decoder (ffmpeg, mpg123) runs under an address-space cap: asking for more ends it, not the machine."""
+    cmd = [sys.executable, "-c", GREEDY_DECODER, str(2 * DECODER_MEMORY_BYTES)]
+    pcm, rc, stderr = run_decoder(cmd, name="greedy", span_s=10.0, deadline=time.monotonic() + 60)
+    assert pcm is None and rc not in (0, None)
+    assert f"cap {DECODER_MEMORY_BYTES}" in stderr and "MemoryError" in stderr
+    # Under the cap, the same request succeeds: the cap, not the machine, refused it.
+    cmd = [sys.executable, "-c", GREEDY_DECODER, str(DECODER_MEMORY_BYTES // 8)]
+    pcm, rc, stderr = run_decoder(cmd, name="modest", span_s=10.0, deadline=time.monotonic() + 60)
+    assert rc == 0 and f"cap {DECODER_MEMORY_BYTES}" in stderr

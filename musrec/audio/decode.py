@@ -5,9 +5,10 @@ channel count, samples become ``int16 / 32768.0``, channels are averaged, and
 :func:`musrec.audio.resample.resample` converts to 16 kHz. ffmpeg is the one on PATH or the binary shipped by
 imageio-ffmpeg; ffprobe is never needed.
 
-Safety: ffmpeg runs under a timeout, opens local files only (``-protocol_whitelist file,pipe``: a crafted
-HLS, SDP or concat file cannot reach the network) and decodes at most the allowed duration, so a 3-hour
-upload is refused after about ten minutes of audio have been decoded, not three hours.
+Safety: ffmpeg runs under a timeout and a memory cap (:data:`DECODER_MEMORY_BYTES` of address space), opens
+local files only (``-protocol_whitelist file,pipe``: a crafted HLS, SDP or concat file cannot reach the network)
+and decodes at most the allowed duration, so a 3-hour upload is refused after about ten minutes of audio have been
+decoded, not three hours.
 
 :func:`read_wav` is the path without ffmpeg, for 16-bit PCM WAVs (``musrec serve``'s uploads), under the same
 limits: they are checked against the header, before a sample is read (issue 14).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import shutil
 import stat
 import subprocess
@@ -55,6 +57,9 @@ STDERR_LOG_CHARS = 4000
 # ffmpeg recognises these playlists by their first bytes; they only point at other files or URLs.
 PLAYLIST_MAGIC = (b"#EXTM3U", b"ffconcat version")
 MAGIC_BYTES = 32
+# A decoder process may map at most this much memory (RLIMIT_AS): ffmpeg decoding ten minutes of audio, or a video
+# file's audio track, needs under 256 MiB; a crafted file that makes it allocate more fails to decode instead.
+DECODER_MEMORY_BYTES = 1 << 30
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
@@ -318,6 +323,7 @@ def run_decoder(
         except OSError as err:
             log.error("cannot run %s: %s", cmd[0], err)
             raise DecodeError("audio decoding is not available on this server") from None
+        _limit_memory(proc.pid)
 
         def on_timeout() -> None:
             timed_out.set()
@@ -345,6 +351,18 @@ def run_decoder(
     if timed_out.is_set():
         raise DecodeError("the audio took too long to decode")
     return pcm, None if stopped_early else rc, stderr
+
+
+def _limit_memory(pid: int) -> None:
+    """Cap a decoder's address space at DECODER_MEMORY_BYTES, right after it started (Linux's prlimit).
+
+    Not in a ``preexec_fn``: that runs between fork and exec, which is unsafe in a program with threads. The few
+    milliseconds before the cap are the decoder's start-up, before it has read any input.
+    """
+    try:
+        resource.prlimit(pid, resource.RLIMIT_AS, (DECODER_MEMORY_BYTES, DECODER_MEMORY_BYTES))
+    except (AttributeError, OSError, ValueError) as err:  # not Linux, or the decoder has already exited
+        log.debug("cannot cap the decoder's memory: %s", err)
 
 
 def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple[Pcm | None, bool]:
