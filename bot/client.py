@@ -19,6 +19,7 @@ from bot.cogs.sounds import Sounds
 from bot.errors import GENERIC, user_message
 from bot.inputs import refusal
 from bot.queries import FILENAME, QueryStore
+from bot.replies import drop_unanswered
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.pipeline import Musrec, model_threads
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 # Attachments come from Discord's CDN over a connection of their own: no redirects, bounded waits (the request's
 # own timeout bounds the whole download).
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=60.0)
+SHUTDOWN_NOTICE_S = 5.0  # at most this long (twice: stopping, then telling) for requests dropped at shutdown
 
 
 def intents_for(config: Config) -> discord.Intents:
@@ -77,6 +79,7 @@ class MusrecBot(commands.Bot):
         self._downloads: aiohttp.ClientSession | None = None
         self._queries: QueryStore | None = None
         self.queue = queue or WorkQueue.from_config(config.bot)
+        self.answering: dict[asyncio.Task[None], discord.Interaction | None] = {}
 
     @property
     def musrec(self) -> Musrec:
@@ -124,6 +127,8 @@ class MusrecBot(commands.Bot):
         return await super().is_owner(user)
 
     async def close(self) -> None:
+        # Before the connection closes: the users of requests still being answered are told to send them again.
+        await drop_unanswered(self.answering, timeout_s=SHUTDOWN_NOTICE_S)
         self.queue.shutdown()
         await super().close()
         if self._downloads is not None:

@@ -10,6 +10,7 @@ log = logging.getLogger(__name__)
 
 GENERIC = "Sorry, something went wrong on my side. It has been logged; please try again later."
 TIMEOUT = "Sorry, that took too long and I gave up. Try a shorter clip, or again later."
+RESTARTING = "Sorry, I am restarting and had to drop this request. Please send it again in a minute."
 
 
 class InputError(MusrecError):

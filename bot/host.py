@@ -7,9 +7,11 @@ them without an import circle.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import aiohttp
+import discord
 
 from bot.queries import QueryStore
 from bot.work import WorkQueue
@@ -20,6 +22,8 @@ from musrec.pipeline import Musrec
 class Host(Protocol):
     config: Config
     queue: WorkQueue
+    # The requests being answered (their tasks), so that a shutdown can tell their users to send them again.
+    answering: dict[asyncio.Task[None], discord.Interaction | None]  # None: the work is over, the answer going out
 
     @property
     def musrec(self) -> Musrec:

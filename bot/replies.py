@@ -11,7 +11,7 @@ from typing import Any
 
 import discord
 
-from bot.errors import TIMEOUT, user_message
+from bot.errors import RESTARTING, TIMEOUT, user_message
 from bot.host import Host
 from bot.work import Ticket
 from musrec.errors import BusyError, MusrecError
@@ -45,11 +45,18 @@ async def answer(host: Host, interaction: discord.Interaction, work: Callable[[T
     except BusyError as err:
         await reject(interaction, err)
         return
+    task = asyncio.current_task()
+    if task is not None:
+        host.answering[task] = interaction
     try:
-        await interaction.response.defer(thinking=True)
-        if ticket.ahead:
-            await interaction.edit_original_response(content=f"You are number {ticket.ahead + 1} in the queue …")
-        reply = await asyncio.wait_for(work(ticket), timeout=queue.timeout_s)
+        try:
+            await interaction.response.defer(thinking=True)
+            if ticket.ahead:
+                await interaction.edit_original_response(content=f"You are number {ticket.ahead + 1} in the queue …")
+            reply = await asyncio.wait_for(work(ticket), timeout=queue.timeout_s)
+        finally:
+            if task is not None:  # the work is over: a shutdown now lets the answer (or the apology) go out
+                host.answering[task] = None
         extra: dict[str, Any] = {} if reply.view is None else {"view": reply.view}
         await interaction.edit_original_response(content=None, embed=reply.embed, attachments=reply.files, **extra)
     except TimeoutError:
@@ -57,7 +64,32 @@ async def answer(host: Host, interaction: discord.Interaction, work: Callable[[T
     except Exception as err:
         await fail(interaction, user_message(err, context=f"{what(interaction)} by {user}"))
     finally:
+        if task is not None:
+            host.answering.pop(task, None)
         queue.release(ticket)
+
+
+async def drop_unanswered(answering: dict[asyncio.Task[None], discord.Interaction | None], *, timeout_s: float) -> int:
+    """At shutdown: stop the requests still being worked on and tell each user, privately, to send it again; let
+    those whose work is over send their answer.
+
+    Without this their "thinking" message would stay until Discord gives up on it 15 minutes later. Each stage is
+    bounded by ``timeout_s`` (a shutdown must not hang on Discord). Returns how many were dropped.
+    """
+    tasks = list(answering)
+    dropped = {task: interaction for task, interaction in answering.items() if interaction is not None}
+    for task in dropped:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout_s)  # each releases its ticket on the way out
+    if not dropped:
+        return 0
+    notices = [asyncio.ensure_future(fail(interaction, RESTARTING)) for interaction in dropped.values()]
+    _, late = await asyncio.wait(notices, timeout=timeout_s)
+    for notice in late:
+        notice.cancel()
+    log.info("shutting down: %d requests dropped, their users told to send them again", len(dropped))
+    return len(dropped)
 
 
 async def fail(interaction: discord.Interaction, text: str) -> None:

@@ -28,7 +28,7 @@ from discord_standin import InteractionHandle, StandIn, run
 from test_bot import ephemeral_text
 
 from bot.client import MusrecBot
-from bot.errors import TIMEOUT
+from bot.errors import RESTARTING, TIMEOUT
 from bot.work import WorkQueue
 
 WAIT_S = 60.0  # the longest any step may take before the test gives up (never reached when it passes)
@@ -196,6 +196,29 @@ def test_a_request_that_outlasts_the_answer_timeout(world: dict[str, Any]) -> No
         assert len(late.edits) + len(late.followups) + len(late.callbacks) == calls_for_late
         assert ephemeral_text(late) == TIMEOUT
         await eventually(lambda: queue.busy == 0 and queue.pending == 0, what="the worker free again")
+
+    scenario(world, body, embedder, queue=queue)
+
+
+def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: dict[str, Any]) -> None:
+    """SIGTERM (the bot closing) while one request runs the model and another waits for a worker: both "thinking"
+    messages are replaced by a private note to send the request again, instead of hanging for 15 minutes."""
+    embedder = HeldEmbedder()
+    queue = WorkQueue(workers=1, max_waiting=2, cooldown_s=0.0, timeout_s=WAIT_S)
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        running = await ask(standin, USER, 3)
+        await eventually(lambda: embedder.started == [3], what="the first request in the model")
+        waiting = await ask(standin, OTHER, 4)
+        await waiting.wait_for_original(lambda m: "number 2 in the queue" in m.content, timeout=WAIT_S)
+        assert len(bot.answering) == 2
+        await bot.close()
+        for handle in (running, waiting):
+            assert handle.original is not None and handle.original.deleted
+            assert ephemeral_text(handle) == RESTARTING
+        assert bot.answering == {} and queue.pending == 0
+        embedder.open()
+        assert not any(m.embeds for h in (running, waiting) for m in h.messages)
 
     scenario(world, body, embedder, queue=queue)
 
