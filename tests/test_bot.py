@@ -368,6 +368,32 @@ def test_posted_clips_in_listened_channels(world: dict[str, Any]) -> None:
     run(main, timeout=TIMEOUT * 2, heartbeat_interval=0.5)
 
 
+def test_a_refused_posted_clip_starts_no_cooldown(world: dict[str, Any]) -> None:
+    """A posted file too large to read is refused at once, without taking the user's turn: the next post is
+    answered, although the cooldown is long. The answered one starts it: a third post is told to wait."""
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        huge = standin.add_attachment("huge.wav", b"\0" * (2 << 20), "audio/wav")
+        refused = await standin.post_message("this one?", attachments=[huge])
+        reply = await refused.wait_for_reply(timeout=TIMEOUT)
+        assert "the limit is 1 MiB" in reply.content and not reply.embeds
+        clip = standin.add_attachment("posted.wav", world["clips"][0], "audio/wav")
+        posted = await standin.post_message("and this?", attachments=[clip])
+        answer = await posted.wait_for_reply(timeout=TIMEOUT)
+        assert answer.embeds and answer.embeds[0]["title"] == "Sounds like this"
+        again = await standin.post_message("one more", attachments=[clip])
+        assert "wait" in (await again.wait_for_reply(timeout=TIMEOUT)).content
+
+    async def main(standin: StandIn) -> None:
+        listen = (str(standin.world.channel_id),)
+        config = config_for(world, standin, listen_channels=listen, cooldown_s=600.0, max_attachment_bytes=2**20)
+        client = bot_for(world, config)
+        async with standin.running(client, timeout=TIMEOUT):
+            await body(standin, client)
+
+    run(main, timeout=TIMEOUT * 2, heartbeat_interval=0.5)
+
+
 def test_unlistened_channels_and_default_intents(world: dict[str, Any]) -> None:
     async def body(standin: StandIn, bot: MusrecBot) -> None:
         assert not bot.intents.message_content  # slash commands need no privileged intent

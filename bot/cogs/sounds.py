@@ -202,6 +202,12 @@ class Sounds(commands.Cog):
                 url = None
         if clip is None and url is None:
             return
+        if clip is not None:
+            try:
+                check_attachment(clip, config)  # before admitting: a refused file starts no cooldown
+            except MusrecError as err:
+                await quietly(message.reply(user_message(err), mention_author=False))
+                return
         queue = self.bot.queue
         try:
             ticket = queue.admit(message.author.id)
@@ -212,8 +218,6 @@ class Sounds(commands.Cog):
             if ticket.ahead:
                 log.info("message %s queued behind %d requests", message.id, ticket.ahead)
             async with message.channel.typing():
-                if clip is not None:
-                    check_attachment(clip, config)
                 source, name = await self._fetch(clip, url)
                 musrec = self.bot.musrec
                 page = await asyncio.wait_for(
