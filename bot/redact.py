@@ -1,25 +1,35 @@
-"""Keeping the Discord token out of the logs, whoever logs it.
+"""Keeping the Discord token, and the tokens of interactions, out of the logs, whoever logs them.
 
 :func:`redacting` masks the token in every log record as the record is made (a record factory), so no handler sees
 it, including handlers added later and those of loggers that do not propagate, and in case a record is made another
 way, also as a filter on the root logger's handlers. The message is formatted with its arguments and masked, and the
 exception and stack texts are formatted and masked too (the exception itself is dropped from the record, so that no
 formatter can print it afresh).
+
+Interaction tokens are not known in advance: each lets anyone answer as the bot for 15 minutes, and discord.py's
+debug log shows them in interaction and webhook URLs and in the gateway events it prints. They are masked by their
+place: the path segment after ``/interactions/ID/`` or ``/webhooks/ID/``, and the value of a ``token`` key.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 MASK = "[token]"
 _FORMATTER = logging.Formatter()
+PLACED_TOKENS = (
+    re.compile(r"(/(?:interactions|webhooks)/\d+/)[^/\s'\"?&]+"),
+    re.compile(r"""(["']token["']\s*:\s*["'])[^"']+"""),
+)
 
 
 class Redactor(logging.Filter):
-    """Replaces each of ``secrets`` by :data:`MASK` in a record's message, exception text and stack text."""
+    """Replaces each of ``secrets``, and the tokens :data:`PLACED_TOKENS` finds, by :data:`MASK` in a record's
+    message, exception text and stack text."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -28,11 +38,11 @@ class Redactor(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, MASK)
+        for pattern in PLACED_TOKENS:
+            text = pattern.sub(rf"\g<1>{MASK}", text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # arguments that do not fit the message: keep both, as text, masked

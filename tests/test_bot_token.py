@@ -1,4 +1,4 @@
-"""Issue 14: the Discord token never reaches a log, whoever logs it.
+"""Issue 14: the Discord token never reaches a log, whoever logs it; nor do the tokens of interactions.
 
 The real process (``python -m bot -v``, debug logging on stderr) logs in to the Discord stand-in with a distinctive
 token, answers commands (one of them with the token pasted as its link, which discord.py's own debug log of the
@@ -68,6 +68,8 @@ def test_the_token_never_reaches_the_logs(world: dict[str, Any], tmp_path: Path)
     config = bot_config(tmp_path / "bot", world["index"])
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
 
+    interaction_tokens: list[str] = []
+
     async def main(standin: StandIn) -> int:
         env = child_environment(
             tmp_path / "home",
@@ -94,6 +96,7 @@ def test_the_token_never_reaches_the_logs(world: dict[str, Any], tmp_path: Path)
                 await pasted.wait_for_response(timeout=WAIT_S)
                 assert pasted.original is not None and pasted.original.ephemeral
                 assert TOKEN not in pasted.original.content
+                interaction_tokens.extend(standin.interactions_by_token)
                 child.send_signal(signal.SIGTERM)
                 return await asyncio.wait_for(child.wait(), timeout=WAIT_S)
             finally:
@@ -106,6 +109,9 @@ def test_the_token_never_reaches_the_logs(world: dict[str, Any], tmp_path: Path)
     assert code == 0, log[-3000:]
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert leaked == [], leaked  # stdout, stderr, the data directory, the home directory
+    # Each interaction's token (callback and webhook URLs, the gateway event) is masked too.
+    assert len(interaction_tokens) >= 2 and not [t for t in interaction_tokens if t in log]
+    assert any("/callback" in line and f"/{MASK}/" in line for line in log.splitlines())
     for expected in (
         f"leak: in the message: {MASK}",
         f"leak: in the arguments: {MASK}",
@@ -151,3 +157,18 @@ def test_redacting_masks_every_part_of_a_record_and_is_undone_after() -> None:
     assert "after the block: not masked" in text
     assert logging.getLogRecordFactory() is factory and not handler.filters
     assert Redactor([]).filter(logging.makeLogRecord({"msg": TOKEN})) is True  # no secret: nothing to mask
+
+
+def test_interaction_tokens_are_masked_by_their_place() -> None:
+    """Tokens nobody knows in advance: after /interactions/ID/ and /webhooks/ID/ in URLs, and under a "token" key."""
+    redactor = Redactor([])
+    secret = "aW50ZXJhY3Rpb246MTIz:Zm9v_bar-BAZ"
+    lines = (
+        "POST https://discord.com/api/v10/interactions/123/{}/callback with None has returned 204",
+        "PATCH https://discord.com/api/v10/webhooks/456/{}/messages/@original?wait=true",
+        "WebSocket Event: {{'t': 'INTERACTION_CREATE', 'd': {{'token': '{}', 'id': '123'}}}}",
+        '{{"token": "{}", "type": 2}}',
+    )
+    for line in lines:
+        assert redactor.redact(line.format(secret)) == line.format(MASK)
+    assert redactor.redact("GET /api/v10/users/@me has returned 200") == "GET /api/v10/users/@me has returned 200"
