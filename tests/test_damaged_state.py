@@ -103,6 +103,31 @@ def test_a_full_disk_during_a_build_is_one_line_and_keeps_the_index(tmp_path: Pa
     assert json.loads(after.stdout) == {"count": 300, "names": ["idx"]}  # served index intact, no debris
 
 
+# The build with its check of the free space taken out: as if another process filled the disk after it.
+_BUILD_WITHOUT_ROOM_CHECK = """
+import sys
+import musrec.index.build as build
+build._check_room = lambda *args, **kwargs: None
+from musrec.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@needs_tmpfs
+def test_a_disk_filled_while_faiss_writes_the_ivf_lists_is_one_line(tmp_path: Path) -> None:
+    """faiss reports a failed write as a RuntimeError: on a full disk it is the same one line as any other write."""
+    records = tmp_path / "medium.tfrecord"
+    write_records(records, make_segments(5_000, split="eval", seed=2))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    build = [sys.executable, "-c", _BUILD_WITHOUT_ROOM_CHECK, "index", "build", str(records)]
+    (result,) = on_small_disk(disk, 10, [[*build, "--out", str(disk / "idx"), "--backend", "ivf", "--no-progress"]])
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stdout
+    assert lines[0].startswith(f"musrec: error: not enough disk space in {disk} to build the index: ")
+    assert "RuntimeError" not in result.stdout and "Traceback" not in result.stdout
+
+
 @needs_tmpfs
 def test_a_full_disk_during_a_download_is_one_line_and_keeps_what_arrived(tmp_path: Path) -> None:
     data = tmp_path / "data"

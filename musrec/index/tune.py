@@ -14,8 +14,10 @@ they are kept in ``holdout.npy`` and searched exactly beside it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -292,7 +294,15 @@ class _IvfWriter:
         import faiss
 
         self.add(held_out, held_vectors)
-        faiss.write_index(self.index, str(tmp / IVF_FILE))
+        path = tmp / IVF_FILE
+        try:
+            faiss.write_index(self.index, str(path))
+        except RuntimeError as err:  # faiss reports any failed write so, a full disk included
+            need = self.index.ntotal * (self.index.code_size + 8)  # the codes and their ids
+            written = path.stat().st_size if path.exists() else 0
+            if shutil.disk_usage(tmp).free >= need - written:
+                raise
+            raise OSError(errno.ENOSPC, f"no space left writing {path.name}: {err}") from None
         del self.index, self.quantizer  # the codes are on disk now; the backend maps them
         return IvfBackend.load(tmp / IVF_FILE, embeddings, representation, nprobe=value, rerank=rerank)
 
