@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from vggish_fixtures import shared_vggish_files
 
 from musrec.audio.decode import AudioLimits
 from musrec.embedding.local import LocalEmbedder
-from musrec.embedding.server import MODEL_METADATA, make_app
+from musrec.embedding.server import DEFAULT_MAX_PENDING, MODEL_METADATA, make_app
 
 MISSING = {
     "message": "Input payload validation failed",
@@ -231,6 +232,7 @@ def test_unknown_route_and_method_answer_json(server: Served) -> None:
 def test_busy_model_blocks_neither_metadata_nor_health(
     server_loop: LoopThread,
     local_embedder: LocalEmbedder,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     gated = GatedEmbedder(local_embedder)
     wav = wav_bytes(int16_clip(1.5), rate=16000)
@@ -245,19 +247,40 @@ def test_busy_model_blocks_neither_metadata_nor_health(
                 # The model is held at the gate, so answering at all shows metadata does not wait for it.
                 async with session.get(served.url + "/model/metadata") as meta:
                     meta_status = meta.status
-                # The only worker is busy and no queue is allowed: the next predict is turned away at once.
-                async with session.post(predict_url, data=form("audio", wav)) as busy:
-                    busy_status = busy.status
-                    assert (await busy.json())["status"] == "error"
+                # The only worker is busy and no queue is allowed: the next predicts are turned away at once.
+                for _ in range(3):
+                    async with session.post(predict_url, data=form("audio", wav)) as busy:
+                        busy_status = busy.status
+                        assert (await busy.json())["status"] == "error"
                 gated.gate.set()
                 async with await slow as done:
                     assert len((await done.json())["embedding"]) == 1
                     return meta_status, busy_status, done.status
 
-        meta_status, busy_status, done_status = asyncio.run(scenario())
+        with caplog.at_level(logging.WARNING, logger="musrec.embedding.server"):
+            meta_status, busy_status, done_status = asyncio.run(scenario())
     assert meta_status == 200
     assert busy_status == 503
     assert done_status == 200
+    # Busy answers are counted, not logged one by one: the first is noted, the next two wait for the next note.
+    notes = [r.getMessage() for r in caplog.records if "predict refused" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith("predict refused 1 time(s) since the last note")
+
+
+def test_serve_takes_its_queue_from_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[server] max_pending`` and ``concurrency`` reach the server ``musrec serve`` runs."""
+    from musrec.cli import main
+    from musrec.config import ServerConfig
+
+    assert ServerConfig().max_pending == DEFAULT_MAX_PENDING  # the documented default is the server's own
+    config = tmp_path / "musrec.toml"
+    config.write_text("[server]\nconcurrency = 2\nmax_pending = 3\n", encoding="utf-8")
+    ran: dict[str, object] = {}
+    monkeypatch.setattr("musrec.cli.use_model_threads", lambda config, concurrent: 1)  # this process's TensorFlow
+    monkeypatch.setattr("musrec.embedder.make_embedder", lambda config: object())
+    monkeypatch.setattr("musrec.embedding.server.run_server", lambda embedder, **options: ran.update(options))
+    assert main(["--config", str(config), "serve"]) == 0
+    assert ran["concurrency"] == 2 and ran["max_pending"] == 3
 
 
 def test_make_app_rejects_bad_limits(local_embedder: LocalEmbedder) -> None:

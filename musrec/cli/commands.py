@@ -165,6 +165,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         limits=config.audio,
         max_bytes=srv.max_bytes,
         concurrency=srv.concurrency,
+        max_pending=srv.max_pending,
     )
     return 0
 

@@ -158,12 +158,14 @@ class ServerConfig:
     port: int = 5000
     max_bytes: int = 64 * 1024 * 1024
     concurrency: int = 1
+    max_pending: int = 16  # predictions that may wait for a worker; more are answered 503 (busy)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port must be 0-65535, got {self.port}")
         at_least("server.max_bytes", self.max_bytes, 1)
         at_least("server.concurrency", self.concurrency, 1)
+        at_least("server.max_pending", self.max_pending, 0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -47,7 +47,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +78,7 @@ DEFAULT_MAX_PENDING = 16
 DEFAULT_READ_TIMEOUT_S = 60.0
 MSG_READ_TIMEOUT = "Request body not received in time"
 RETRY_AFTER_S = 1  # what a busy answer suggests; a client with several servers moves on at once
+BUSY_LOG_S = 60.0  # busy answers are logged as a count, at most this often
 PREDICT_FIELD = "audio"
 # MAX checks the part's content type with re.match, i.e. anchored at the start only.
 WAV_CONTENT_TYPE = re.compile(r"audio/.*wav")
@@ -112,6 +115,20 @@ class _ServerState:
     max_in_flight: int
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     in_flight: int = field(default=0)
+    refused: int = field(default=0)  # busy answers since the last log line about them
+    refused_logged_at: float = field(default=-math.inf)
+
+    def note_refusal(self) -> None:
+        """Count a busy answer; log the count at most every BUSY_LOG_S (a flood of them is one line a minute)."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.refused_logged_at >= BUSY_LOG_S:
+            log.warning(
+                "predict refused %d time(s) since the last note: %d requests in progress (concurrency + max_pending)",
+                self.refused,
+                self.in_flight,
+            )
+            self.refused, self.refused_logged_at = 0, now
 
 
 _STATE = web.AppKey("musrec_server_state", _ServerState)
@@ -200,7 +217,7 @@ async def _health(request: web.Request) -> web.Response:
 async def _predict(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     if state.in_flight >= state.max_in_flight:
-        log.warning("predict refused: %d requests in progress", state.in_flight)
+        state.note_refusal()
         busy = _error(503, MSG_BUSY)
         busy.headers["Retry-After"] = str(RETRY_AFTER_S)
         return busy  # aiohttp then reads the unread upload away (for a while), so the client sees this answer
