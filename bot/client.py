@@ -17,6 +17,7 @@ from bot.buttons import DYNAMIC_ITEMS
 from bot.cogs.admin import Admin
 from bot.cogs.sounds import Sounds
 from bot.errors import GENERIC, user_message
+from bot.host import Answering
 from bot.inputs import refusal
 from bot.queries import FILENAME, QueryStore
 from bot.replies import drop_unanswered
@@ -79,7 +80,7 @@ class MusrecBot(commands.Bot):
         self._downloads: aiohttp.ClientSession | None = None
         self._queries: QueryStore | None = None
         self.queue = queue or WorkQueue.from_config(config.bot)
-        self.answering: dict[asyncio.Task[None], discord.Interaction | None] = {}
+        self.answering: Answering = {}
 
     @property
     def musrec(self) -> Musrec:

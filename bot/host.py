@@ -8,22 +8,27 @@ them without an import circle.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import aiohttp
-import discord
 
 from bot.queries import QueryStore
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.pipeline import Musrec
 
+# How to tell a request's user something after the fact (a shutdown dropping it), where the request came from.
+Notify = Callable[[str], Awaitable[None]]
+# The requests being answered, by task; None once the work is over and the answer is going out.
+Answering = dict[asyncio.Task[None], Notify | None]
+
 
 class Host(Protocol):
     config: Config
     queue: WorkQueue
-    # The requests being answered (their tasks), so that a shutdown can tell their users to send them again.
-    answering: dict[asyncio.Task[None], discord.Interaction | None]  # None: the work is over, the answer going out
+    # The requests being answered, so that a shutdown can tell their users to send them again.
+    answering: Answering
 
     @property
     def musrec(self) -> Musrec:

@@ -4,6 +4,7 @@ event loop, answer, or say why not (ephemerally)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 import discord
 
 from bot.errors import RESTARTING, TIMEOUT, user_message
-from bot.host import Host
+from bot.host import Answering, Host
 from bot.work import Ticket
 from musrec.errors import BusyError, MusrecError
 
@@ -47,7 +48,7 @@ async def answer(host: Host, interaction: discord.Interaction, work: Callable[[T
         return
     task = asyncio.current_task()
     if task is not None:
-        host.answering[task] = interaction
+        host.answering[task] = functools.partial(fail, interaction)
     try:
         try:
             await interaction.response.defer(thinking=True)
@@ -69,22 +70,24 @@ async def answer(host: Host, interaction: discord.Interaction, work: Callable[[T
         queue.release(ticket)
 
 
-async def drop_unanswered(answering: dict[asyncio.Task[None], discord.Interaction | None], *, timeout_s: float) -> int:
-    """At shutdown: stop the requests still being worked on and tell each user, privately, to send it again; let
-    those whose work is over send their answer.
+async def drop_unanswered(answering: Answering, *, timeout_s: float) -> int:
+    """At shutdown: stop the requests still being worked on and tell each user, privately where the request allows
+    it, to send it again; let those whose work is over send their answer.
 
-    Without this their "thinking" message would stay until Discord gives up on it 15 minutes later. Each stage is
-    bounded by ``timeout_s`` (a shutdown must not hang on Discord). Returns how many were dropped.
+    Without this a command's "thinking" message would stay until Discord gives up on it 15 minutes later, and a
+    posted clip would never be answered. Each stage is bounded by ``timeout_s`` (a shutdown must not hang on
+    Discord). Returns how many were dropped.
     """
     tasks = list(answering)
-    dropped = {task: interaction for task, interaction in answering.items() if interaction is not None}
-    for task in dropped:
-        task.cancel()
+    dropped = [notify for notify in answering.values() if notify is not None]
+    for task, notify in list(answering.items()):
+        if notify is not None:
+            task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=timeout_s)  # each releases its ticket on the way out
     if not dropped:
         return 0
-    notices = [asyncio.ensure_future(fail(interaction, RESTARTING)) for interaction in dropped.values()]
+    notices = [asyncio.ensure_future(notify(RESTARTING)) for notify in dropped]
     _, late = await asyncio.wait(notices, timeout=timeout_s)
     for notice in late:
         notice.cancel()

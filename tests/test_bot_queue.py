@@ -201,8 +201,9 @@ def test_a_request_that_outlasts_the_answer_timeout(world: dict[str, Any]) -> No
 
 
 def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: dict[str, Any]) -> None:
-    """SIGTERM (the bot closing) while one request runs the model and another waits for a worker: both "thinking"
-    messages are replaced by a private note to send the request again, instead of hanging for 15 minutes."""
+    """SIGTERM (the bot closing) while one request runs the model and two wait for a worker (a command and a clip
+    posted in a listened channel): the commands' "thinking" messages are replaced by a private note to send the
+    request again, instead of hanging for 15 minutes, and the posted clip gets that note as a reply."""
     embedder = HeldEmbedder()
     queue = WorkQueue(workers=1, max_waiting=2, cooldown_s=0.0, timeout_s=WAIT_S)
 
@@ -211,16 +212,18 @@ def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: dict[str, Any
         await eventually(lambda: embedder.started == [3], what="the first request in the model")
         waiting = await ask(standin, OTHER, 4)
         await waiting.wait_for_original(lambda m: "number 2 in the queue" in m.content, timeout=WAIT_S)
-        assert len(bot.answering) == 2
+        posted = await standin.post_message("this?", attachments=[standin.add_attachment("p.wav", clip(5))])
+        await eventually(lambda: len(bot.answering) == 3, what="the posted clip waiting too")
         await bot.close()
         for handle in (running, waiting):
             assert handle.original is not None and handle.original.deleted
             assert ephemeral_text(handle) == RESTARTING
+        assert [m.content for m in posted.replies] == [RESTARTING]
         assert bot.answering == {} and queue.pending == 0
         embedder.open()
         assert not any(m.embeds for h in (running, waiting) for m in h.messages)
 
-    scenario(world, body, embedder, queue=queue)
+    scenario(world, body, embedder, queue=queue, listen=True)
 
 
 def test_heartbeats_continue_through_long_work(world: dict[str, Any]) -> None:

@@ -214,16 +214,27 @@ class Sounds(commands.Cog):
         except BusyError as err:
             await quietly(message.reply(user_message(err), mention_author=False))
             return
+
+        async def notify(text: str) -> None:
+            await quietly(message.reply(text, mention_author=False))
+
+        task = asyncio.current_task()
+        if task is not None:
+            self.bot.answering[task] = notify  # a shutdown tells the poster to send it again
         try:
             if ticket.ahead:
                 log.info("message %s queued behind %d requests", message.id, ticket.ahead)
-            async with message.channel.typing():
-                source, name = await self._fetch(clip, url)
-                musrec = self.bot.musrec
-                page = await asyncio.wait_for(
-                    queue.run(ticket, self._search, source, name=name, start_s=None, k=None, filters=None),
-                    timeout=queue.timeout_s,
-                )
+            try:
+                async with message.channel.typing():
+                    source, name = await self._fetch(clip, url)
+                    musrec = self.bot.musrec
+                    page = await asyncio.wait_for(
+                        queue.run(ticket, self._search, source, name=name, start_s=None, k=None, filters=None),
+                        timeout=queue.timeout_s,
+                    )
+            finally:
+                if task is not None:  # the work is over: a shutdown now lets the answer (or the apology) go out
+                    self.bot.answering[task] = None
             answered = reply(page, index_size=len(musrec.index))
             view = answered.view or discord.utils.MISSING
             if config.reply_mode == "thread" and isinstance(message.channel, discord.TextChannel):
@@ -237,6 +248,8 @@ class Sounds(commands.Cog):
         except Exception as err:
             await quietly(message.reply(user_message(err, context=f"message {message.id}"), mention_author=False))
         finally:
+            if task is not None:
+                self.bot.answering.pop(task, None)
             queue.release(ticket)
 
     # ---- the request cycle ----------------------------------------------------------------------------------
