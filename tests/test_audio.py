@@ -71,6 +71,27 @@ def test_ffmpeg_executable_exists() -> None:
     assert os.access(ffmpeg_executable(), os.X_OK)
 
 
+def test_the_shipped_ffmpeg_comes_first_unless_one_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The statically linked binary starts in milliseconds, a distribution's in tens: it wins over PATH's."""
+    import imageio_ffmpeg
+
+    shipped = imageio_ffmpeg.get_ffmpeg_exe()
+    on_path = tmp_path / "ffmpeg"
+    on_path.write_text("#!/bin/sh\nexit 1\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.delenv("MUSREC_FFMPEG", raising=False)
+    ffmpeg_executable.cache_clear()
+    try:
+        assert ffmpeg_executable() == shipped
+        ffmpeg_executable.cache_clear()
+        monkeypatch.setenv("MUSREC_FFMPEG", str(on_path))
+        assert ffmpeg_executable() == str(on_path)
+    finally:
+        monkeypatch.undo()
+        ffmpeg_executable.cache_clear()
+
+
 def test_missing_ffmpeg_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine without ffmpeg cannot be arranged here, so both places it comes from are hidden."""
     import imageio_ffmpeg

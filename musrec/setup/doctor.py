@@ -104,8 +104,11 @@ def _ffmpeg() -> Check:
     try:
         exe = ffmpeg_executable()
     except MusrecError:
-        return Check("ffmpeg", PROBLEM, "not found: install ffmpeg (apt-get install ffmpeg) or imageio-ffmpeg")
-    kind = "system" if shutil.which("ffmpeg") == exe else "bundled by imageio-ffmpeg"
+        return Check("ffmpeg", PROBLEM, "not found: install imageio-ffmpeg (pip) or ffmpeg (apt-get install ffmpeg)")
+    if os.environ.get("MUSREC_FFMPEG"):
+        kind = "MUSREC_FFMPEG"
+    else:
+        kind = "system" if shutil.which("ffmpeg") == exe else "bundled by imageio-ffmpeg"
     try:
         out = subprocess.run(
             [exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=True
