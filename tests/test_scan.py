@@ -212,3 +212,35 @@ def test_scan_errors_are_decodes_errors(tmp_path: Path, envelope_decoder: str) -
         decode_loudest(tone(tmp_path / "blip.wav", seconds=0.5))
     with pytest.raises(TooLongError, match="larger than"):
         decode_loudest(tone(tmp_path / "t.wav", seconds=2.0), limits=AudioLimits(max_bytes=1000))
+
+
+def test_header_estimates_of_duration(tmp_path: Path) -> None:
+    """16-bit WAV: exact; constant-bitrate MP3: its bitrate over its size (tags and padding make it a little long);
+    variable-bitrate MP3 and other formats: unknown."""
+    wav = record(tmp_path, "tone", "wav", seconds=12)
+    assert scan._estimated_seconds(wav) == pytest.approx(12.0, abs=1e-3)
+    cbr = record(tmp_path, "tone", "mp3", seconds=12)
+    estimate = scan._estimated_seconds(cbr)
+    assert estimate is not None and 12.0 <= estimate <= 12.0 + scan.SHORT_SLACK_S
+    vbr = tmp_path / "vbr.mp3"
+    ffmpeg("-i", str(wav), "-c:a", "libmp3lame", "-q:a", "4", str(vbr))
+    assert mp3_rate(vbr) == 44100 and scan._estimated_seconds(vbr) is None
+    for other in ("ogg", "m4a", "flac"):
+        assert scan._estimated_seconds(record(tmp_path, "tone", other, seconds=3)) is None
+
+
+@pytest.mark.parametrize("codec", ["wav", "mp3"])
+def test_a_clip_known_to_fit_the_window_needs_no_envelope(
+    tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 10-s WAV or constant-bitrate MP3 is decoded once, whole; a 12-s one goes through the envelope."""
+    envelopes: list[Path] = []
+    real = scan.scan_envelope
+    monkeypatch.setattr(scan, "scan_envelope", lambda path, **kw: envelopes.append(path) or real(path, **kw))
+    short = record(tmp_path, "tone", codec, seconds=10)
+    audio = decode_loudest(short, duration_s=10.0)
+    assert envelopes == [] and audio.offset_s == 0.0
+    assert np.array_equal(audio.samples, decode(short, duration_s=10.0).samples)
+    longer = record(tmp_path, "noise", codec, seconds=12)
+    decode_loudest(longer, duration_s=10.0)
+    assert envelopes == [longer]

@@ -56,7 +56,7 @@ from musrec.audio.decode import (
     window_energies,
 )
 from musrec.audio.resample import TARGET_RATE
-from musrec.audio.wav import INT16_SCALE
+from musrec.audio.wav import INT16_SCALE, read_wav_header
 from musrec.errors import DecodeError, TooShortError
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ SCAN_MARGIN = 0.02
 # At most this many seconds of candidate spans are decoded exactly: the window itself and ten seconds around it.
 # (Real recordings needed 12 s at the median, 23 s at the 90th percentile and 30 s at most to cover every candidate.)
 EXACT_BUDGET_S = 20.0
+# A file whose header says it lasts at most the window plus this is decoded from its start, without an envelope:
+# the full decode's choice is then within this of the start (an MP3's estimate counts its tags and padding too).
+SHORT_SLACK_S = 0.5
 # Envelopes are decoded in this many parts at once (at most one per usable core): on two idle cores, a 3-minute
 # MP3's envelope takes about half the time of one run.
 ENVELOPE_PARTS = 2
@@ -108,6 +111,9 @@ def decode_loudest(
     """
     started = time.monotonic()
     with _as_file(source, limits) as path:
+        estimate = _estimated_seconds(path)
+        if estimate is not None and estimate <= duration_s + SHORT_SLACK_S:  # nothing to choose (within the slack)
+            return decode(path, duration_s=duration_s, limits=limits)
         envelope = scan_envelope(path, search_s=search_s, limits=limits)
         rate = envelope.rate
         width = min(round(duration_s * rate), len(envelope.samples))
@@ -165,12 +171,39 @@ def _within_limits(path: Path, limits: AudioLimits) -> bool:
     return stat.S_ISREG(info.st_mode) and 0 < info.st_size <= limits.max_bytes
 
 
+def _estimated_seconds(path: Path) -> float | None:
+    """About how long ``path`` plays, from its header where that is cheap: a 16-bit WAV's (exact) or a constant-
+    bitrate MP3's first frame (its bitrate over the file's size); None for other formats and variable bitrates."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            channels, rate, data_bytes = read_wav_header(f.read)
+            return (data_bytes if data_bytes is not None else size - f.tell()) / (2 * channels * rate)
+    except OSError:
+        return None
+    except (DecodeError, ZeroDivisionError):  # not a 16-bit WAV
+        pass
+    head = _mp3_head(path)
+    if head is None or head[3]:
+        return None
+    _, kbps, offset, _ = head
+    return (size - offset) * 8 / (kbps * 1000)
+
+
 def mp3_rate(path: Path) -> int | None:
     """The sample rate of an MPEG audio layer III file (after any ID3v2 tag), or None if it does not start as one.
 
     Two consecutive valid frame headers are required, so other formats (whose bytes may contain a frame sync) are
     left to ffmpeg.
     """
+    head = _mp3_head(path)
+    return None if head is None else head[0]
+
+
+def _mp3_head(path: Path) -> tuple[int, int, int, bool] | None:
+    """(sample rate, first frame's bitrate in kbit/s, where the frames start, whether the bitrate varies) of an MP3,
+    or None (see mp3_rate). A variable bitrate shows as a Xing or VBRI tag in the first frame (LAME writes "Info"
+    there for a constant one)."""
     try:
         with path.open("rb") as f:
             head = f.read(_ID3_HEADER)
@@ -185,13 +218,16 @@ def mp3_rate(path: Path) -> int | None:
     first = _mp3_frame(data, 0)
     if first is None:
         return None
-    rate, length = first
+    rate, length, kbps = first
     second = _mp3_frame(data, length)
-    return rate if second is not None and second[0] == rate else None
+    if second is None or second[0] != rate:
+        return None
+    variable = b"Xing" in data[:length] or b"VBRI" in data[:length]
+    return rate, kbps, offset, variable
 
 
-def _mp3_frame(data: bytes, at: int) -> tuple[int, int] | None:
-    """(sample rate, frame length) of the layer III frame header at ``data[at:]``, or None."""
+def _mp3_frame(data: bytes, at: int) -> tuple[int, int, int] | None:
+    """(sample rate, frame length, bitrate in kbit/s) of the layer III frame header at ``data[at:]``, or None."""
     if at + 4 > len(data) or data[at] != 0xFF or data[at + 1] & 0xE0 != 0xE0:
         return None
     version, layer = (data[at + 1] >> 3) & 3, (data[at + 1] >> 1) & 3
@@ -199,9 +235,9 @@ def _mp3_frame(data: bytes, at: int) -> tuple[int, int] | None:
     if version == 1 or layer != 1 or bitrate_index in (0, 15) or rate_index == 3:  # reserved, not layer III, free
         return None
     mpeg1 = version == 3
-    rate = _MP3_RATES[version][rate_index]
-    length = (144 if mpeg1 else 72) * 1000 * _MP3_BITRATES[mpeg1][bitrate_index] // rate + padding
-    return rate, length
+    rate, kbps = _MP3_RATES[version][rate_index], _MP3_BITRATES[mpeg1][bitrate_index]
+    length = (144 if mpeg1 else 72) * 1000 * kbps // rate + padding
+    return rate, length, kbps
 
 
 def _mpg123_envelope(mpg123: str, path: Path, native: int, *, search_s: float, limits: AudioLimits) -> Envelope | None:
@@ -213,7 +249,7 @@ def _mpg123_envelope(mpg123: str, path: Path, native: int, *, search_s: float, l
     factor = next(f for f in (4, 2) if native // f >= SCAN_RATE) if native >= 2 * SCAN_RATE else 1
     frame_samples = 1152 if native >= 32000 else 576  # MPEG-1 frames hold two granules, MPEG-2 and 2.5 one
     frames = math.ceil(search_s * native / frame_samples) + 2  # + the encoder's delay, which mpg123 trims
-    parts = _parts()
+    parts = _parts(path, search_s)
     per_part = math.ceil(frames / parts)
     deadline = time.monotonic() + limits.decode_timeout_s
 
@@ -247,7 +283,7 @@ def _ffmpeg_envelope(path: Path, *, search_s: float, limits: AudioLimits) -> Env
     """ffmpeg's decode at SCAN_RATE, in ENVELOPE_PARTS spans at once (joined where ffmpeg's seek lands: within a
     codec frame of the boundary, which moves no window's energy by more than that frame's share)."""
     check_file(path, limits)
-    parts = _parts()
+    parts = _parts(path, search_s)
     edges = [search_s * i / parts for i in range(parts + 1)]
 
     def part(index: int) -> npt.NDArray[np.float64]:
@@ -262,9 +298,12 @@ def _ffmpeg_envelope(path: Path, *, search_s: float, limits: AudioLimits) -> Env
     return _checked(np.concatenate(pieces), SCAN_RATE, "ffmpeg", limits)
 
 
-def _parts() -> int:
-    """How many processes decode an envelope at once: ENVELOPE_PARTS, at most one per usable core."""
-    return max(1, min(ENVELOPE_PARTS, len(os.sched_getaffinity(0))))
+def _parts(path: Path, search_s: float) -> int:
+    """How many processes decode an envelope at once: ENVELOPE_PARTS, at most one per usable core, and one for a
+    file known to be short (the others would decode nothing)."""
+    parts = max(1, min(ENVELOPE_PARTS, len(os.sched_getaffinity(0))))
+    estimate = _estimated_seconds(path)
+    return 1 if estimate is not None and estimate < search_s / parts / 2 else parts
 
 
 def _checked(samples: npt.NDArray[np.float64], rate: int, decoder: str, limits: AudioLimits) -> Envelope:
