@@ -16,6 +16,7 @@ limits: they are checked against the header, before a sample is read (issue 14).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -166,17 +168,7 @@ def decode(
     span_s = duration_s if duration_s is not None else limits.max_duration_s + DURATION_SLACK_S
     out_rate = None if sample_rate == TARGET_RATE else sample_rate
     started = time.monotonic()
-    if isinstance(source, bytes | bytearray | memoryview):
-        view = memoryview(source).cast("B")
-        _check_head(view.nbytes, bytes(view[:MAGIC_BYTES]), limits)
-        # A file, not stdin: MP4/M4A and some other containers need seekable input.
-        with tempfile.TemporaryDirectory(prefix="musrec-") as tmp:
-            path = Path(tmp) / "input"
-            path.write_bytes(view)
-            mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=out_rate)
-    else:
-        path = Path(os.path.abspath(source))
-        check_file(path, limits)
+    with source_file(source, limits) as path:
         mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=out_rate)
 
     decoded_s = len(mono) / rate
@@ -185,17 +177,34 @@ def decode(
         _refuse_long(decoded_s, limits, tolerance_s=DURATION_TOLERANCE_S, after_start=bool(start_s))
     if len(mono) == 0 and start_s:
         raise TooShortError(f"the start time {format_timecode(start_s)} is past the end of the audio")
-    _refuse_short(decoded_s, limits)
+    refuse_short(decoded_s, limits)
     reached_end = duration_s is None or decoded_s < duration_s - DURATION_TOLERANCE_S
     resampled = resample(mono, rate, sample_rate)
     del mono
     samples = np.clip(resampled, -1.0, 1.0, out=resampled).astype(np.float32)
-    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
-        raise DecodeError("the audio is silent")
+    refuse_silent(samples)
     samples.setflags(write=False)
     log.debug("decoded %.1f s at %d Hz in %.2f s", decoded_s, rate, time.monotonic() - started)
     end_s = offset + decoded_s if reached_end else None
     return Audio(samples, sample_rate=sample_rate, offset_s=offset, source_duration_s=end_s)
+
+
+@contextlib.contextmanager
+def source_file(source: Source, limits: AudioLimits) -> Iterator[Path]:
+    """``source`` as a file the decoders can open, after :func:`check_file`'s checks: a path as it is, encoded bytes
+    written to a private temporary file (a file, not stdin: MP4/M4A and some other containers need seekable input).
+    Bytes are checked before they are written."""
+    if not isinstance(source, bytes | bytearray | memoryview):
+        path = Path(os.path.abspath(source))
+        check_file(path, limits)
+        yield path
+        return
+    view = memoryview(source).cast("B")
+    _check_head(view.nbytes, bytes(view[:MAGIC_BYTES]), limits)
+    with tempfile.TemporaryDirectory(prefix="musrec-") as tmp:
+        path = Path(tmp) / "input"
+        path.write_bytes(view)
+        yield path
 
 
 def check_file(path: Path, limits: AudioLimits) -> None:
@@ -241,7 +250,7 @@ def read_wav(
     _check_size(view.nbytes, limits)
     fmt = wav_format(view)
     _refuse_long(fmt.duration_s, limits)
-    _refuse_short(fmt.duration_s, limits)
+    refuse_short(fmt.duration_s, limits)
     return read_wav_bytes(view)
 
 
@@ -251,9 +260,16 @@ def _refuse_long(seconds: float, limits: AudioLimits, *, tolerance_s: float = 0.
         raise TooLongError(f"{what} longer than {_span(limits.max_duration_s)}; choose a shorter part")
 
 
-def _refuse_short(seconds: float, limits: AudioLimits) -> None:
+def refuse_short(seconds: float, limits: AudioLimits) -> None:
+    """TooShortError if ``seconds`` of audio are under ``limits.min_duration_s``."""
     if seconds < limits.min_duration_s:
         raise TooShortError(f"the audio is only {seconds:.2g} s long; at least {limits.min_duration_s:g} s is needed")
+
+
+def refuse_silent(samples: npt.NDArray[np.floating]) -> None:
+    """DecodeError if the peak of ``samples`` stays below SILENCE_PEAK (-60 dBFS)."""
+    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+        raise DecodeError("the audio is silent")
 
 
 def _check_size(size: int, limits: AudioLimits) -> None:

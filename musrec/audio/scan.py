@@ -28,22 +28,19 @@ import logging
 import math
 import os
 import shutil
-import stat
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from musrec.audio.decode import (
     SEARCH_S,
-    SILENCE_PEAK,
     WINDOW_S,
     Audio,
     AudioLimits,
@@ -52,7 +49,10 @@ from musrec.audio.decode import (
     check_file,
     decode,
     decode_pcm,
+    refuse_short,
+    refuse_silent,
     run_decoder,
+    source_file,
     window_energies,
 )
 from musrec.audio.resample import TARGET_RATE
@@ -60,6 +60,8 @@ from musrec.audio.wav import INT16_SCALE, read_wav_header
 from musrec.errors import DecodeError, TooShortError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 # ffmpeg's envelope: 8 kHz keeps the fundamentals and most of the energy of speech and music (content up to 4 kHz)
 # at half the samples of 16 kHz; ffmpeg's decoding, not the resampling, is most of its cost.
@@ -110,11 +112,11 @@ def decode_loudest(
     costs one cheap pass.
     """
     started = time.monotonic()
-    with _as_file(source, limits) as path:
-        estimate = _estimated_seconds(path)
-        if estimate is not None and estimate <= duration_s + SHORT_SLACK_S:  # nothing to choose (within the slack)
+    with source_file(source, limits) as path:
+        head = _read_head(path)
+        if head.seconds is not None and head.seconds <= duration_s + SHORT_SLACK_S:  # nothing to choose (within slack)
             return decode(path, duration_s=duration_s, limits=limits)
-        envelope = scan_envelope(path, search_s=search_s, limits=limits)
+        envelope = scan_envelope(path, search_s=search_s, limits=limits, head=head)
         rate = envelope.rate
         width = min(round(duration_s * rate), len(envelope.samples))
         if width == len(envelope.samples):  # a clip no longer than the window is used whole
@@ -140,18 +142,22 @@ def scan_envelope(
     *,
     search_s: float = SEARCH_S,
     limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
+    head: Head | None = None,
 ) -> Envelope:
     """The first ``search_s`` seconds of ``path`` at a low rate: by mpg123 for MP3 where it is installed, else ffmpeg.
 
-    DecodeError (silent, corrupt, ...), TooShortError and TooLongError as :func:`decode` raises them.
+    ``head`` is the file's :class:`Head`, if the caller has read it. DecodeError (silent, corrupt, ...), TooShortError
+    and TooLongError as :func:`decode` raises them.
     """
+    check_file(path, limits)
+    head = head or _read_head(path)
+    parts = _parts(head.seconds, search_s)
     mpg123 = mpg123_executable()
-    native = mp3_rate(path) if mpg123 and _within_limits(path, limits) else None
-    if mpg123 and native:
-        envelope = _mpg123_envelope(mpg123, path, native, search_s=search_s, limits=limits)
+    if mpg123 and head.mp3_rate:
+        envelope = _mpg123_envelope(mpg123, path, head.mp3_rate, parts=parts, search_s=search_s, limits=limits)
         if envelope is not None:
             return envelope
-    return _ffmpeg_envelope(path, search_s=search_s, limits=limits)
+    return _ffmpeg_envelope(path, parts=parts, search_s=search_s, limits=limits)
 
 
 @lru_cache(maxsize=1)
@@ -162,48 +168,42 @@ def mpg123_executable() -> str | None:
     return shutil.which("mpg123")
 
 
-def _within_limits(path: Path, limits: AudioLimits) -> bool:
-    """A regular file of an acceptable size (anything else is left to :func:`decode`, which says what is wrong)."""
-    try:
-        info = path.stat()
-    except OSError:
-        return False
-    return stat.S_ISREG(info.st_mode) and 0 < info.st_size <= limits.max_bytes
+@dataclass(frozen=True)
+class Head:
+    """What a file's first bytes say: an MP3's sample rate, and how long it plays where that is cheap to know."""
+
+    mp3_rate: int | None
+    seconds: float | None
 
 
-def _estimated_seconds(path: Path) -> float | None:
-    """About how long ``path`` plays, from its header where that is cheap: a 16-bit WAV's (exact) or a constant-
-    bitrate MP3's first frame (its bitrate over the file's size); None for other formats and variable bitrates."""
+def _read_head(path: Path) -> Head:
+    """The rate of an MP3 (see :func:`_mp3_head`), and the duration of a 16-bit WAV (exact, from its header) or of a
+    constant-bitrate MP3 (its first frame's bitrate over the file's size); None for what is not known."""
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
             channels, rate, data_bytes = read_wav_header(f.read)
-            return (data_bytes if data_bytes is not None else size - f.tell()) / (2 * channels * rate)
+            seconds = (data_bytes if data_bytes is not None else size - f.tell()) / (2 * channels * rate)
+        return Head(None, seconds)
     except OSError:
-        return None
+        return Head(None, None)
     except (DecodeError, ZeroDivisionError):  # not a 16-bit WAV
         pass
-    head = _mp3_head(path)
-    if head is None or head[3]:
-        return None
-    _, kbps, offset, _ = head
-    return (size - offset) * 8 / (kbps * 1000)
-
-
-def mp3_rate(path: Path) -> int | None:
-    """The sample rate of an MPEG audio layer III file (after any ID3v2 tag), or None if it does not start as one.
-
-    Two consecutive valid frame headers are required, so other formats (whose bytes may contain a frame sync) are
-    left to ffmpeg.
-    """
-    head = _mp3_head(path)
-    return None if head is None else head[0]
+    mp3 = _mp3_head(path)
+    if mp3 is None:
+        return Head(None, None)
+    rate, kbps, offset, variable = mp3
+    return Head(rate, None if variable else (size - offset) * 8 / (kbps * 1000))
 
 
 def _mp3_head(path: Path) -> tuple[int, int, int, bool] | None:
-    """(sample rate, first frame's bitrate in kbit/s, where the frames start, whether the bitrate varies) of an MP3,
-    or None (see mp3_rate). A variable bitrate shows as a Xing or VBRI tag in the first frame (LAME writes "Info"
-    there for a constant one)."""
+    """(sample rate, first frame's bitrate in kbit/s, where the frames start, whether the bitrate varies) of an MPEG
+    audio layer III file (after any ID3v2 tag), or None if it does not start as one.
+
+    Two consecutive valid frame headers are required, so other formats (whose bytes may contain a frame sync) are left
+    to ffmpeg. A variable bitrate shows as a Xing or VBRI tag in the first frame (LAME writes "Info" there for a
+    constant one).
+    """
     try:
         with path.open("rb") as f:
             head = f.read(_ID3_HEADER)
@@ -240,7 +240,9 @@ def _mp3_frame(data: bytes, at: int) -> tuple[int, int, int] | None:
     return rate, length, kbps
 
 
-def _mpg123_envelope(mpg123: str, path: Path, native: int, *, search_s: float, limits: AudioLimits) -> Envelope | None:
+def _mpg123_envelope(
+    mpg123: str, path: Path, native: int, *, parts: int, search_s: float, limits: AudioLimits
+) -> Envelope | None:
     """mpg123's mono, subband-limited decode (a quarter or half of ``native``, at least 8 kHz); None if it failed.
 
     The search span is cut in :data:`ENVELOPE_PARTS` runs of whole frames (``--skip``, ``--frames``), decoded at once
@@ -249,7 +251,6 @@ def _mpg123_envelope(mpg123: str, path: Path, native: int, *, search_s: float, l
     factor = next(f for f in (4, 2) if native // f >= SCAN_RATE) if native >= 2 * SCAN_RATE else 1
     frame_samples = 1152 if native >= 32000 else 576  # MPEG-1 frames hold two granules, MPEG-2 and 2.5 one
     frames = math.ceil(search_s * native / frame_samples) + 2  # + the encoder's delay, which mpg123 trims
-    parts = _parts(path, search_s)
     per_part = math.ceil(frames / parts)
     deadline = time.monotonic() + limits.decode_timeout_s
 
@@ -260,13 +261,8 @@ def _mpg123_envelope(mpg123: str, path: Path, native: int, *, search_s: float, l
         pcm, rc, _ = run_decoder(cmd, name=path.name, span_s=span_s, deadline=deadline)
         return pcm, rc
 
-    if parts == 1:
-        results = [part(0)]
-    else:
-        with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="musrec-mpg123") as pool:
-            results = list(pool.map(part, range(parts)))
     pieces = []
-    for index, (pcm, rc) in enumerate(results):
+    for index, (pcm, rc) in enumerate(_at_once(part, range(parts))):
         if rc not in (0, None) or (pcm is None and index == 0) or (pcm is not None and pcm.channels != 1):
             log.debug("mpg123 could not scan %s (exit %s): ffmpeg will", path.name, rc)
             return None
@@ -279,40 +275,38 @@ def _mpg123_envelope(mpg123: str, path: Path, native: int, *, search_s: float, l
     return _checked(samples, pieces[0].rate, "mpg123", limits)
 
 
-def _ffmpeg_envelope(path: Path, *, search_s: float, limits: AudioLimits) -> Envelope:
-    """ffmpeg's decode at SCAN_RATE, in ENVELOPE_PARTS spans at once (joined where ffmpeg's seek lands: within a
-    codec frame of the boundary, which moves no window's energy by more than that frame's share)."""
-    check_file(path, limits)
-    parts = _parts(path, search_s)
+def _ffmpeg_envelope(path: Path, *, parts: int, search_s: float, limits: AudioLimits) -> Envelope:
+    """ffmpeg's decode at SCAN_RATE, in ``parts`` spans at once (joined where ffmpeg's seek lands: within a codec
+    frame of the boundary, which moves no window's energy by more than that frame's share)."""
     edges = [search_s * i / parts for i in range(parts + 1)]
 
     def part(index: int) -> npt.NDArray[np.float64]:
         start, end = edges[index], edges[index + 1]
         return decode_pcm(path, start_s=start or None, span_s=end - start, sample_rate=SCAN_RATE, limits=limits)
 
-    if parts == 1:
-        pieces = [part(0)]
-    else:
-        with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="musrec-ffmpeg") as pool:
-            pieces = list(pool.map(part, range(parts)))
-    return _checked(np.concatenate(pieces), SCAN_RATE, "ffmpeg", limits)
+    return _checked(np.concatenate(_at_once(part, range(parts))), SCAN_RATE, "ffmpeg", limits)
 
 
-def _parts(path: Path, search_s: float) -> int:
+def _parts(seconds: float | None, search_s: float) -> int:
     """How many processes decode an envelope at once: ENVELOPE_PARTS, at most one per usable core, and one for a
-    file known to be short (the others would decode nothing)."""
+    file known (``seconds``) to be short: the others would decode nothing."""
     parts = max(1, min(ENVELOPE_PARTS, len(os.sched_getaffinity(0))))
-    estimate = _estimated_seconds(path)
-    return 1 if estimate is not None and estimate < search_s / parts / 2 else parts
+    return 1 if seconds is not None and seconds < search_s / parts / 2 else parts
+
+
+def _at_once(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(item) for item in items]``, each in a thread of its own when there are several (each runs a decoder
+    process: the threads only wait for it)."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="musrec-decode") as pool:
+        return list(pool.map(fn, items))
 
 
 def _checked(samples: npt.NDArray[np.float64], rate: int, decoder: str, limits: AudioLimits) -> Envelope:
     """The envelope, after decode's checks: TooShortError under ``min_duration_s``, DecodeError if silent."""
-    seconds = len(samples) / rate
-    if seconds < limits.min_duration_s:
-        raise TooShortError(f"the audio is only {seconds:.2g} s long; at least {limits.min_duration_s:g} s is needed")
-    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
-        raise DecodeError("the audio is silent")
+    refuse_short(len(samples) / rate, limits)
+    refuse_silent(samples)
     return Envelope(samples, rate, decoder)
 
 
@@ -352,11 +346,7 @@ def _loudest_exactly(path: Path, candidates: list[float], *, duration_s: float, 
     def exact(span: tuple[float, float]) -> Audio:
         return decode(path, start_s=span[0] or None, duration_s=span[1] - span[0], limits=limits)
 
-    if len(spans) == 1:
-        decoded = [exact(spans[0])]
-    else:
-        with ThreadPoolExecutor(max_workers=len(spans), thread_name_prefix="musrec-span") as pool:
-            decoded = list(pool.map(exact, spans))
+    decoded = _at_once(exact, spans)
     best: tuple[float, Audio, int] | None = None  # energy, span, first sample
     for (span_start, span_end), span in zip(spans, decoded, strict=True):
         x = span.samples
@@ -378,18 +368,3 @@ def _loudest_exactly(path: Path, candidates: list[float], *, duration_s: float, 
     offset = span.offset_s + first / TARGET_RATE
     reached_end = span.source_duration_s is not None and first + width == len(span.samples)
     return Audio(samples, offset_s=offset, source_duration_s=span.source_duration_s if reached_end else None)
-
-
-@contextmanager
-def _as_file(source: Source, limits: AudioLimits) -> Iterator[Path]:
-    """A path for ``source``: the file itself, or encoded bytes written once to a private temporary file."""
-    if not isinstance(source, bytes | bytearray | memoryview):
-        yield Path(os.path.abspath(source))
-        return
-    view = memoryview(source).cast("B")
-    if view.nbytes > limits.max_bytes or view.nbytes == 0:
-        decode(view, limits=limits)  # raises decode's error for an empty or too large input
-    with tempfile.TemporaryDirectory(prefix="musrec-") as tmp:
-        path = Path(tmp) / "input"
-        path.write_bytes(view)
-        yield path
