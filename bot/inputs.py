@@ -109,8 +109,11 @@ def refusal(error: app_commands.AppCommandError) -> MusrecError | None:
     return cause if isinstance(cause, MusrecError) and cause.expected else None
 
 
-def one_source(clip: discord.Attachment | None, link: LinkSource | None, *, what: str = "") -> None:
-    """Exactly one of the two options of a sound (the only check that spans two options)."""
+def check_sound(clip: discord.Attachment | None, link: LinkSource | None, config: BotConfig, *, what: str = "") -> None:
+    """A sound's options, before any work: exactly one of a file and a link (the only check that spans two options),
+    and a file that may be downloaded."""
     if (clip is None) == (link is None):
         prefix = f"{what}: " if what else ""
         raise InputError(f"{prefix}give exactly one of `clip` (a file) or `link` (a YouTube link)")
+    if clip is not None:
+        check_attachment(clip, config)

@@ -4,16 +4,17 @@ event loop, answer, or say why not (ephemerally)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import discord
 
 from bot.errors import RESTARTING, TIMEOUT, user_message
-from bot.host import Answering, Host
+from bot.host import Answering, Host, Notify
 from bot.work import Ticket
 from musrec.errors import BusyError, MusrecError
 
@@ -46,28 +47,43 @@ async def answer(host: Host, interaction: discord.Interaction, work: Callable[[T
     except BusyError as err:
         await reject(interaction, err)
         return
-    task = asyncio.current_task()
-    if task is not None:
-        host.answering[task] = functools.partial(fail, interaction)
-    try:
+    with answering(host, functools.partial(fail, interaction)) as work_over:
         try:
-            await interaction.response.defer(thinking=True)
-            if ticket.ahead:
-                await interaction.edit_original_response(content=f"You are number {ticket.ahead + 1} in the queue …")
-            reply = await asyncio.wait_for(work(ticket), timeout=queue.timeout_s)
+            try:
+                await interaction.response.defer(thinking=True)
+                if ticket.ahead:
+                    place = f"You are number {ticket.ahead + 1} in the queue …"
+                    await interaction.edit_original_response(content=place)
+                reply = await asyncio.wait_for(work(ticket), timeout=queue.timeout_s)
+            finally:
+                work_over()
+            extra: dict[str, Any] = {} if reply.view is None else {"view": reply.view}
+            await interaction.edit_original_response(content=None, embed=reply.embed, attachments=reply.files, **extra)
+        except TimeoutError:
+            await fail(interaction, TIMEOUT)
+        except Exception as err:
+            await fail(interaction, user_message(err, context=f"{what(interaction)} by {user}"))
         finally:
-            if task is not None:  # the work is over: a shutdown now lets the answer (or the apology) go out
-                host.answering[task] = None
-        extra: dict[str, Any] = {} if reply.view is None else {"view": reply.view}
-        await interaction.edit_original_response(content=None, embed=reply.embed, attachments=reply.files, **extra)
-    except TimeoutError:
-        await fail(interaction, TIMEOUT)
-    except Exception as err:
-        await fail(interaction, user_message(err, context=f"{what(interaction)} by {user}"))
+            queue.release(ticket)
+
+
+@contextlib.contextmanager
+def answering(host: Host, notify: Notify) -> Iterator[Callable[[], None]]:
+    """Register the current task as a request being answered, so that a shutdown can stop it and tell its user
+    (``notify``); the function yielded marks its work over (a shutdown then lets the answer go out)."""
+    task = asyncio.current_task()
+
+    def work_over() -> None:
+        if task is not None:
+            host.answering[task] = None
+
+    if task is not None:
+        host.answering[task] = notify
+    try:
+        yield work_over
     finally:
         if task is not None:
             host.answering.pop(task, None)
-        queue.release(ticket)
 
 
 async def drop_unanswered(answering: Answering, *, timeout_s: float) -> int:

@@ -14,8 +14,8 @@ from bot import embeds, results
 from bot.buttons import reply
 from bot.errors import TIMEOUT, user_message
 from bot.host import Host
-from bot.inputs import Link, Start, check_attachment, is_audio, one_source, read_attachment
-from bot.replies import Reply, answer, quietly, reject
+from bot.inputs import Link, Start, check_attachment, check_sound, is_audio, read_attachment
+from bot.replies import Reply, answer, answering, quietly, reject
 from bot.work import Ticket
 from musrec.compare import similarity_png
 from musrec.errors import BusyError, MusrecError
@@ -58,9 +58,7 @@ class Sounds(commands.Cog):
         """Find AudioSet sounds that sound like a clip or a YouTube link."""
         musrec = self.bot.musrec
         try:
-            one_source(clip, link)
-            if clip is not None:
-                check_attachment(clip, self.bot.config.bot)
+            check_sound(clip, link, self.bot.config.bot)
             filters = musrec.filters(music_only=music_only, label=_given(label), exclude_label=_given(exclude_label))
         except MusrecError as err:
             await reject(interaction, err)
@@ -113,9 +111,7 @@ class Sounds(commands.Cog):
             sounds.append((third_clip, third_link, third_start))
         try:
             for (clip, link, _), what in zip(sounds, ("first sound", "second sound", "third sound"), strict=False):
-                one_source(clip, link, what=what)
-                if clip is not None:
-                    check_attachment(clip, self.bot.config.bot)
+                check_sound(clip, link, self.bot.config.bot, what=what)
         except MusrecError as err:
             await reject(interaction, err)
             return
@@ -156,11 +152,8 @@ class Sounds(commands.Cog):
     ) -> None:
         """How alike two clips or links sound, with a second-by-second picture."""
         try:
-            one_source(first_clip, first_link, what="first sound")
-            one_source(second_clip, second_link, what="second sound")
-            for clip in (first_clip, second_clip):
-                if clip is not None:
-                    check_attachment(clip, self.bot.config.bot)
+            check_sound(first_clip, first_link, self.bot.config.bot, what="first sound")
+            check_sound(second_clip, second_link, self.bot.config.bot, what="second sound")
         except MusrecError as err:
             await reject(interaction, err)
             return
@@ -215,42 +208,37 @@ class Sounds(commands.Cog):
             await quietly(message.reply(user_message(err), mention_author=False))
             return
 
-        async def notify(text: str) -> None:
+        async def notify(text: str) -> None:  # a shutdown tells the poster to send it again
             await quietly(message.reply(text, mention_author=False))
 
-        task = asyncio.current_task()
-        if task is not None:
-            self.bot.answering[task] = notify  # a shutdown tells the poster to send it again
-        try:
-            if ticket.ahead:
-                log.info("message %s queued behind %d requests", message.id, ticket.ahead)
+        with answering(self.bot, notify) as work_over:
             try:
-                async with message.channel.typing():
-                    source, name = await self._fetch(clip, url)
-                    musrec = self.bot.musrec
-                    page = await asyncio.wait_for(
-                        queue.run(ticket, self._search, source, name=name, start_s=None, k=None, filters=None),
-                        timeout=queue.timeout_s,
-                    )
+                if ticket.ahead:
+                    log.info("message %s queued behind %d requests", message.id, ticket.ahead)
+                try:
+                    async with message.channel.typing():
+                        source, name = await self._fetch(clip, url)
+                        musrec = self.bot.musrec
+                        page = await asyncio.wait_for(
+                            queue.run(ticket, self._search, source, name=name, start_s=None, k=None, filters=None),
+                            timeout=queue.timeout_s,
+                        )
+                finally:
+                    work_over()
+                answered = reply(page, index_size=len(musrec.index))
+                view = answered.view or discord.utils.MISSING
+                if config.reply_mode == "thread" and isinstance(message.channel, discord.TextChannel):
+                    title = embeds.clip(f"Sounds like {name or 'this'}", THREAD_NAME_MAX)
+                    thread = await message.create_thread(name=title)
+                    await thread.send(embed=answered.embed, view=view)
+                else:
+                    await message.reply(embed=answered.embed, view=view, mention_author=False)
+            except TimeoutError:
+                await quietly(message.reply(TIMEOUT, mention_author=False))
+            except Exception as err:
+                await quietly(message.reply(user_message(err, context=f"message {message.id}"), mention_author=False))
             finally:
-                if task is not None:  # the work is over: a shutdown now lets the answer (or the apology) go out
-                    self.bot.answering[task] = None
-            answered = reply(page, index_size=len(musrec.index))
-            view = answered.view or discord.utils.MISSING
-            if config.reply_mode == "thread" and isinstance(message.channel, discord.TextChannel):
-                title = embeds.clip(f"Sounds like {name or 'this'}", THREAD_NAME_MAX)
-                thread = await message.create_thread(name=title)
-                await thread.send(embed=answered.embed, view=view)
-            else:
-                await message.reply(embed=answered.embed, view=view, mention_author=False)
-        except TimeoutError:
-            await quietly(message.reply(TIMEOUT, mention_author=False))
-        except Exception as err:
-            await quietly(message.reply(user_message(err, context=f"message {message.id}"), mention_author=False))
-        finally:
-            if task is not None:
-                self.bot.answering.pop(task, None)
-            queue.release(ticket)
+                queue.release(ticket)
 
     # ---- the request cycle ----------------------------------------------------------------------------------
 
