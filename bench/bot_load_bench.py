@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import random_embedder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the Discord stand-in
@@ -171,16 +172,11 @@ def main() -> int:
     from musrec.audioset.labels import default_labels
     from musrec.audioset.synthetic import SyntheticAudioSet
     from musrec.config import load_config
-    from musrec.embedding.local import LocalEmbedder
     from musrec.index.build import BuildOptions, build_index
-    from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
 
     with tempfile.TemporaryDirectory(prefix="musrec-botload-") as tmp_name:
         tmp = Path(tmp_name)
-        embedder = LocalEmbedder(
-            write_random_checkpoint(tmp / "vggish_model.ckpt"), write_random_pca_params(tmp / "vggish_pca_params.npz")
-        )
-        embedder.warm_up()
+        embedder = random_embedder(tmp)
         build_index(
             SyntheticAudioSet().segments(args.segments),
             tmp / "index",

@@ -24,6 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from common import random_embedder
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the Discord stand-in
 sys.path.insert(0, str(ROOT))
@@ -87,21 +89,16 @@ def main() -> int:
     from musrec.audio.scan import mpg123_executable
     from musrec.audioset.labels import default_labels
     from musrec.audioset.synthetic import SyntheticAudioSet
-    from musrec.embedding.local import LocalEmbedder
     from musrec.index.build import BuildOptions, build_index
     from musrec.index.loaded import Index
     from musrec.pipeline import Musrec
-    from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
     from musrec.vggish.tfutil import import_tensorflow
 
     import_tensorflow()  # quietly
     with tempfile.TemporaryDirectory(prefix="musrec-longfile-") as tmp_name:
         tmp = Path(tmp_name)
         mp3s = make_mp3s(tmp, args.music)
-        embedder = LocalEmbedder(
-            write_random_checkpoint(tmp / "vggish_model.ckpt"), write_random_pca_params(tmp / "vggish_pca_params.npz")
-        )
-        embedder.warm_up()
+        embedder = random_embedder(tmp)
         build_index(
             SyntheticAudioSet().segments(args.segments), tmp / "index", labels=default_labels(), options=BuildOptions()
         )

@@ -13,24 +13,18 @@ run too. Index search (about 2 ms) is left out: it is the same for every input.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common import median_s, random_embedder
 
 EXPR = "0.3*sin(2*PI*(220+110*floor(mod(t,8)))*t)+0.1*sin(2*PI*3*t)*sin(2*PI*660*t)"
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+    return median_s(fn, repeats) * 1000
 
 
 def main() -> int:
@@ -42,8 +36,6 @@ def main() -> int:
 
     from musrec.audio.decode import SEARCH_S, WINDOW_S, choose_window, cut, decode, ffmpeg_executable
     from musrec.audio.scan import decode_loudest, mpg123_executable
-    from musrec.embedding.local import LocalEmbedder
-    from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
     from musrec.vggish.tfutil import import_tensorflow
 
     import_tensorflow()
@@ -51,10 +43,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="musrec-decode-") as tmp_name:
         tmp = Path(tmp_name)
-        embedder = LocalEmbedder(
-            write_random_checkpoint(tmp / "vggish_model.ckpt"), write_random_pca_params(tmp / "pca.npz")
-        )
-        embedder.warm_up()
+        embedder = random_embedder(tmp)
         files = {}
         for seconds in (10, 180, 600):
             path = tmp / f"song{seconds}.mp3"

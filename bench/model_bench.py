@@ -16,27 +16,16 @@ workers on two cores the bot runs each pass on one.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import median_s
 
 EXAMPLES = 10
 MATMUL_N = 2048
-
-
-def _median_s(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def multiply_adds_per_example() -> dict[str, int]:
@@ -78,7 +67,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((MATMUL_N, MATMUL_N), dtype=np.float32)
     b = rng.standard_normal((MATMUL_N, MATMUL_N), dtype=np.float32)
-    matmul_s = _median_s(lambda: a @ b, args.repeats)
+    matmul_s = median_s(lambda: a @ b, args.repeats)
     peak = 2 * MATMUL_N**3 / matmul_s / 1e9
     print(f"numpy float32 {MATMUL_N}x{MATMUL_N} matmul: {matmul_s * 1000:.1f} ms = {peak:.1f} GFLOP/s")
 
@@ -99,7 +88,7 @@ def main() -> int:
         assert np.allclose(other(x).numpy(), reference, rtol=1e-4, atol=1e-4 * float(np.abs(reference).max()))
     print(f"{'forward pass, ' + str(EXAMPLES) + ' examples':<40} {'ms':>8} {'GFLOP/s':>8} {'of matmul':>10}")
     for name, fn in variants.items():
-        s = _median_s(fn, args.repeats)
+        s = median_s(fn, args.repeats)
         print(f"{name:<40} {s * 1000:>8.1f} {flop / s / 1e9:>8.1f} {flop / s / 1e9 / peak:>10.2f}")
     print(f"threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads()} (0 = all cores)")
     return 0

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import median_s, random_embedder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -71,8 +72,6 @@ def main() -> int:
 
     from musrec.audio import scan
     from musrec.audio.decode import SEARCH_S, WINDOW_S, choose_window, decode, window_energies
-    from musrec.embedding.local import LocalEmbedder
-    from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
     from musrec.vggish.tfutil import import_tensorflow
 
     if args.music:
@@ -91,10 +90,7 @@ def main() -> int:
     import_tensorflow()
     with tempfile.TemporaryDirectory(prefix="musrec-scan-") as tmp_name:
         tmp = Path(tmp_name)
-        embedder = LocalEmbedder(
-            write_random_checkpoint(tmp / "vggish_model.ckpt"), write_random_pca_params(tmp / "pca.npz")
-        )
-        embedder.warm_up()
+        embedder = random_embedder(tmp)
         clip_path = tmp / "clip.mp3"
         from musrec.audio.decode import ffmpeg_executable
 
@@ -104,8 +100,8 @@ def main() -> int:
             check=True,
         )
         clip = decode(clip_path).samples
-        embed_s = statistics.median(_time(lambda: embedder.embed(clip)) for _ in range(args.repeats))
-        clip_s = statistics.median(_time(lambda: decode(clip_path)) for _ in range(args.repeats))
+        embed_s = median_s(lambda: embedder.embed(clip), args.repeats)
+        clip_s = median_s(lambda: decode(clip_path), args.repeats)
 
     rows: dict[str, list[tuple[float, float, float]]] = {}  # way -> (error s, energy fraction, seconds)
     is_long: list[bool] = []  # per recording: 2 minutes or more

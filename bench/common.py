@@ -1,0 +1,39 @@
+"""What several benchmarks share: a warm median of a call, and VGGish with random weights.
+
+Random weights in the official layout have the real model's shapes, so the same cost.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from musrec.embedding.local import LocalEmbedder
+
+
+def median_s(fn: Callable[[], Any], repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of ``fn``, after one call to warm it up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def random_embedder(directory: Path) -> LocalEmbedder:
+    """VGGish with random weights (its checkpoint and PCA files written into ``directory``), warmed up."""
+    from musrec.embedding.local import LocalEmbedder
+    from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
+
+    embedder = LocalEmbedder(
+        write_random_checkpoint(directory / "vggish_model.ckpt"),
+        write_random_pca_params(directory / "vggish_pca_params.npz"),
+    )
+    embedder.warm_up()
+    return embedder
