@@ -30,7 +30,7 @@ def model_threads(config: Config, concurrent: int = 1) -> int:
 def use_model_threads(config: Config, concurrent: int = 1) -> int:
     """Size the in-process model's thread pool for ``concurrent`` forward passes at once; call before loading it.
 
-    Returns the threads per pass (for a log line). A MAX embedder runs no model here: nothing to size.
+    Returns the threads per pass, for the caller to report. A MAX embedder runs no model here: nothing to size.
     """
     threads = model_threads(config, concurrent)
     if config.embedder.kind == "local":

@@ -35,7 +35,7 @@ def set_intra_op_threads(threads: int) -> None:
         _intra_op_threads = threads
         if _started_with is not None and _started_with != threads:
             log.info(
-                "TensorFlow already runs with %s intra-op threads in this process; %d applies from the next start",
+                "TensorFlow already runs with %s intra-op threads in this process; %d cannot apply any more",
                 _started_with or "default",
                 threads,
             )
