@@ -21,7 +21,7 @@ from audioset_fixtures import make_segments
 from discord_standin import StandIn, run
 from test_pipeline import distinct_clip
 from vggish_fixtures import shared_embedder
-from youtube_fixtures import media_server
+from youtube_fixtures import drip_server, media_server, stepped_tones
 
 from bot.client import MusrecBot, command_payload, make_bot
 from musrec.audio.decode import decode
@@ -246,6 +246,26 @@ def test_recommend_a_link_fetches_only_the_window_and_caches_it(world: dict[str,
             assert ephemeral_text(gone) == "Nothing was found at that link (HTTP 404)."
 
     scenario(world, body)
+
+
+def test_a_trickling_link_is_given_up_at_the_fetch_deadline(world: dict[str, Any], tmp_path: Path) -> None:
+    """A link whose server keeps the download trickling (never stalling as long as the socket timeout) is answered
+    with a timeout once ``fetch_timeout_s`` has passed: the worker is not held for as long as the server likes."""
+    mp3 = stepped_tones(tmp_path / "tones.mp3", seconds=60, codec="mp3")
+
+    async def main(standin: StandIn) -> None:
+        config = config_for(world, standin)
+        config = replace(config, youtube=replace(config.youtube, fetch_timeout_s=2.0))
+        client = bot_for(world, config)
+        with drip_server(mp3.read_bytes()) as drip:
+            async with standin.running(client, timeout=TIMEOUT):
+                handle = await standin.dispatch_interaction("recommend", {"link": drip.url, "start": "0:00"})
+                await standin.wait_until(lambda: any(m.ephemeral for m in handle.messages), timeout=TIMEOUT)
+                assert ephemeral_text(handle) == "The download timed out; try again."
+                assert drip.sent < len(drip.body) / 2
+        assert not standin.errors
+
+    run(main, timeout=TIMEOUT * 2, heartbeat_interval=0.5)
 
 
 def test_links_elsewhere_are_refused(world: dict[str, Any]) -> None:

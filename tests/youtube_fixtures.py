@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import socketserver
 import ssl
 import threading
 import wave
@@ -204,3 +205,70 @@ def dead_url() -> str:
         s.bind((LOOPBACK, 0))
         port = s.getsockname()[1]
     return f"http://{LOOPBACK}:{port}/media/gone.m4a"
+
+
+DRIP_BYTES = 1024
+DRIP_EVERY_S = 0.1  # 10 KiB/s: never a stall as long as a socket timeout, far slower than a section needs
+
+
+class DripServer(socketserver.ThreadingTCPServer):
+    """Answers any GET on 127.0.0.1 with ``body`` as audio/mpeg, :data:`DRIP_BYTES` every :data:`DRIP_EVERY_S`;
+    ``sent`` counts the body bytes sent over all connections."""
+
+    daemon_threads = True
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.sent = 0
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        super().__init__((LOOPBACK, 0), _DripHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.server_address[1]}/media/tones.mp3"
+
+
+class _DripHandler(socketserver.BaseRequestHandler):
+    server: DripServer
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(WAIT_S)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        body = self.server.body
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nAccept-Ranges: none\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        if head.startswith(b"HEAD "):
+            return
+        for at in range(0, len(body), DRIP_BYTES):
+            if self.server.stopped.wait(DRIP_EVERY_S):
+                return
+            try:
+                sock.sendall(body[at : at + DRIP_BYTES])
+            except OSError:  # the client (or the guard) hung up
+                return
+            with self.server.lock:
+                self.server.sent += len(body[at : at + DRIP_BYTES])
+
+
+@contextmanager
+def drip_server(body: bytes) -> Iterator[DripServer]:
+    """A :class:`DripServer` in a thread of its own, stopped (and its connections ended) on exit."""
+    server = DripServer(body)
+    thread = threading.Thread(target=server.serve_forever, name="drip-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stopped.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT_S)

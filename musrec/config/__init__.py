@@ -178,7 +178,7 @@ class YouTubeConfig(FetchOptions):
     def __post_init__(self) -> None:
         if not self.allowed_hosts:
             raise ConfigError("youtube.allowed_hosts needs at least one host")
-        for name in ("max_video_s", "max_filesize_mb", "socket_timeout_s"):
+        for name in ("max_video_s", "max_filesize_mb", "socket_timeout_s", "fetch_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"youtube.{name} must be positive")
         if self.margin_s < 0 or self.default_start_s < 0:

@@ -49,6 +49,9 @@ MARGIN_S: Final = 2.0  # fetched on either side of the window, then trimmed away
 MAX_VIDEO_S: Final = 3 * 3600.0
 MAX_FILESIZE_MB: Final = 20.0  # a 14-second section is a few hundred kB; this only stops runaways
 SOCKET_TIMEOUT_S: Final = 15.0
+# A whole fetch (yt-dlp's requests, then ffmpeg's download of the section) takes a few seconds; a server that keeps
+# a download trickling would otherwise hold a worker for as long as it likes (see musrec.links.guard).
+FETCH_TIMEOUT_S: Final = 120.0
 RETRIES: Final = 1
 REFUSED_LIVE_STATUSES: Final = frozenset({"is_live", "is_upcoming", "post_live"})
 SECTION_TOLERANCE_S: Final = 0.5  # a section this much shorter than asked for means the media ended
@@ -80,6 +83,7 @@ class FetchOptions:
     max_filesize_mb: float = MAX_FILESIZE_MB
     margin_s: float = MARGIN_S
     socket_timeout_s: float = SOCKET_TIMEOUT_S
+    fetch_timeout_s: float = FETCH_TIMEOUT_S
     retries: int = RETRIES
     default_start_s: float = DEFAULT_START_S
     cookies: Path | None = None
@@ -87,8 +91,8 @@ class FetchOptions:
     ytdlp_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.max_video_s <= 0 or self.max_filesize_mb <= 0 or self.socket_timeout_s <= 0:
-            raise ValueError("max_video_s, max_filesize_mb and socket_timeout_s must be positive")
+        if min(self.max_video_s, self.max_filesize_mb, self.socket_timeout_s, self.fetch_timeout_s) <= 0:
+            raise ValueError("max_video_s, max_filesize_mb, socket_timeout_s and fetch_timeout_s must be positive")
         if self.margin_s < 0 or self.retries < 0 or self.default_start_s < 0:
             raise ValueError("margin_s, retries and default_start_s must not be negative")
         object.__setattr__(self, "allowed_hosts", tuple(normal_host(h) for h in self.allowed_hosts))
@@ -196,7 +200,7 @@ def fetch_window(
     with (
         tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp,
         ffmpeg_environment(ffmpeg_executable()),
-        GuardProxy(policy, timeout_s=options.socket_timeout_s) as guard,
+        GuardProxy(policy, timeout_s=options.socket_timeout_s, deadline_s=options.fetch_timeout_s) as guard,
     ):
         try:
             with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor, proxy=guard.url)) as ydl:
@@ -209,6 +213,9 @@ def fetch_window(
             raise _failure(err, guard) from None
         if guard.refused:  # yt-dlp and ffmpeg get past some failures (an HLS segment is skipped): not this one
             raise UnsupportedLinkError(PRIVATE_ADDRESS)
+        if guard.expired:  # ffmpeg may take a connection shut at the deadline for the end of the media
+            log.info("%s: the fetch took longer than %.0f s", target.cache_id, options.fetch_timeout_s)
+            raise FetchError(FetchFailure.TIMEOUT)
         if str(done.get("protocol", "")).startswith("m3u8"):
             log.warning("%s: only HLS was offered; the window may start up to a segment early", target.cache_id)
         path = _downloaded_file(Path(tmp), options)
@@ -341,7 +348,7 @@ def _downloaded_file(tmp: Path, options: FetchOptions) -> Path:
 def _failure(err: Exception, guard: GuardProxy) -> MusrecError:
     reason = ytdlp_failure(err)
     blocked = guard.error()
-    if blocked is not None and (guard.refused or reason in _GUARD_ANSWERS):
+    if blocked is not None and (guard.refused or guard.expired or reason in _GUARD_ANSWERS):
         log.info("yt-dlp failed (%s), the guard answered: %s", reason.name, blocked)
         return blocked
     level = logging.ERROR if reason in (FetchFailure.NO_FFMPEG, FetchFailure.FAILED) else logging.INFO

@@ -27,6 +27,11 @@ What it relies on, and what it does not cover:
 - yt-dlp's JavaScript runtimes solve YouTube's player challenges without any network: deno runs without network
   permission; node, if used, runs code from YouTube's player, not from the link.
 - An upstream proxy in the environment (``https_proxy``) is no longer used for links: the guard connects itself.
+
+The guard also bounds a fetch's time as a whole. ``timeout_s`` ends a connection on which nothing moved for that
+long, but a server that sends a byte now and then keeps one open for ever, and the thread that runs yt-dlp cannot be
+stopped: each such link would hold one of the bot's workers. After ``deadline_s`` the guard shuts every connection
+and refuses new ones (504), so yt-dlp and ffmpeg fail or stop, and the fetch reports a timeout (:attr:`expired`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import logging
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -134,16 +140,26 @@ class GuardProxy:
 
     Use it as a context manager; ``url`` is what clients are given. ``refused`` lists the hosts refused,
     ``failure`` is why the first upstream that could not be reached was not, ``connections`` counts upstream
-    connections made. Closing shuts every connection and joins every thread.
+    connections made, ``expired`` says whether ``deadline_s`` (from the start; None: no deadline) passed. Closing
+    shuts every connection and joins every thread.
     """
 
-    def __init__(self, policy: AddressPolicy, *, timeout_s: float, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        timeout_s: float,
+        deadline_s: float | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.policy = policy
         self.timeout_s = timeout_s
         self.max_connections = max_connections
         self.refused: list[str] = []
         self.failure: FetchFailure | None = None
         self.connections = 0
+        self.expired = False
+        self._deadline = None if deadline_s is None else time.monotonic() + deadline_s
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._sockets: set[socket.socket] = set()
@@ -162,9 +178,12 @@ class GuardProxy:
         self.close()
 
     def error(self) -> MusrecError | None:
-        """The refusal (:data:`PRIVATE_ADDRESS`) if any connection was refused, else why one could not be made."""
+        """The refusal (:data:`PRIVATE_ADDRESS`) if any connection was refused, else a timeout if the deadline passed,
+        else why a connection could not be made."""
         if self.refused:
             return UnsupportedLinkError(PRIVATE_ADDRESS)
+        if self.expired:
+            return FetchError(FetchFailure.TIMEOUT)
         return FetchError(self.failure) if self.failure is not None else None
 
     def close(self) -> None:
@@ -187,9 +206,22 @@ class GuardProxy:
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._closed.is_set():
-                for key, _ in selector.select():
+                left = None if self._deadline is None or self.expired else self._deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    self._expire()
+                    continue
+                for key, _ in selector.select(left):
                     if key.fileobj is self._listener and not self._closed.is_set():
                         self._accept()
+
+    def _expire(self) -> None:
+        """The deadline passed: shut every connection; :meth:`_serve` refuses those that come after."""
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        log.info("guard proxy: the fetch took longer than its deadline; closing %d connections", len(sockets))
+        for sock in sockets:
+            _shut(sock)
 
     def _accept(self) -> None:
         try:
@@ -214,6 +246,8 @@ class GuardProxy:
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         try:
+            if self.expired:
+                raise _Refused(504, "Gateway Timeout")
             request = _read_request(client)
             if request is None:
                 raise _Refused(400, "Bad Request")
@@ -251,7 +285,7 @@ class GuardProxy:
             family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             with self._lock:
-                if self._closed.is_set():
+                if self._closed.is_set() or self.expired:
                     sock.close()
                     break
                 self._sockets.add(sock)
