@@ -6,8 +6,9 @@ URLs must be http(s) (and on allowed hosts, for other media than YouTube's), and
 ffmpeg make goes through the address guard (:mod:`musrec.links.guard`), which checks the address it actually
 connects to, whatever DNS answers and wherever redirects point. yt-dlp, used as a library, fetches only the
 window plus ``margin_s`` on either side (ffmpeg re-encodes at the cuts, so the section starts where asked),
-then :func:`musrec.audio.decode.decode` reads it and the window is cut exactly. Direct http(s) streams are preferred
-to HLS, where a cut lands on a segment start (logged when it happens). Live streams, premieres and videos
+then :func:`musrec.audio.decode.decode` reads it and the window is cut exactly. The ffmpeg that yt-dlp starts runs
+under the decoders' memory cap (:mod:`musrec.links.ytdlp_env`), like musrec's own. Direct http(s) streams are
+preferred to HLS, where a cut lands on a segment start (logged when it happens). Live streams, premieres and videos
 longer than ``max_video_s`` are refused after a metadata request and before any media is downloaded.
 
 Default window (no start given, none in the link): it starts at ``min(default_start_s, duration / 3)``, kept
@@ -199,11 +200,11 @@ def fetch_window(
 
     with (
         tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp,
-        ffmpeg_environment(ffmpeg_executable()),
+        ffmpeg_environment(ffmpeg_executable()) as ffmpeg,
         GuardProxy(policy, timeout_s=options.socket_timeout_s, deadline_s=options.fetch_timeout_s) as guard,
     ):
         try:
-            with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor, proxy=guard.url)) as ydl:
+            with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor, proxy=guard.url, ffmpeg=ffmpeg)) as ydl:
                 info = ydl.extract_info(target.url, download=False, process=False)
                 duration = _check_info(info, target, options)
                 start, first, last = _section(start, duration, duration_s, options)
@@ -292,7 +293,7 @@ def _section(
     return start, max(0.0, start - options.margin_s), start + window_s + options.margin_s
 
 
-def _ydl_params(options: FetchOptions, tmp: Path, extractor: str, *, proxy: str) -> dict[str, Any]:
+def _ydl_params(options: FetchOptions, tmp: Path, extractor: str, *, proxy: str, ffmpeg: str) -> dict[str, Any]:
     params: dict[str, Any] = {
         "format": FORMAT,
         "noplaylist": True,
@@ -308,7 +309,8 @@ def _ydl_params(options: FetchOptions, tmp: Path, extractor: str, *, proxy: str)
         "noprogress": True,
         "color": "never",
         "logger": _YtdlpLogger(),
-        "ffmpeg_location": ffmpeg_executable(),
+        # ffmpeg's launcher, under the decoders' memory cap: it reads the media. yt-dlp finds no ffprobe beside it.
+        "ffmpeg_location": ffmpeg,
         "paths": {"home": str(tmp), "temp": str(tmp)},
         "outtmpl": {"default": "audio.%(ext)s"},
         "fixup": "never",
@@ -317,13 +319,14 @@ def _ydl_params(options: FetchOptions, tmp: Path, extractor: str, *, proxy: str)
         "js_runtimes": js_runtime_config(options.js_runtimes),
         "proxy": proxy,  # the address guard: every request, redirect and media download of yt-dlp's
         # ffmpeg fetches the section itself: through the guard too (yt-dlp also sets http_proxy in its environment),
-        # only over http(s), with its stalls and its output bounded like yt-dlp's own downloads.
+        # only over http(s), with its stalls and its output bounded like yt-dlp's own downloads. It keeps only the
+        # audio: re-encoding a video at the cuts is wasted work, and at 720p more memory than its cap.
         "external_downloader_args": {
             "ffmpeg_i": [
                 *("-rw_timeout", str(round(options.socket_timeout_s * MICROSECONDS))),
                 *("-http_proxy", proxy, "-protocol_whitelist", FFMPEG_PROTOCOLS),
             ],
-            "ffmpeg_o": ["-fs", str(options.max_filesize)],
+            "ffmpeg_o": ["-vn", "-sn", "-dn", "-fs", str(options.max_filesize)],
         },
     }
     if options.cookies is not None:
