@@ -53,6 +53,9 @@ SOCKET_TIMEOUT_S: Final = 15.0
 # A whole fetch (yt-dlp's requests, then ffmpeg's download of the section) takes a few seconds; a server that keeps
 # a download trickling would otherwise hold a worker for as long as it likes (see musrec.links.guard).
 FETCH_TIMEOUT_S: Final = 120.0
+# What a fetch may receive besides the media (max_filesize): YouTube's watch page, player script and API answers
+# come to a few MB; yt-dlp holds pages whole in memory, so a page that never ends must not be read for ever.
+PAGES_BYTES: Final = 64 * 2**20
 RETRIES: Final = 1
 REFUSED_LIVE_STATUSES: Final = frozenset({"is_live", "is_upcoming", "post_live"})
 SECTION_TOLERANCE_S: Final = 0.5  # a section this much shorter than asked for means the media ended
@@ -201,7 +204,12 @@ def fetch_window(
     with (
         tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp,
         ffmpeg_environment(ffmpeg_executable()) as ffmpeg,
-        GuardProxy(policy, timeout_s=options.socket_timeout_s, deadline_s=options.fetch_timeout_s) as guard,
+        GuardProxy(
+            policy,
+            timeout_s=options.socket_timeout_s,
+            deadline_s=options.fetch_timeout_s,
+            max_bytes=options.max_filesize + PAGES_BYTES,
+        ) as guard,
     ):
         try:
             with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor, proxy=guard.url, ffmpeg=ffmpeg)) as ydl:
@@ -214,9 +222,8 @@ def fetch_window(
             raise _failure(err, guard) from None
         if guard.refused:  # yt-dlp and ffmpeg get past some failures (an HLS segment is skipped): not this one
             raise UnsupportedLinkError(PRIVATE_ADDRESS)
-        if guard.expired:  # ffmpeg may take a connection shut at the deadline for the end of the media
-            log.info("%s: the fetch took longer than %.0f s", target.cache_id, options.fetch_timeout_s)
-            raise FetchError(FetchFailure.TIMEOUT)
+        if guard.ended is not None:  # ffmpeg may take a connection the guard shut for the end of the media
+            raise FetchError(guard.ended)
         if str(done.get("protocol", "")).startswith("m3u8"):
             log.warning("%s: only HLS was offered; the window may start up to a segment early", target.cache_id)
         path = _downloaded_file(Path(tmp), options)
@@ -351,7 +358,7 @@ def _downloaded_file(tmp: Path, options: FetchOptions) -> Path:
 def _failure(err: Exception, guard: GuardProxy) -> MusrecError:
     reason = ytdlp_failure(err)
     blocked = guard.error()
-    if blocked is not None and (guard.refused or guard.expired or reason in _GUARD_ANSWERS):
+    if blocked is not None and (guard.refused or guard.ended or reason in _GUARD_ANSWERS):
         log.info("yt-dlp failed (%s), the guard answered: %s", reason.name, blocked)
         return blocked
     level = logging.ERROR if reason in (FetchFailure.NO_FFMPEG, FetchFailure.FAILED) else logging.INFO

@@ -28,10 +28,17 @@ What it relies on, and what it does not cover:
   permission; node, if used, runs code from YouTube's player, not from the link.
 - An upstream proxy in the environment (``https_proxy``) is no longer used for links: the guard connects itself.
 
-The guard also bounds a fetch's time as a whole. ``timeout_s`` ends a connection on which nothing moved for that
-long, but a server that sends a byte now and then keeps one open for ever, and the thread that runs yt-dlp cannot be
-stopped: each such link would hold one of the bot's workers. After ``deadline_s`` the guard shuts every connection
-and refuses new ones (504), so yt-dlp and ffmpeg fail or stop, and the fetch reports a timeout (:attr:`expired`).
+The guard also bounds a fetch as a whole, in time and in bytes; the thread that runs yt-dlp cannot be stopped, so
+these are what end a fetch that a server drags out:
+
+- ``timeout_s`` ends a connection on which nothing moved for that long, but a server that sends a byte now and then
+  keeps one open for ever: each such link would hold one of the bot's workers. After ``deadline_s`` the guard ends
+  the fetch (a timeout).
+- yt-dlp keeps whole pages in memory (a generic link's page, with no limit), and ``max_filesize`` bounds only the
+  media it downloads. Past ``max_bytes`` received in all, the guard ends the fetch (too large).
+
+Ending a fetch shuts every connection and refuses new ones (504), so yt-dlp and ffmpeg fail or stop; :attr:`ended`
+says why.
 """
 
 from __future__ import annotations
@@ -140,8 +147,9 @@ class GuardProxy:
 
     Use it as a context manager; ``url`` is what clients are given. ``refused`` lists the hosts refused,
     ``failure`` is why the first upstream that could not be reached was not, ``connections`` counts upstream
-    connections made, ``expired`` says whether ``deadline_s`` (from the start; None: no deadline) passed. Closing
-    shuts every connection and joins every thread.
+    connections made, ``received`` counts the bytes received from upstreams. ``ended`` is why the guard ended the
+    fetch, if it did: ``deadline_s`` (from the start) passed, or more than ``max_bytes`` came in (None: no bound).
+    Closing shuts every connection and joins every thread.
     """
 
     def __init__(
@@ -150,6 +158,7 @@ class GuardProxy:
         *,
         timeout_s: float,
         deadline_s: float | None = None,
+        max_bytes: int | None = None,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.policy = policy
@@ -158,8 +167,10 @@ class GuardProxy:
         self.refused: list[str] = []
         self.failure: FetchFailure | None = None
         self.connections = 0
-        self.expired = False
+        self.received = 0
+        self.ended: FetchFailure | None = None
         self._deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._sockets: set[socket.socket] = set()
@@ -178,12 +189,12 @@ class GuardProxy:
         self.close()
 
     def error(self) -> MusrecError | None:
-        """The refusal (:data:`PRIVATE_ADDRESS`) if any connection was refused, else a timeout if the deadline passed,
+        """The refusal (:data:`PRIVATE_ADDRESS`) if any connection was refused, else why the guard ended the fetch,
         else why a connection could not be made."""
         if self.refused:
             return UnsupportedLinkError(PRIVATE_ADDRESS)
-        if self.expired:
-            return FetchError(FetchFailure.TIMEOUT)
+        if self.ended is not None:
+            return FetchError(self.ended)
         return FetchError(self.failure) if self.failure is not None else None
 
     def close(self) -> None:
@@ -206,20 +217,22 @@ class GuardProxy:
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._closed.is_set():
-                left = None if self._deadline is None or self.expired else self._deadline - time.monotonic()
+                left = None if self._deadline is None or self.ended else self._deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    self._expire()
+                    self._end(FetchFailure.TIMEOUT, "the fetch took longer than its deadline")
                     continue
                 for key, _ in selector.select(left):
                     if key.fileobj is self._listener and not self._closed.is_set():
                         self._accept()
 
-    def _expire(self) -> None:
-        """The deadline passed: shut every connection; :meth:`_serve` refuses those that come after."""
+    def _end(self, reason: FetchFailure, why: str) -> None:
+        """End the fetch: shut every connection; :meth:`_serve` refuses those that come after."""
         with self._lock:
-            self.expired = True
+            if self.ended is not None:
+                return
+            self.ended = reason
             sockets = list(self._sockets)
-        log.info("guard proxy: the fetch took longer than its deadline; closing %d connections", len(sockets))
+        log.info("guard proxy: %s; closing %d connections", why, len(sockets))
         for sock in sockets:
             _shut(sock)
 
@@ -246,7 +259,7 @@ class GuardProxy:
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         try:
-            if self.expired:
+            if self.ended is not None:
                 raise _Refused(504, "Gateway Timeout")
             request = _read_request(client)
             if request is None:
@@ -285,7 +298,7 @@ class GuardProxy:
             family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             with self._lock:
-                if self._closed.is_set() or self.expired:
+                if self._closed.is_set() or self.ended is not None:
                     sock.close()
                     break
                 self._sockets.add(sock)
@@ -305,6 +318,15 @@ class GuardProxy:
             return sock
         self._fail(FetchFailure.TIMEOUT if timed_out else FetchFailure.NETWORK)
         raise _Refused(504, "Gateway Timeout") if timed_out else _Refused(502, "Bad Gateway")
+
+    def _count(self, size: int) -> bool:
+        """Count ``size`` bytes received from an upstream; False (and the fetch ended) past ``max_bytes``."""
+        with self._lock:
+            self.received += size
+            over = self._max_bytes is not None and self.received > self._max_bytes
+        if over:
+            self._end(FetchFailure.TOO_LARGE, f"more than {self._max_bytes:,} bytes received")
+        return not over
 
     def _fail(self, reason: FetchFailure) -> None:
         with self._lock:
@@ -326,6 +348,8 @@ class GuardProxy:
                     source = key.fileobj
                     assert isinstance(source, socket.socket)
                     data = source.recv(CHUNK)
+                    if data and source is upstream and not self._count(len(data)):
+                        return
                     if data:
                         peers[source].sendall(data)
                     elif source is upstream:
