@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from youtube_fixtures import LOOPBACK, DripServer, drip_server, loopback_options, stepped_tones
+from youtube_fixtures import LOOPBACK, DripServer, drip_server, loopback_options, read_request_head, stepped_tones
 
 from musrec.links.errors import FetchError, FetchFailure
 from musrec.links.fetch import PAGES_BYTES, fetch_window
@@ -73,13 +73,8 @@ class _FloodHandler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
-        sock.settimeout(SOCKET_TIMEOUT_S)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return
-            head += chunk
+        if read_request_head(sock) is None:
+            return
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html><body>")
         while self.server.sent < FLOOD_BYTES:
             try:

@@ -229,18 +229,26 @@ class DripServer(socketserver.ThreadingTCPServer):
         return f"http://{LOOPBACK}:{self.server_address[1]}/media/tones.mp3"
 
 
+def read_request_head(sock: socket.socket) -> bytes | None:
+    """An HTTP request's line and headers from ``sock`` (waits bounded by WAIT_S); None if the client hung up."""
+    sock.settimeout(WAIT_S)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return None
+        head += chunk
+    return head
+
+
 class _DripHandler(socketserver.BaseRequestHandler):
     server: DripServer
 
     def handle(self) -> None:
         sock: socket.socket = self.request
-        sock.settimeout(WAIT_S)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return
-            head += chunk
+        head = read_request_head(sock)
+        if head is None:
+            return
         body = self.server.body
         sock.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nAccept-Ranges: none\r\nConnection: close\r\n"
