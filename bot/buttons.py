@@ -96,15 +96,15 @@ class More(discord.ui.DynamicItem[Button], template=rf"musrec:more:{_KEY}"):
 DYNAMIC_ITEMS = (MoreLike, More)
 
 
-def view_for(key: str, matches: Sequence[Match], *, first_rank: int = 1, more: bool = True) -> discord.ui.View:
-    """A "More like N" button per match (N its rank, at most ten), then "More" when the search can go on."""
+def view_for(key: str, matches: Sequence[Match], *, first_rank: int = 1) -> discord.ui.View:
+    """A "More like N" button per match (N its rank, at most ten), then "More" when there were matches."""
     view = discord.ui.View(timeout=None)
     for i, m in enumerate(matches[:LIKE_BUTTONS_MAX]):
         item = MoreLike(key, m.video_id, start_text(m.start_s), label=f"More like {first_rank + i}",
                         row=i // BUTTONS_PER_ROW)  # fmt: skip
         if len(item.custom_id) <= CUSTOM_ID_MAX:
             view.add_item(item)
-    if more and matches:
+    if matches:
         view.add_item(More(key, row=(min(len(matches), LIKE_BUTTONS_MAX) - 1) // BUTTONS_PER_ROW + 1))
     return view
 
@@ -113,7 +113,7 @@ def reply(page: Page, *, index_size: int) -> Reply:
     """A result message: the embed and its buttons."""
     result = page.result
     if result.inputs:
-        embed = embeds.blend_embed(result, index_size=index_size)
+        embed = embeds.blend_embed(result, index_size=index_size, first_rank=page.first_rank)
     else:
         embed = embeds.recommendation_embed(result, index_size=index_size, first_rank=page.first_rank)
-    return Reply(embed, view=view_for(page.key, result.matches, first_rank=page.first_rank, more=page.searchable))
+    return Reply(embed, view=view_for(page.key, result.matches, first_rank=page.first_rank))

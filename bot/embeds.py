@@ -88,17 +88,18 @@ def recommendation_embed(result: Recommendation, *, index_size: int, first_rank:
     return fit(embed)
 
 
-def blend_embed(result: Recommendation, *, index_size: int) -> discord.Embed:
-    """The matches of a blend, each with how close it is to every sound (numbered as in the description)."""
+def blend_embed(result: Recommendation, *, index_size: int, first_rank: int = 1) -> discord.Embed:
+    """The matches of a blend, each with how close it is to every sound (numbered as in the description), ranked
+    from ``first_rank`` (later pages of "More")."""
     lines = [clip(f"**{n}:** {describe_query(q)}", 600) for n, q in enumerate(result.inputs, start=1)]
-    lines += applied(result)
+    lines += applied(result, first_rank=first_rank)
     reason = why(result.matches)
     if reason:
         lines.append(f"**{clip(reason, 300)}**")
     if not result.matches:
         lines.append(NO_MATCHES)
     embed = discord.Embed(title="Sounds like all of them", description="\n".join(lines), colour=COLOUR)
-    for rank, m in enumerate(result.matches[: FIELDS_MAX - 1], start=1):
+    for rank, m in enumerate(result.matches[: FIELDS_MAX - 1], start=first_rank):
         each = " · ".join(f"{n}: {percent(s)}" for n, s in enumerate(m.similarities, start=1))
         value = match_value(m) + (f"\nclose to {each}" if each else "")
         embed.add_field(name=match_name(rank, m), value=clip(value, FIELD_VALUE_MAX), inline=False)

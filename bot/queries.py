@@ -1,8 +1,9 @@
 """The searches behind result messages, remembered so their buttons work after a restart.
 
 A button's custom id holds at most 100 characters: enough for an AudioSet segment ("More like 3"), not for an
-uploaded clip's embedding. "More" needs the query itself (its rows, what it was, its filters) and the segments
-already shown, so each result message's search is kept here under a short key that its buttons carry.
+uploaded clip's embedding. "More" needs the query itself (its rows, what it was, its filters; for a blend, each of
+its sounds) and the segments already shown, so each result message's search is kept here under a short key that
+its buttons carry.
 
 Storage is one SQLite file in the data directory, opened per call (calls come from worker threads, never the event
 loop). It holds at most ``max_entries`` searches and drops the oldest. Each entry names the index it was searched
@@ -18,11 +19,12 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from musrec.recommend import Filters, Query
+from musrec.recommend import Filters, Query, Resolved
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,18 @@ CREATE TABLE IF NOT EXISTS queries (
     filters TEXT NOT NULL,
     k INTEGER NOT NULL,
     shown TEXT NOT NULL,
-    ranked INTEGER NOT NULL
+    ranked INTEGER NOT NULL,
+    parts TEXT
 );
 """
+# Added after the first release: stores made before have no such column (NULL: not a blend).
+_PARTS_COLUMN = "ALTER TABLE queries ADD COLUMN parts TEXT"
 
 
 @dataclass(frozen=True, eq=False)
 class Remembered:
-    """A result message's search: ``rows`` is None when it cannot be searched again (a blend)."""
+    """A result message's search: ``rows`` (and ``item``) of one query, or the ``sounds`` of a blend; neither when
+    it cannot be searched again (a blend remembered before blends could be)."""
 
     query: Query
     rows: npt.NDArray[np.uint8] | None
@@ -60,6 +66,12 @@ class Remembered:
     k: int
     shown: tuple[int, ...]  # items left out of the next search: those shown, and those left out of this one
     ranked: int  # results of this query shown so far (the next "More" starts at ranked + 1)
+    sounds: tuple[Resolved, ...] = ()  # a blend's sounds
+
+    @property
+    def searchable(self) -> bool:
+        """Whether "More" can search it again."""
+        return self.rows is not None or bool(self.sounds)
 
 
 class QueryStore:
@@ -67,8 +79,14 @@ class QueryStore:
         self.path = path
         self.max_entries = max_entries
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        db = self._connect()
+        try:
+            with db:
+                db.executescript(_SCHEMA)
+                if "parts" not in {row[1] for row in db.execute("PRAGMA table_info(queries)")}:
+                    db.execute(_PARTS_COLUMN)
+        finally:
+            db.close()
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
@@ -77,6 +95,12 @@ class QueryStore:
         """Remember ``entry`` (searched in ``index``); its key, to put in custom ids."""
         key = secrets.token_urlsafe(KEY_BYTES)
         rows = None if entry.rows is None else np.ascontiguousarray(entry.rows, dtype=np.uint8).tobytes()
+        parts = None
+        if entry.sounds:  # each sound's rows, one after the other, and what each is
+            rows = b"".join(np.ascontiguousarray(s.rows, dtype=np.uint8).tobytes() for s in entry.sounds)
+            parts = json.dumps(
+                [{"query": dataclasses.asdict(s.query), "item": s.item, "rows": len(s.rows)} for s in entry.sounds]
+            )
         values = (
             key,
             index,
@@ -87,13 +111,14 @@ class QueryStore:
             entry.k,
             json.dumps(list(entry.shown[-SHOWN_MAX:])),
             entry.ranked,
+            parts,
         )
         db = self._connect()
         try:
             with db:
                 db.execute(
-                    "INSERT INTO queries (key, idx, query, rows, item, filters, k, shown, ranked)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO queries (key, idx, query, rows, item, filters, k, shown, ranked, parts)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 )
                 db.execute("DELETE FROM queries WHERE seq <= (SELECT MAX(seq) FROM queries) - ?", (self.max_entries,))
@@ -106,24 +131,31 @@ class QueryStore:
         db = self._connect()
         try:
             row = db.execute(
-                "SELECT query, rows, item, filters, k, shown, ranked FROM queries WHERE key = ? AND idx = ?",
+                "SELECT query, rows, item, filters, k, shown, ranked, parts FROM queries WHERE key = ? AND idx = ?",
                 (key, index),
             ).fetchone()
         finally:
             db.close()
         if row is None:
             return None
-        query, rows, item, filters, k, shown, ranked = row
-        q = json.loads(query)
+        query, rows, item, filters, k, shown, ranked, parts = row
         f = json.loads(filters)
+        matrix = None if rows is None else np.frombuffer(rows, dtype=np.uint8).reshape(-1, ROW_SIZE)
+        sounds: list[Resolved] = []
+        if parts is not None and matrix is not None:
+            at = 0
+            for part in json.loads(parts):
+                sounds.append(Resolved(matrix[at : at + part["rows"]], _query(part["query"]), part["item"]))
+                at += part["rows"]
         return Remembered(
-            query=Query(**{**q, "labels": tuple(q["labels"])}),
-            rows=None if rows is None else np.frombuffer(rows, dtype=np.uint8).reshape(-1, ROW_SIZE),
+            query=_query(json.loads(query)),
+            rows=None if sounds else matrix,
             item=item,
             filters=Filters(**{**f, "labels": tuple(f["labels"]), "not_labels": tuple(f["not_labels"])}),
             k=k,
             shown=tuple(json.loads(shown)),
             ranked=ranked,
+            sounds=tuple(sounds),
         )
 
     def __len__(self) -> int:
@@ -133,3 +165,8 @@ class QueryStore:
         finally:
             db.close()
         return int(count)
+
+
+def _query(fields: dict[str, Any]) -> Query:
+    """A Query from its stored fields (JSON has lists where the Query has tuples)."""
+    return Query(**{**fields, "labels": tuple(fields["labels"])})

@@ -6,7 +6,7 @@ These functions block (the index, SQLite): they run in the work queue's threads,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.errors import InputError
 from bot.queries import QueryStore, Remembered
@@ -25,7 +25,6 @@ class Page:
     result: Recommendation
     key: str
     first_rank: int = 1
-    searchable: bool = True  # "More" can search the same query again (not a blend)
 
 
 def index_identity(musrec: Musrec) -> str:
@@ -46,37 +45,44 @@ def search(
 ) -> Page:
     """Search ``resolved`` leaving out ``exclude``, and remember it for its buttons."""
     result = musrec.search(resolved, k=k, filters=filters, exclude=exclude)
-    entry = Remembered(
-        query=resolved.query,
-        rows=resolved.rows,
-        item=resolved.item,
-        filters=filters,
-        k=k,
-        shown=(*exclude, *(m.item for m in result.matches)),
-        ranked=ranked + len(result.matches),
-    )
-    return Page(result, store.save(entry, index=index_identity(musrec)), first_rank=ranked + 1)
+    remembered = Remembered(query=resolved.query, rows=resolved.rows, item=resolved.item, filters=filters, k=k,
+                            shown=tuple(exclude), ranked=ranked)  # fmt: skip
+    return _page(musrec, store, result, remembered)
 
 
-def blended(musrec: Musrec, store: QueryStore, result: Recommendation, *, k: int, filters: Filters) -> Page:
-    """Remember a blend's results, so "More like N" leaves them out; a blend is not searched again."""
-    entry = Remembered(
-        query=result.query,
-        rows=None,
-        item=None,
-        filters=filters,
-        k=k,
-        shown=tuple(m.item for m in result.matches),
-        ranked=len(result.matches),
-    )
-    return Page(result, store.save(entry, index=index_identity(musrec)), searchable=False)
+def blended(
+    musrec: Musrec,
+    store: QueryStore,
+    sounds: Sequence[Resolved],
+    *,
+    k: int,
+    filters: Filters,
+    exclude: Sequence[int] = (),
+    ranked: int = 0,
+) -> Page:
+    """Blend ``sounds`` leaving out ``exclude``, and remember it for its buttons ("More" blends them again)."""
+    result = musrec.search_blend(sounds, k=k, filters=filters, exclude=exclude)
+    remembered = Remembered(query=result.query, rows=None, item=None, filters=filters, k=k, shown=tuple(exclude),
+                            ranked=ranked, sounds=tuple(sounds))  # fmt: skip
+    return _page(musrec, store, result, remembered)
+
+
+def _page(musrec: Musrec, store: QueryStore, result: Recommendation, before: Remembered) -> Page:
+    """``result`` as a page, remembered as ``before`` (the search as it stood) with its matches now shown too."""
+    entry = replace(before, shown=(*before.shown, *(m.item for m in result.matches)),
+                    ranked=before.ranked + len(result.matches))  # fmt: skip
+    return Page(result, store.save(entry, index=index_identity(musrec)), first_rank=before.ranked + 1)
 
 
 def more(musrec: Musrec, store: QueryStore, key: str) -> Page:
     """The next results of the search remembered under ``key``, without embedding anything again."""
     entry = store.get(key, index=index_identity(musrec))
-    if entry is None or entry.rows is None:
+    if entry is None or not entry.searchable:
         raise InputError(GONE_SEARCH)
+    if entry.sounds:
+        return blended(musrec, store, entry.sounds, k=entry.k, filters=entry.filters, exclude=entry.shown,
+                       ranked=entry.ranked)  # fmt: skip
+    assert entry.rows is not None
     resolved = Resolved(rows=entry.rows, query=entry.query, item=entry.item)
     return search(musrec, store, resolved, k=entry.k, filters=entry.filters, exclude=entry.shown, ranked=entry.ranked)
 

@@ -341,6 +341,19 @@ class Musrec:
             )
             for i, source in enumerate(sources)
         ]
+        return self.search_blend(sounds, k=k, filters=filters, method=method)
+
+    def search_blend(
+        self,
+        sounds: Sequence[Resolved],
+        *,
+        k: int | None = None,
+        filters: Filters | None = None,
+        method: str = "mean",
+        exclude: Collection[int] = (),
+    ) -> Recommendation:
+        """A blend of sounds already resolved (nothing embedded again), leaving out ``exclude`` (indexed items
+        already shown): "more" of the same blend."""
         return blend(
             sounds,
             index=self.index,
@@ -348,6 +361,7 @@ class Musrec:
             filters=filters or self.filters(),
             labels=self.labels,
             method=method,
+            exclude=exclude,
         )
 
     def compare(

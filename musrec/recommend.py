@@ -225,8 +225,10 @@ def blend(
     filters: Filters = Filters(),  # noqa: B008 - frozen, so one shared default is safe
     labels: Labels | None = None,
     method: str = "mean",
+    exclude: Collection[int] = (),
 ) -> Recommendation:
-    """The segments that sound like all of ``sounds`` at once, each with its similarity to every one of them.
+    """The segments that sound like all of ``sounds`` at once, each with its similarity to every one of them;
+    the sounds' own segments and ``exclude`` (indexed items already shown) left out.
 
     ``mean`` searches once with the normalised mean of the sounds' unit vectors (the direction closest to all of
     them); ``rrf`` searches for each sound and fuses the rankings (reciprocal rank fusion). Either way the
@@ -240,13 +242,14 @@ def blend(
         raise ValueError(f"unknown blend method {method!r}")
     labels = labels or default_labels()
     vectors = [index.vectorize(fit_rows(sound.rows)) for sound in sounds]
-    own = tuple(sound.item for sound in sounds if sound.item is not None)
+    left_out = (*(sound.item for sound in sounds if sound.item is not None), *exclude)
     if method == "mean":
         mean = np.mean(vectors, axis=0)
         matches = nearest((mean / np.linalg.norm(mean)).astype(np.float32), index=index, k=k * _BLEND_POOL,
-                          filters=filters, exclude=own, labels=labels)  # fmt: skip
+                          filters=filters, exclude=left_out, labels=labels)  # fmt: skip
     else:
-        matches = _rank_fusion(vectors, index=index, k=k * _BLEND_POOL, filters=filters, exclude=own, labels=labels)
+        matches = _rank_fusion(vectors, index=index, k=k * _BLEND_POOL, filters=filters, exclude=left_out,
+                               labels=labels)  # fmt: skip
     with_each = [replace(m, similarities=tuple(float(index.item_vector(m.item) @ v) for v in vectors)) for m in matches]
     # Of the candidates nearest the blend, those closest to the sound they are farthest from: like all of them.
     with_each.sort(key=lambda m: -min(m.similarities))

@@ -223,12 +223,57 @@ def test_blend_two_clips(world: dict[str, Any], tmp_path: Path) -> None:
             assert re.search(r"close to 1: \d+% · 2: \d+%$", f["value"])
         top = next(f for f in embed["fields"] if "botclip0000" in f["value"])
         assert top["value"].endswith("close to 1: 100% · 2: " + top["value"].rsplit("2: ", 1)[1])
-        assert labels_of(message) == ["More like 1", "More like 2", "More like 3", "More like 4"]  # no "More"
+        assert labels_of(message) == ["More like 1", "More like 2", "More like 3", "More like 4", "More"]
         liked = await answered(await standin.click(message, label="More like 1"))
         assert not set(videos(liked)) & set(videos(message))
 
         half = await standin.dispatch_interaction("blend", {"first_clip": a}, user_id=56)
         await half.wait_for_response()
         assert "second sound: give exactly one of" in ephemeral_text(half).lower()
+
+    scenario(world, body, tmp_path)
+
+
+def test_more_of_a_blend_and_a_filtered_blend(world: dict[str, Any], tmp_path: Path) -> None:
+    world = {**world, "counting": Counting(world["embedder"])}
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        a = standin.add_attachment("a.wav", world["clips"][0], "audio/wav")
+        b = standin.add_attachment("b.wav", world["clips"][2], "audio/wav")
+        options = {"first_clip": a, "second_clip": b, "first_start": "0", "second_start": "0", "top_k": 3}
+        first = await answered(await standin.dispatch_interaction("blend", options))
+        embedded = world["counting"].calls
+        page2 = await answered(await standin.click(first, label="More"))
+        embed = page2.embeds[0]
+        assert embed["title"] == "Sounds like all of them"
+        lines = embed["description"].split("\n")
+        assert lines[:3] == ["**1:** a.wav (0:00–0:10)", "**2:** b.wav (0:00–0:10)", "*blend of 2 sounds*"]
+        assert "*more results: from number 4, leaving out those already shown*" in lines
+        assert [f["name"].split(".")[0] for f in embed["fields"]] == ["4", "5", "6"]
+        assert all(re.search(r"close to 1: \d+% · 2: \d+%$", f["value"]) for f in embed["fields"])
+        assert not set(videos(page2)) & set(videos(first))
+        assert labels_of(page2) == ["More like 4", "More like 5", "More like 6", "More"]
+        page3 = await answered(await standin.click(page2, label="More"))
+        assert [f["name"].split(".")[0] for f in page3.embeds[0]["fields"]] == ["7", "8", "9"]
+        assert not set(videos(page3)) & {*videos(first), *videos(page2)}
+        assert world["counting"].calls == embedded  # the remembered sounds were blended again, not embedded
+
+        typed = await standin.autocomplete("blend", {"label": "jaz"}, focused="label")
+        await typed.wait_for_response()
+        assert "Jazz" in [c["name"] for c in typed.choices or []]
+        only = {**options, "label": "Jazz", "exclude_label": "Guitar", "music_only": True}
+        filtered = await answered(await standin.dispatch_interaction("blend", only, user_id=57))
+        description = filtered.embeds[0]["description"]
+        assert "*only Jazz (or a kind of it)*" in description and "*no Guitar (nor a kind of it)*" in description
+        assert filtered.embeds[0]["fields"]
+        assert all("Jazz" in f["name"] and "Guitar" not in f["name"] for f in filtered.embeds[0]["fields"])
+        more = await answered(await standin.click(filtered, label="More", user_id=57))
+        assert "*only Jazz (or a kind of it)*" in more.embeds[0]["description"]  # "More" keeps the filters
+        assert all("Jazz" in f["name"] and "Guitar" not in f["name"] for f in more.embeds[0]["fields"])
+        assert not set(videos(more)) & set(videos(filtered))
+
+        wrong = await standin.dispatch_interaction("blend", {**options, "label": "Jaz"}, user_id=58)
+        await wrong.wait_for_response()
+        assert wrong.deferred is None and ephemeral_text(wrong).startswith("Unknown AudioSet label 'Jaz'")
 
     scenario(world, body, tmp_path)

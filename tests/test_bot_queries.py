@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from bot.queries import QueryStore, Remembered
-from musrec.recommend import Filters, Query
+from musrec.recommend import Filters, Query, Resolved
 
 
 def entry(n: int) -> Remembered:
@@ -43,3 +45,43 @@ def test_the_oldest_entries_are_dropped(tmp_path: Path) -> None:
     assert [store.get(k, index="i") is not None for k in keys] == [False, False, True, True, True]
     # Reopened (the bot restarted): what was kept is still there.
     assert QueryStore(tmp_path / "q.sqlite3", max_entries=3).get(keys[-1], index="i") is not None
+
+
+def blend_entry() -> Remembered:
+    sounds = (
+        Resolved(np.full((10, 128), 1, dtype=np.uint8), Query(kind="file", source="a.wav", start_s=0.0, end_s=10.0)),
+        Resolved(np.full((6, 128), 2, dtype=np.uint8), Query(kind="audioset", source="audioset:x", video_id="x"), 42),
+    )
+    query = Query(kind="blend", source="a.wav + audioset:x")
+    return replace(entry(0), query=query, rows=None, sounds=sounds, shown=(42, 3, 4), ranked=2)
+
+
+def test_a_blend_comes_back_with_each_of_its_sounds(tmp_path: Path) -> None:
+    store = QueryStore(tmp_path / "q.sqlite3")
+    back = store.get(store.save(blend_entry(), index="i"), index="i")
+    assert back is not None and back.searchable and back.rows is None
+    assert back.query == blend_entry().query and (back.shown, back.ranked) == ((42, 3, 4), 2)
+    for got, sent in zip(back.sounds, blend_entry().sounds, strict=True):
+        assert np.array_equal(got.rows, sent.rows) and (got.query, got.item) == (sent.query, sent.item)
+
+
+def test_a_store_made_before_blends_were_kept_gains_their_column(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    with sqlite3.connect(path) as db:  # the first release's table
+        db.execute(
+            "CREATE TABLE queries (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, idx TEXT NOT NULL,"
+            " query TEXT NOT NULL, rows BLOB, item INTEGER, filters TEXT NOT NULL, k INTEGER NOT NULL,"
+            " shown TEXT NOT NULL, ranked INTEGER NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO queries (key, idx, query, rows, item, filters, k, shown, ranked)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("old", "i", '{"kind": "blend", "source": "a + b", "video_id": null, "start_s": null, "end_s": null,'
+             ' "labels": [], "extra": {}}', None, None,
+             '{"music_only": false, "one_per_video": true, "labels": [], "not_labels": []}', 5, "[1, 2]", 2),
+        )  # fmt: skip
+    store = QueryStore(path)
+    old = store.get("old", index="i")
+    assert old is not None and not old.searchable  # a blend kept before: its buttons say the search is gone
+    back = store.get(store.save(blend_entry(), index="i"), index="i")
+    assert back is not None and len(back.sounds) == 2

@@ -154,6 +154,15 @@ def test_a_blend_sounds_like_each_of_its_sounds(index: Index, method: str) -> No
         assert {m.item for m in result.matches} == {m.item for m in by_worst[:8]}
 
 
+@pytest.mark.parametrize("method", ["mean", "rrf"])
+def test_blending_again_leaves_out_what_was_shown(index: Index, method: str) -> None:
+    a, b = (resolve_segment(_ref(index, item), index=index) for item in (3, 4))
+    first = blend([a, b], index=index, k=6, method=method)
+    shown = {m.item for m in first.matches}
+    more = blend([a, b], index=index, k=6, method=method, exclude=shown)
+    assert len(more.matches) == 6 and not (shown | {a.item, b.item}) & {m.item for m in more.matches}
+
+
 def test_a_blend_takes_two_or_three_sounds(index: Index) -> None:
     sounds = queries(index, 4)
     assert len(blend(sounds[:3], index=index, k=3).inputs) == 3

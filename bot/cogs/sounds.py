@@ -72,12 +72,6 @@ class Sounds(commands.Cog):
 
         await answer(self.bot, interaction, work)
 
-    @recommend.autocomplete("label")
-    @recommend.autocomplete("exclude_label")
-    async def label_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = self.bot.musrec.labels.suggest(current, limit=AUTOCOMPLETE_MAX)
-        return [app_commands.Choice(name=n, value=n) for n in names[:AUTOCOMPLETE_MAX]]
-
     @app_commands.command(name="blend")
     @app_commands.describe(
         first_clip="the first sound, as a file",
@@ -90,6 +84,9 @@ class Sounds(commands.Cog):
         second_start="where the second sound's 10 seconds start",
         third_start="where the third sound's 10 seconds start",
         top_k="how many matches (1-10)",
+        music_only="only segments labelled as music",
+        label="only segments with this AudioSet label, or a kind of it (like Rock music)",
+        exclude_label="no segments with this AudioSet label, nor a kind of it (like Speech)",
     )
     async def blend(
         self,
@@ -104,21 +101,25 @@ class Sounds(commands.Cog):
         second_start: Start = None,
         third_start: Start = None,
         top_k: app_commands.Range[int, 1, 10] = 5,
+        music_only: bool = False,
+        label: str | None = None,
+        exclude_label: str | None = None,
     ) -> None:
         """Find AudioSet sounds that sound like all of two or three clips or links."""
+        musrec = self.bot.musrec
         sounds = [(first_clip, first_link, first_start), (second_clip, second_link, second_start)]
         if third_clip is not None or third_link is not None:
             sounds.append((third_clip, third_link, third_start))
         try:
             for (clip, link, _), what in zip(sounds, ("first sound", "second sound", "third sound"), strict=False):
                 check_sound(clip, link, self.bot.config.bot, what=what)
+            filters = musrec.filters(music_only=music_only, label=_given(label), exclude_label=_given(exclude_label))
         except MusrecError as err:
             await reject(interaction, err)
             return
 
         async def work(ticket: Ticket) -> Reply:
             fetched = await asyncio.gather(*(self._fetch(clip, link) for clip, link, _ in sounds))
-            musrec = self.bot.musrec
             page = await self.bot.queue.run(
                 ticket,
                 self._blend,
@@ -126,10 +127,19 @@ class Sounds(commands.Cog):
                 names=[name for _, name in fetched],
                 starts=[start for _, _, start in sounds],
                 k=top_k,
+                filters=filters,
             )
             return reply(page, index_size=len(musrec.index))
 
         await answer(self.bot, interaction, work)
+
+    @recommend.autocomplete("label")
+    @recommend.autocomplete("exclude_label")
+    @blend.autocomplete("label")
+    @blend.autocomplete("exclude_label")
+    async def label_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        names = self.bot.musrec.labels.suggest(current, limit=AUTOCOMPLETE_MAX)
+        return [app_commands.Choice(name=n, value=n) for n in names[:AUTOCOMPLETE_MAX]]
 
     @app_commands.command(name="compare")
     @app_commands.describe(
@@ -258,12 +268,18 @@ class Sounds(commands.Cog):
         return results.search(musrec, self.bot.queries, resolved, k=k, filters=filters or musrec.filters())
 
     def _blend(
-        self, sources: list[Source], *, names: list[str | None], starts: list[float | None], k: int
+        self,
+        sources: list[Source],
+        *,
+        names: list[str | None],
+        starts: list[float | None],
+        k: int,
+        filters: Filters,
     ) -> results.Page:
+        """Embed each of ``sources`` and blend them, remembered for the buttons (in a worker thread)."""
         musrec = self.bot.musrec
-        filters = musrec.filters()
-        result = musrec.blend(sources, names=names, starts=starts, k=k, filters=filters)
-        return results.blended(musrec, self.bot.queries, result, k=k, filters=filters)
+        sounds = [musrec.resolve(s, name=n, start_s=t) for s, n, t in zip(sources, names, starts, strict=True)]
+        return results.blended(musrec, self.bot.queries, sounds, k=k, filters=filters)
 
 
 def _given(label: str | None) -> tuple[str, ...]:
