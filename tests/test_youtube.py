@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -261,7 +262,7 @@ YT_DLP_MESSAGES = [
     ("\x1b[0;31mERROR:\x1b[0m [youtube] dQw4w9WgXcQ: Private video", FetchFailure.PRIVATE),
     ("ERROR: [download] File is larger than max-filesize (31457280 bytes > 20971520 bytes). Aborting.",
      FetchFailure.TOO_LARGE),
-    ("ERROR: ffmpeg exited with code 1", FetchFailure.FAILED),
+    ("ERROR: ffmpeg exited with code 1", FetchFailure.UNREADABLE),
     ("something nobody has seen before", FetchFailure.FAILED),
 ]  # fmt: skip
 
@@ -391,10 +392,13 @@ def test_nothing_listening(server: MediaServer) -> None:
 
 
 @pytest.mark.parametrize("name", ["notes.txt", "silent-film.mp4"])
-def test_no_audio(server: MediaServer, name: str) -> None:
-    with pytest.raises((FetchError, DecodeError)) as caught:
+def test_no_audio(server: MediaServer, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO), pytest.raises((FetchError, DecodeError)) as caught:
         fetch_window(server.media(name), start_s=0.0, options=loopback_options())
     assert LOOPBACK not in str(caught.value) and "/" not in str(caught.value)
+    if isinstance(caught.value, FetchError):  # the user's media, not a fault of the server: no error logged
+        assert caught.value.reason is FetchFailure.UNREADABLE
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_too_large(server: MediaServer) -> None:

@@ -33,6 +33,7 @@ class FetchFailure(Enum):
     TOO_LARGE = "the audio file is too large"
     NO_FFMPEG = "downloading is not available on this server"
     NO_AUDIO = "no audio could be found at that link"
+    UNREADABLE = "the media at that link could not be read (no audio, or damaged)"
     UNAVAILABLE = "this video is unavailable (removed, or the link is wrong)"
     SIGN_IN = "this video can only be watched when signed in to YouTube"
     NETWORK = "could not connect to the website; try again later"
@@ -61,6 +62,9 @@ FAILURE_PATTERNS: Final[tuple[tuple[re.Pattern[str], FetchFailure], ...]] = tupl
         (r"max-filesize|max_filesize", FetchFailure.TOO_LARGE),
         (r"ffmpeg is not installed|ffmpeg not found|ffmpeg could not be found", FetchFailure.NO_FFMPEG),
         (r"requested format is not available|no video formats|no audio|no formats", FetchFailure.NO_AUDIO),
+        # ffmpeg, run quiet, says only its exit status: the media (no audio stream, damaged), unless the address
+        # guard stopped it (the fetch asks the guard first).
+        (r"ffmpeg exited with code", FetchFailure.UNREADABLE),
         (r"unavailable|not available|has been removed|been terminated|does not exist", FetchFailure.UNAVAILABLE),
         (r"sign in|log in|login|registered users", FetchFailure.SIGN_IN),
         (r"unable to connect|connection (refused|reset|aborted)|name or service|name resolution", FetchFailure.NETWORK),

@@ -67,7 +67,13 @@ GENERIC_KEY_PREFIX: Final = "url:"  # cache keys of non-YouTube media; YouTube i
 PUBLIC_ONLY: Final = AddressPolicy()
 # A yt-dlp failure that may only be the guard's answer (502/504, ffmpeg's exit): the guard says what it was.
 _GUARD_ANSWERS: Final = frozenset(
-    {FetchFailure.SERVER_ERROR, FetchFailure.NETWORK, FetchFailure.TIMEOUT, FetchFailure.FAILED}
+    {
+        FetchFailure.SERVER_ERROR,
+        FetchFailure.NETWORK,
+        FetchFailure.TIMEOUT,
+        FetchFailure.UNREADABLE,
+        FetchFailure.FAILED,
+    }
 )
 
 
