@@ -38,7 +38,9 @@ at once), and ``on_ready`` (after discord.py's ``guild_ready_timeout``, 2 s by d
 ``--startup-requests`` requests one at a time. Resident memory from /proc/PID/status after READY and after the
 answers: VmRSS, RssAnon (heap: TensorFlow, the model, faiss's codes), RssFile (mapped files: the index pages
 touched, libraries) and VmHWM (the peak). It starts twice on the same data directory: the first start verifies the
-model files once (``setup-state.json``), the second is a restart.
+model files once (``setup-state.json``), the second is a restart. With ``--cold``, a third start follows the eviction
+of every page cached from the index, the model files, the data directory, this Python's environment (TensorFlow's
+libraries among them) and its standard library (``bench/common.py``, ``evict_page_cache``): the start after a reboot.
 
 The index is built directly from ``SyntheticAudioSet`` segments with ``build_index`` (backend "ivf"), in a child,
 rather than through an AudioSet-shaped tarball and ``musrec setup``: that skips generating and reading a 2.4 GB
@@ -49,6 +51,7 @@ search the same index. Children get HOME and XDG_* under the working directory; 
     python bench/bot_service_bench.py                                   # 2M: about 15 min (+4 to build)
     python bench/bot_service_bench.py --segments 100000 --requests 20 --rounds 1   # a quick try
     python bench/bot_service_bench.py --configs 1x2 2x1 --rates 0.9 1.5 --skip-startup
+    python bench/bot_service_bench.py --skip-stream --cold              # start-up, warm and after a reboot
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import evict_page_cache
 from service_report import pool, recommend, report_startup, report_streams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -494,6 +498,7 @@ def main() -> int:
     parser.add_argument("--startup-requests", type=int, default=5)
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--skip-stream", action="store_true")
+    parser.add_argument("--cold", action="store_true", help="a third start with the page cache emptied first")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache of the index and model files")
     args = parser.parse_args()
     if len(set(args.configs)) != len(args.configs) or not 1 <= args.rounds <= 10:
@@ -573,7 +578,13 @@ def main() -> int:
             threads=0,
             max_waiting=8,
         )
-        for name in ("first", "restart"):
+        for name in ("first", "restart", "cold")[: 3 if args.cold else 2]:
+            if name == "cold":
+                import sysconfig
+
+                cached = [index, *models, data_dir, Path(sys.prefix), Path(sysconfig.get_paths()["stdlib"])]
+                files, size = evict_page_cache(cached)
+                print(f"start-up: evicted {files:,} files ({size / 2**20:,.0f} MiB) from the page cache", flush=True)
             print(f"start-up: {name} ...", flush=True)
             starts.append(
                 asyncio.run(

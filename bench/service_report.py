@@ -166,7 +166,7 @@ def report_startup(starts: list[dict[str, Any]], manifest: dict[str, Any], *, re
         f"{'start':<10}{'loaded s':>9}{'IDENTIFY s':>11}{'on_ready s':>11}{'answers p50 s':>14}  "
         f"{'memory MiB':<13}{'VmRSS':>7}{'RssAnon':>8}{'RssFile':>8}{'VmHWM':>7}"
     )
-    for name, s in zip(("first", "restart"), starts, strict=False):
+    for name, s in zip(("first", "restart", "cold"), starts, strict=False):
         for i, (when, m) in enumerate(
             (("after READY", s["after_ready_mib"]), ("after answers", s["after_answers_mib"]))
         ):
