@@ -223,6 +223,31 @@ def test_streaming_top_n_skips_excluded_items() -> None:
     assert np.allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :4], atol=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_streaming_top_n_is_the_exact_top_n_whatever_the_chunks(seed: int) -> None:
+    """Chunks of any size (1 to more than n), excluded items, ties (rounded vectors) and fewer items than n."""
+    rng = np.random.default_rng(seed)
+    count, n = int(rng.integers(1, 300)), int(rng.integers(1, 15))
+    vectors = rng.normal(size=(count, 8)).astype(np.float32)
+    if seed % 2:
+        vectors = np.round(vectors)  # many equal scores: any of the tied items may be kept, with the same score
+    queries = rng.normal(size=(7, 8)).astype(np.float32)
+    excluded = np.sort(rng.choice(count, size=min(count, int(rng.integers(0, 10))), replace=False))
+    acc = TopN(queries, n, exclude=excluded)
+    chunk = int(rng.integers(1, 64))
+    for lo in range(0, count, chunk):
+        acc.update(lo, vectors[lo : lo + chunk])
+    ids, scores = acc.result()
+    full = queries @ vectors.T
+    full[:, excluded] = -np.inf
+    kept = min(n, count - len(excluded))
+    assert ids.shape == (7, kept)
+    # BLAS sums a chunk's products and the whole matrix's in different orders: float32 rounding of dot products of
+    # size about 10, so a few 1e-6.
+    assert np.allclose(np.take_along_axis(full, ids, axis=1), scores, rtol=0, atol=1e-5)  # the ids found score so
+    assert np.allclose(scores, -np.sort(-full, axis=1)[:, :kept], rtol=0, atol=1e-5)  # and those are the top scores
+
+
 def test_cli_builds_each_backend_and_reports_the_tuning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -129,3 +129,13 @@ def test_index_and_query_codes_share_one_space(representation: str) -> None:
     assert index_vec.shape == query_vec.shape == (1, REPRESENTATION_DIMS[representation])
     np.testing.assert_allclose(np.linalg.norm(index_vec), 1.0, rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(query_vec), 1.0, rtol=1e-6)
+
+
+def test_flatten_is_dequantize_normalised() -> None:
+    """represent's in-place flatten equals dequantize followed by normalisation, within float32 rounding (a few
+    units in the last place of values of about 1/36)."""
+    rng = np.random.default_rng(3)
+    segments = rng.integers(0, 256, size=(50, 10, 128), dtype=np.uint8)
+    expected = dequantize(segments).reshape(50, -1).astype(np.float64)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(represent(segments, "flatten"), expected, rtol=0, atol=1e-6)

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from musrec.errors import TooShortError
-from musrec.vggish.postprocess import EMBEDDING_SIZE, dequantize
+from musrec.vggish.postprocess import EMBEDDING_SIZE, QUANTIZE_MIN, QUANTIZE_SCALE, dequantize
 
 SEGMENT_ROWS = 10  # one row per 0.96 s of audio; AudioSet segments are 10 s
 REPRESENTATION_DIMS = {
@@ -47,14 +47,20 @@ def represent(segments: npt.NDArray[np.uint8], representation: str) -> npt.NDArr
     seg = np.asarray(segments)
     if seg.ndim != 3 or seg.shape[1:] != (SEGMENT_ROWS, EMBEDDING_SIZE):
         raise ValueError(f"expected [n, {SEGMENT_ROWS}, {EMBEDDING_SIZE}] segments, got {seg.shape}")
-    x = dequantize(seg)
     if representation == "flatten":
-        vec = x.reshape(len(x), -1)
+        # dequantize's values, computed in place on one float32 copy: building an index represents every segment,
+        # and a pass less over 2 million x 1280 values is seconds less (within a float32 rounding of dequantize).
+        vec = seg.reshape(len(seg), -1).astype(np.float32)
+        vec *= np.float32(1 / QUANTIZE_SCALE)
+        vec += np.float32(QUANTIZE_MIN)
     elif representation == "mean":
-        vec = x.mean(axis=1)
+        vec = dequantize(seg).mean(axis=1)
     elif representation == "meanstd":
+        x = dequantize(seg)
         vec = np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=1)
     else:
         raise ValueError(f"unknown representation {representation!r}")
-    norms = np.linalg.norm(vec, axis=1, keepdims=True)
-    return (vec / np.maximum(norms, 1e-12)).astype(np.float32)
+    vec = np.asarray(vec, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", vec, vec))
+    vec *= (1 / np.maximum(norms, 1e-12)).astype(np.float32)[:, None]
+    return vec

@@ -90,12 +90,24 @@ class TopN:
         skip = self.exclude[(self.exclude >= lo) & (self.exclude < hi)]
         if len(skip):
             scores[:, skip - lo] = -np.inf
-        cand_ids = np.concatenate([self.ids, np.broadcast_to(np.arange(lo, hi), scores.shape)], axis=1)
-        cand_scores = np.concatenate([self.scores, scores], axis=1)
-        keep = min(self.n, cand_scores.shape[1])
-        part = np.argpartition(-cand_scores, keep - 1, axis=1)[:, :keep]
-        self.ids = np.take_along_axis(cand_ids, part, axis=1)
-        self.scores = np.take_along_axis(cand_scores, part, axis=1)
+        # Once every query holds n items, only the queries with a score above their worst one can change: late in
+        # a scan, few. Their chunk's best n are merged with those they hold (never the whole chunk).
+        full = self.scores.shape[1] == self.n
+        if full:
+            rows = np.flatnonzero((scores > self.scores.min(axis=1)[:, None]).any(axis=1))
+            if len(rows) == 0:
+                return
+        else:
+            rows = np.arange(len(scores))
+        chunk_ids, chunk_scores = _row_top(scores[rows], self.n)
+        cand_ids = np.concatenate([self.ids[rows], chunk_ids + lo], axis=1)
+        cand_scores = np.concatenate([self.scores[rows], chunk_scores], axis=1)
+        part, best = _row_top(cand_scores, self.n)
+        if full:
+            self.ids[rows] = np.take_along_axis(cand_ids, part, axis=1)
+            self.scores[rows] = best
+        else:
+            self.ids, self.scores = np.take_along_axis(cand_ids, part, axis=1), best
 
     def result(self) -> IdsScores:
         """[q, n] ids and scores, best first (excluded items never appear; fewer columns if too few items)."""
@@ -104,6 +116,15 @@ class TopN:
         scores = np.take_along_axis(self.scores, order, axis=1)
         valid = np.isfinite(scores).all(axis=0)
         return ids[:, valid], scores[:, valid]
+
+
+def _row_top(scores: npt.NDArray[np.float32], n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Each row's ``n`` highest scores (all, if fewer) and their columns, in no particular order."""
+    cols = scores.shape[1]
+    if n >= cols:
+        return np.broadcast_to(np.arange(cols, dtype=np.int64), scores.shape), scores
+    part = np.argpartition(scores, cols - n, axis=1)[:, cols - n :]
+    return part.astype(np.int64), np.take_along_axis(scores, part, axis=1)
 
 
 def exact_search_many(
