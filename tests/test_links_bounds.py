@@ -99,8 +99,8 @@ def test_a_page_that_never_ends_is_cut_off(flood: _Flood) -> None:
     options = loopback_options(max_filesize_mb=1.0)
     with pytest.raises(FetchError) as caught:
         fetch_window(f"http://{LOOPBACK}:{flood.server_address[1]}/watch", start_s=0.0, options=options)
-    assert caught.value.reason is FetchFailure.TOO_LARGE
-    assert str(caught.value) == "the audio file is too large"
+    assert caught.value.reason is FetchFailure.TOO_MUCH_DATA
+    assert str(caught.value) == "that link sends far more data than a sound needs"
     # The guard stops at 1 MiB + PAGES_BYTES; what the server got out before it saw the hang-up is in its buffers.
     assert flood.sent < 2 * PAGES_BYTES
 
@@ -114,8 +114,8 @@ def test_the_guard_counts_what_comes_in_and_ends_the_fetch_past_its_bound(flood:
             received = 0
             while chunk := client.recv(65536):
                 received += len(chunk)
-        assert guard.ended is FetchFailure.TOO_LARGE
+        assert guard.ended is FetchFailure.TOO_MUCH_DATA
         assert bound < guard.received <= bound + 65536  # the chunk that went past it is not passed on
         assert received <= bound
         error = guard.error()
-        assert isinstance(error, FetchError) and error.reason is FetchFailure.TOO_LARGE
+        assert isinstance(error, FetchError) and error.reason is FetchFailure.TOO_MUCH_DATA

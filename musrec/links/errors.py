@@ -31,6 +31,7 @@ class FetchFailure(Enum):
     FORBIDDEN = "the website refused the download (HTTP 403)"
     SERVER_ERROR = "the website had an error; try again later"
     TOO_LARGE = "the audio file is too large"
+    TOO_MUCH_DATA = "that link sends far more data than a sound needs"
     NO_FFMPEG = "downloading is not available on this server"
     NO_AUDIO = "no audio could be found at that link"
     UNREADABLE = "the media at that link could not be read (no audio, or damaged)"

@@ -35,7 +35,7 @@ these are what end a fetch that a server drags out:
   keeps one open for ever: each such link would hold one of the bot's workers. After ``deadline_s`` the guard ends
   the fetch (a timeout).
 - yt-dlp keeps whole pages in memory (a generic link's page, with no limit), and ``max_filesize`` bounds only the
-  media it downloads. Past ``max_bytes`` received in all, the guard ends the fetch (too large).
+  media it downloads. Past ``max_bytes`` received in all, the guard ends the fetch (too much data).
 
 Ending a fetch shuts every connection and refuses new ones (504), so yt-dlp and ffmpeg fail or stop; :attr:`ended`
 says why.
@@ -325,7 +325,7 @@ class GuardProxy:
             self.received += size
             over = self._max_bytes is not None and self.received > self._max_bytes
         if over:
-            self._end(FetchFailure.TOO_LARGE, f"more than {self._max_bytes:,} bytes received")
+            self._end(FetchFailure.TOO_MUCH_DATA, f"more than {self._max_bytes:,} bytes received")
         return not over
 
     def _fail(self, reason: FetchFailure) -> None:
