@@ -52,6 +52,7 @@ def test_paths_and_data_dir(tmp_path: Path) -> None:
         ("[build]\nsplits = ['train']\n", {}, "build.splits must be one of"),
         ("[build]\ntarget_recall = 1.5\n", {}, "build.target_recall"),
         ("[build]\nmusic_only = 'maybe'\n", {}, "build.music_only must be bool"),
+        ("[youtube]\nfetch_timeout_s = 0\n", {}, "youtube.fetch_timeout_s must be positive"),
         ("", {"MUSREC_RECOMMEND_TOP_K": "many"}, "environment: recommend.top_k must be int"),
         ("", {"MUSREC_BUILD_MUSIC_ONLY": "perhaps"}, "build.music_only must be bool"),
         ("", {"MUSREC_WHATEVER": "1"}, "unknown environment variable MUSREC_WHATEVER"),
