@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import random_embedder
+from common import random_embedder, scratch_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the Discord stand-in
@@ -183,12 +183,7 @@ def main() -> int:
             labels=default_labels(),
             options=BuildOptions(trees=50),
         )
-        base = load_config(None, environ={})
-        config = replace(
-            base,
-            index=replace(base.index, path=tmp / "index"),
-            youtube=replace(base.youtube, cache_path=tmp / "cache.sqlite3"),
-        )
+        config = scratch_config(load_config(None, environ={}), tmp)
         data = clips(args.users)
         runs = []
         for workers in args.workers:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from common import random_embedder
+from common import random_embedder, scratch_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the Discord stand-in
@@ -102,12 +102,7 @@ def main() -> int:
         build_index(
             SyntheticAudioSet().segments(args.segments), tmp / "index", labels=default_labels(), options=BuildOptions()
         )
-        config = replace(
-            base,
-            index=replace(base.index, path=tmp / "index"),
-            youtube=replace(base.youtube, cache_path=tmp / "cache.sqlite3"),
-            data=replace(base.data, dir=tmp / "data"),
-        )
+        config = scratch_config(base, tmp)
 
         async def scenario(standin: Any) -> dict[int, list[float]]:
             bot_config = replace(

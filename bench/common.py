@@ -1,4 +1,5 @@
-"""What several benchmarks share: a warm median of a call, VGGish with random weights, and a cold page cache.
+"""What several benchmarks share: a warm median of a call, VGGish with random weights, a configuration that keeps
+every file under a scratch directory, and a cold page cache.
 
 Random weights in the official layout have the real model's shapes, so the same cost.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from musrec.config import Config
     from musrec.embedding.local import LocalEmbedder
 
 
@@ -38,6 +40,19 @@ def random_embedder(directory: Path) -> LocalEmbedder:
     )
     embedder.warm_up()
     return embedder
+
+
+def scratch_config(base: Config, tmp: Path) -> Config:
+    """``base`` with the index at ``tmp/index`` and all a bot writes (its data directory: the searches behind its
+    buttons; the link cache) under ``tmp``: a benchmark never touches the real home's musrec directories."""
+    from dataclasses import replace
+
+    return replace(
+        base,
+        index=replace(base.index, path=tmp / "index"),
+        youtube=replace(base.youtube, cache_path=tmp / "cache.sqlite3"),
+        data=replace(base.data, dir=tmp / "data"),
+    )
 
 
 def evict_page_cache(paths: list[Path]) -> tuple[int, int]:
