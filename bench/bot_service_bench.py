@@ -73,6 +73,8 @@ import numpy as np
 from common import evict_page_cache
 from service_report import pool, recommend, report_startup, report_streams
 
+from musrec.cores import usable_cores
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the Discord stand-in
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's banner
@@ -260,7 +262,7 @@ async def send_stream(standin: Any, users: Users, *, count: int, interval_s: flo
         result.elapsed_s = max(at for _, at in done) - handles[0].dispatched_at
     wall = cpu_after.elapsed - cpu_before.elapsed
     cpu = cpu_seconds(cpu_after) - cpu_seconds(cpu_before)
-    result.cpu_share = cpu / wall / len(os.sched_getaffinity(0)) if wall > 0 else float("nan")
+    result.cpu_share = cpu / wall / usable_cores() if wall > 0 else float("nan")
     busy, total = (after - before for after, before in zip(machine_after, machine_before, strict=True))
     result.machine_share = busy / total if total > 0 else float("nan")
     return result

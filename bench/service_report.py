@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
+
+from musrec.cores import usable_cores
 
 ACK_LIMIT_S = 3.0  # Discord's deadline for acknowledging an interaction
 
@@ -55,7 +56,7 @@ def pool(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def report_streams(runs: list[dict[str, Any]], *, segments: int, rounds: int, clip_s: float) -> None:
     base = runs[0]
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     requests = base["streams"][0]["requests"] // rounds if base["streams"] else 0
     print(
         f"\nsteady stream: /recommend with a {clip_s:.0f}-s 44.1 kHz stereo WAV, open-loop arrivals at a fixed "
@@ -115,7 +116,7 @@ def recommend(runs: list[dict[str, Any]]) -> None:
     unless another answers clearly more when saturated without a worse p95 below saturation; the most answers win."""
     if not runs or not runs[0]["streams"]:
         return
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     base = runs[0]
     factors = [s["factor"] for s in base["streams"]]
     top = factors.index(max(factors))

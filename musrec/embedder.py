@@ -4,11 +4,11 @@ the name of its embedding space (cached link embeddings are never reused across 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from musrec.config import Config
+from musrec.cores import usable_cores
 from musrec.errors import EmbedderError
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def model_threads(config: Config, concurrent: int = 1) -> int:
     """
     if config.embedder.threads:
         return config.embedder.threads
-    return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent))
+    return max(1, usable_cores() // max(1, concurrent))
 
 
 def use_model_threads(config: Config, concurrent: int = 1) -> int:

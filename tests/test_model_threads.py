@@ -11,6 +11,7 @@ import pytest
 from conftest import child_environment
 
 from musrec.config import BotConfig, Config, ConfigError, EmbedderConfig
+from musrec.cores import usable_cores
 from musrec.embedder import model_threads, use_model_threads
 
 
@@ -30,6 +31,14 @@ def test_a_configured_count_wins() -> None:
     assert model_threads(Config(embedder=EmbedderConfig(threads=3)), 2) == 3
     with pytest.raises(ConfigError, match="embedder.threads"):
         EmbedderConfig(threads=-1)
+
+
+def test_without_cpu_affinity_every_core_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Systems without sched_getaffinity (macOS) size the work from the core count."""
+    monkeypatch.delattr("os.sched_getaffinity")
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert usable_cores() == 6
+    assert model_threads(Config(), 2) == 3
 
 
 def test_max_embedder_sizes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,6 +57,7 @@ from musrec.audio.decode import (
 )
 from musrec.audio.resample import TARGET_RATE
 from musrec.audio.wav import INT16_SCALE, read_wav_header
+from musrec.cores import usable_cores
 from musrec.errors import DecodeError, TooShortError
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ def _ffmpeg_envelope(path: Path, *, parts: int, search_s: float, limits: AudioLi
 def _parts(seconds: float | None, search_s: float) -> int:
     """How many processes decode an envelope at once: ENVELOPE_PARTS, at most one per usable core, and one for a
     file known (``seconds``) to be short: the others would decode nothing."""
-    parts = max(1, min(ENVELOPE_PARTS, len(os.sched_getaffinity(0))))
+    parts = min(ENVELOPE_PARTS, usable_cores())
     return 1 if seconds is not None and seconds < search_s / parts / 2 else parts
 
 
