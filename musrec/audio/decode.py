@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from musrec.audio.resample import TARGET_RATE, resample
-from musrec.audio.wav import INT16_SCALE, check_format, read_wav_bytes, read_wav_header, wav_format
+from musrec.audio.wav import INT16_SCALE, check_format, is_wav, read_wav_bytes, read_wav_header, wav_format
 from musrec.errors import DecodeError, TooLongError, TooShortError
 from musrec.timecode import format_timecode
 
@@ -339,10 +339,9 @@ def _run_ffmpeg(
 def _is_wav(path: Path) -> bool:
     try:
         with path.open("rb") as f:
-            head = f.read(12)
+            return is_wav(f.read(12))
     except OSError:
         return False
-    return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
 
 
 def run_decoder(

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -183,39 +183,35 @@ def _read_head(path: Path) -> Head:
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
-            channels, rate, data_bytes = read_wav_header(f.read)
-            seconds = (data_bytes if data_bytes is not None else size - f.tell()) / (2 * channels * rate)
-        return Head(None, seconds)
+            try:
+                channels, rate, data_bytes = read_wav_header(f.read)
+                return Head(None, (data_bytes if data_bytes is not None else size - f.tell()) / (2 * channels * rate))
+            except (DecodeError, ZeroDivisionError):  # not a 16-bit WAV
+                f.seek(0)
+                mp3 = _mp3_head(f)
     except OSError:
         return Head(None, None)
-    except (DecodeError, ZeroDivisionError):  # not a 16-bit WAV
-        pass
-    mp3 = _mp3_head(path)
     if mp3 is None:
         return Head(None, None)
     rate, kbps, offset, variable = mp3
     return Head(rate, None if variable else (size - offset) * 8 / (kbps * 1000))
 
 
-def _mp3_head(path: Path) -> tuple[int, int, int, bool] | None:
+def _mp3_head(f: BinaryIO) -> tuple[int, int, int, bool] | None:
     """(sample rate, first frame's bitrate in kbit/s, where the frames start, whether the bitrate varies) of an MPEG
-    audio layer III file (after any ID3v2 tag), or None if it does not start as one.
+    audio layer III file, read from its start (after any ID3v2 tag), or None if it does not start as one.
 
     Two consecutive valid frame headers are required, so other formats (whose bytes may contain a frame sync) are left
     to ffmpeg. A variable bitrate shows as a Xing or VBRI tag in the first frame (LAME writes "Info" there for a
     constant one).
     """
-    try:
-        with path.open("rb") as f:
-            head = f.read(_ID3_HEADER)
-            offset = 0
-            if head[:3] == b"ID3" and len(head) == _ID3_HEADER:
-                size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
-                offset = _ID3_HEADER + size + (_ID3_HEADER if head[5] & 0x10 else 0)  # a footer, if flagged
-            f.seek(offset)
-            data = f.read(_SNIFF_BYTES)
-    except OSError:
-        return None
+    head = f.read(_ID3_HEADER)
+    offset = 0
+    if head[:3] == b"ID3" and len(head) == _ID3_HEADER:
+        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
+        offset = _ID3_HEADER + size + (_ID3_HEADER if head[5] & 0x10 else 0)  # a footer, if flagged
+    f.seek(offset)
+    data = f.read(_SNIFF_BYTES)
     first = _mp3_frame(data, 0)
     if first is None:
         return None

@@ -137,13 +137,17 @@ def _parse(data: bytes | bytearray | memoryview) -> tuple[WavFormat, int]:
     return WavFormat(channels, rate, usable // (SAMPLE_BYTES * channels)), start
 
 
+def is_wav(head: bytes) -> bool:
+    """Whether a file's first 12 bytes (or more) are a RIFF WAVE header's."""
+    return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+
+
 def read_wav_header(read: Callable[[int], bytes]) -> tuple[int, int, int | None]:
     """Channels, rate and data size (None: unknown, to the end) of a 16-bit PCM WAV, read up to its data.
 
     Chunks before the data are skipped in bounded pieces, so a chunk claiming gigabytes costs no memory.
     """
-    riff = _read_exact(read, 12)
-    if riff[:4] != b"RIFF" or riff[8:] != b"WAVE":
+    if not is_wav(_read_exact(read, 12)):
         raise DecodeError("not a WAV file")
     fmt: tuple[int, int] | None = None
     while True:
