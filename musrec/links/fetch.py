@@ -38,7 +38,7 @@ from musrec.audio.decode import WINDOW_S, AudioLimits, Window, choose_window, cu
 from musrec.audio.resample import TARGET_RATE
 from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
 from musrec.links.errors import FetchError, FetchFailure, ytdlp_failure
-from musrec.links.guard import FFMPEG_PROTOCOLS, PRIVATE_ADDRESS, AddressPolicy, GuardProxy
+from musrec.links.guard import FFMPEG_PROTOCOLS, AddressPolicy, GuardProxy
 from musrec.links.parse import YOUTUBE_HOSTS, find_link, normal_host, parse_youtube_url, split_link
 from musrec.links.ytdlp_env import ffmpeg_environment, js_runtime_config
 from musrec.timecode import format_timecode as clock
@@ -226,10 +226,9 @@ def fetch_window(
                 done = ydl.process_ie_result(info, download=True)
         except YoutubeDLError as err:
             raise _failure(err, guard) from None
-        if guard.refused:  # yt-dlp and ffmpeg get past some failures (an HLS segment is skipped): not this one
-            raise UnsupportedLinkError(PRIVATE_ADDRESS)
-        if guard.ended is not None:  # ffmpeg may take a connection the guard shut for the end of the media
-            raise FetchError(guard.ended)
+        stopped = guard.stopped()
+        if stopped is not None:  # a refusal or the guard's end, even if yt-dlp got past it (an HLS segment skipped)
+            raise stopped
         if str(done.get("protocol", "")).startswith("m3u8"):
             log.warning("%s: only HLS was offered; the window may start up to a segment early", target.cache_id)
         path = _downloaded_file(Path(tmp), options)
@@ -364,7 +363,7 @@ def _downloaded_file(tmp: Path, options: FetchOptions) -> Path:
 def _failure(err: Exception, guard: GuardProxy) -> MusrecError:
     reason = ytdlp_failure(err)
     blocked = guard.error()
-    if blocked is not None and (guard.refused or guard.ended or reason in _GUARD_ANSWERS):
+    if blocked is not None and (guard.stopped() is not None or reason in _GUARD_ANSWERS):
         log.info("yt-dlp failed (%s), the guard answered: %s", reason.name, blocked)
         return blocked
     level = logging.ERROR if reason in (FetchFailure.NO_FFMPEG, FetchFailure.FAILED) else logging.INFO

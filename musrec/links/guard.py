@@ -188,14 +188,17 @@ class GuardProxy:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def error(self) -> MusrecError | None:
-        """The refusal (:data:`PRIVATE_ADDRESS`) if any connection was refused, else why the guard ended the fetch,
-        else why a connection could not be made."""
+    def stopped(self) -> MusrecError | None:
+        """The refusal (:data:`PRIVATE_ADDRESS`) if any connection was refused, else why the guard ended the fetch:
+        what stands whatever yt-dlp and ffmpeg made of it (they get past some failures, and may take a connection
+        the guard shut for the end of the media)."""
         if self.refused:
             return UnsupportedLinkError(PRIVATE_ADDRESS)
-        if self.ended is not None:
-            return FetchError(self.ended)
-        return FetchError(self.failure) if self.failure is not None else None
+        return FetchError(self.ended) if self.ended is not None else None
+
+    def error(self) -> MusrecError | None:
+        """What :meth:`stopped` says, else why a connection could not be made."""
+        return self.stopped() or (FetchError(self.failure) if self.failure is not None else None)
 
     def close(self) -> None:
         if self._closed.is_set():
