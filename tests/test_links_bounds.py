@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import socket
 import socketserver
-import threading
 from collections.abc import Iterator
 
 import pytest
-from youtube_fixtures import LOOPBACK, DripServer, drip_server, loopback_options, read_request_head, stepped_tones
+from youtube_fixtures import (
+    LOOPBACK,
+    DripServer,
+    drip_server,
+    loopback_options,
+    read_request_head,
+    serving,
+    stepped_tones,
+)
 
 from musrec.links.errors import FetchError, FetchFailure
 from musrec.links.fetch import PAGES_BYTES, fetch_window
@@ -87,12 +94,8 @@ class _FloodHandler(socketserver.BaseRequestHandler):
 @pytest.fixture
 def flood() -> Iterator[_Flood]:
     server = _Flood((LOOPBACK, 0), _FloodHandler)
-    thread = threading.Thread(target=server.serve_forever, name="flood-server", daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with serving(server):
+        yield server
 
 
 def test_a_page_that_never_ends_is_cut_off(flood: _Flood) -> None:

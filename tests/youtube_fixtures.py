@@ -271,12 +271,21 @@ class _DripHandler(socketserver.BaseRequestHandler):
 def drip_server(body: bytes) -> Iterator[DripServer]:
     """A :class:`DripServer` in a thread of its own, stopped (and its connections ended) on exit."""
     server = DripServer(body)
-    thread = threading.Thread(target=server.serve_forever, name="drip-server", daemon=True)
+    with serving(server):
+        try:
+            yield server
+        finally:
+            server.stopped.set()  # the drips end before the server waits for its threads
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """``server`` answering in a thread of its own until the block ends; then shut down and closed."""
+    thread = threading.Thread(target=server.serve_forever, name=f"{type(server).__name__}-thread", daemon=True)
     thread.start()
     try:
-        yield server
+        yield
     finally:
-        server.stopped.set()
         server.shutdown()
         server.server_close()
         thread.join(WAIT_S)
