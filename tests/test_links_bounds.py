@@ -19,7 +19,7 @@ from youtube_fixtures import (
     drip_server,
     loopback_options,
     read_request_head,
-    serving,
+    socket_server_running,
     stepped_tones,
 )
 
@@ -94,7 +94,7 @@ class _FloodHandler(socketserver.BaseRequestHandler):
 @pytest.fixture
 def flood() -> Iterator[_Flood]:
     server = _Flood((LOOPBACK, 0), _FloodHandler)
-    with serving(server):
+    with socket_server_running(server):
         yield server
 
 

@@ -271,7 +271,7 @@ class _DripHandler(socketserver.BaseRequestHandler):
 def drip_server(body: bytes) -> Iterator[DripServer]:
     """A :class:`DripServer` in a thread of its own, stopped (and its connections ended) on exit."""
     server = DripServer(body)
-    with serving(server):
+    with socket_server_running(server):
         try:
             yield server
         finally:
@@ -279,7 +279,7 @@ def drip_server(body: bytes) -> Iterator[DripServer]:
 
 
 @contextmanager
-def serving(server: socketserver.BaseServer) -> Iterator[None]:
+def socket_server_running(server: socketserver.BaseServer) -> Iterator[None]:
     """``server`` answering in a thread of its own until the block ends; then shut down and closed."""
     thread = threading.Thread(target=server.serve_forever, name=f"{type(server).__name__}-thread", daemon=True)
     thread.start()
