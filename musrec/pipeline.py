@@ -335,13 +335,28 @@ class Musrec:
         method: str = "mean",
     ) -> Recommendation:
         """The segments that sound like all of two or three sounds, each match with how close it is to every one."""
-        sounds = [
-            self.resolve(
-                source, name=names[i] if i < len(names) else None, start_s=starts[i] if i < len(starts) else None
-            )
-            for i, source in enumerate(sources)
-        ]
+        sounds = self.resolve_sounds(sources, names=names, starts=starts)
         return self.search_blend(sounds, k=k, filters=filters, method=method)
+
+    def resolve_sounds(
+        self,
+        sources: Sequence[Source],
+        *,
+        names: Sequence[str | None] = (),
+        starts: Sequence[float | None] = (),
+    ) -> list[Resolved]:
+        """Several sounds resolved in turn (a blend's, a comparison's). A user's error names the sound it came from
+        ("the second sound (b.ogg): the file is empty"), so whoever gave three knows which one to fix."""
+        sounds = []
+        for i, source in enumerate(sources):
+            name = names[i] if i < len(names) else None
+            try:
+                sounds.append(self.resolve(source, name=name, start_s=starts[i] if i < len(starts) else None))
+            except MusrecError as err:
+                if err.expected:
+                    err.args = (f"the {_ORDINALS[i]} sound ({_shown_name(source, name)}): {err}",)
+                raise
+        return sounds
 
     def search_blend(
         self,
@@ -373,8 +388,7 @@ class Musrec:
         starts: tuple[float | None, float | None] = (None, None),
     ) -> tuple[Comparison, Query, Query]:
         """How alike two sounds are, in the index's representation, with second-by-second similarities."""
-        a = self.resolve(first, name=names[0], start_s=starts[0])
-        b = self.resolve(second, name=names[1], start_s=starts[1])
+        a, b = self.resolve_sounds((first, second), names=names, starts=starts)
         return compare_rows(a.rows, b.rows, representation=self.index.representation), a.query, b.query
 
     def close(self) -> None:
@@ -385,6 +399,25 @@ class Musrec:
         close = getattr(self._embedder, "close", None)
         if callable(close):
             close()
+
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth")
+
+
+def _shown_name(source: Source, name: str | None) -> str:
+    """How a sound is named in a message: the name it was given, a file's name (not its directories), else itself
+    (a link, an ``audioset:`` reference), cut to a length a message can hold."""
+    if name:
+        shown = name
+    elif isinstance(source, bytes):
+        shown = "upload"
+    elif isinstance(source, LinkTarget):
+        shown = source.url
+    elif is_segment(source) or is_link(source):
+        shown = str(source)
+    else:
+        shown = Path(source).name
+    return shown if len(shown) <= 100 else shown[:99] + "…"
 
 
 def _check_file(path: Path) -> None:

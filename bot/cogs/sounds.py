@@ -278,7 +278,7 @@ class Sounds(commands.Cog):
     ) -> results.Page:
         """Embed each of ``sources`` and blend them, remembered for the buttons (in a worker thread)."""
         musrec = self.bot.musrec
-        sounds = [musrec.resolve(s, name=n, start_s=t) for s, n, t in zip(sources, names, starts, strict=True)]
+        sounds = musrec.resolve_sounds(sources, names=names, starts=starts)
         return results.blended(musrec, self.bot.queries, sounds, k=k, filters=filters)
 
 

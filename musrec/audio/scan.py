@@ -76,6 +76,9 @@ EXACT_BUDGET_S = 20.0
 # A file whose header says it lasts at most the window plus this is decoded from its start, without an envelope:
 # the full decode's choice is then within this of the start (an MP3's estimate counts its tags and padding too).
 SHORT_SLACK_S = 0.5
+# A span that met the end of the file is decoded again from this long before the file's last window: a seek may land
+# a codec frame (AAC's 1024 samples, an Ogg page) away from where it was asked to.
+TAIL_LEAD_S = 0.5
 # Envelopes are decoded in this many parts at once (at most one per usable core): on two idle cores, a 3-minute
 # MP3's envelope takes about half the time of one run.
 ENVELOPE_PARTS = 2
@@ -281,7 +284,14 @@ def _ffmpeg_envelope(path: Path, *, parts: int, search_s: float, limits: AudioLi
         start, end = edges[index], edges[index + 1]
         return decode_pcm(path, start_s=start or None, span_s=end - start, sample_rate=SCAN_RATE, limits=limits)
 
-    return _checked(np.concatenate(_at_once(part, range(parts))), SCAN_RATE, "ffmpeg", limits)
+    pieces = _at_once(part, range(parts))
+    # A part that ends short of its span met the end of the file, so the parts after it lie past the end. They are
+    # not always empty: asked to seek past the end, some demuxers (Ogg) land on the last page and decode it again.
+    for index, piece in enumerate(pieces[:-1]):
+        if len(piece) < round((edges[index + 1] - edges[index]) * SCAN_RATE):
+            pieces = pieces[: index + 1]
+            break
+    return _checked(np.concatenate(pieces), SCAN_RATE, "ffmpeg", limits)
 
 
 def _parts(seconds: float | None, search_s: float) -> int:
@@ -336,32 +346,66 @@ def _spans(starts_s: list[float], duration_s: float) -> list[tuple[float, float]
 
 
 def _loudest_exactly(path: Path, candidates: list[float], *, duration_s: float, limits: AudioLimits) -> Audio:
-    """Decode the spans around ``candidates`` exactly (at once); the loudest candidate window, cut from its span."""
+    """Decode the spans around ``candidates`` exactly (at once); the loudest candidate window, cut from its span.
+
+    The envelope's idea of where the file ends is an estimate: a seek lands on a codec frame, and codecs pad their
+    last frame, so a span that reaches the end may come back a few samples (or, after a seek in some containers, a
+    frame or two) short of the window. A candidate that then overruns its span moves earlier to end where the audio
+    does, as :func:`~musrec.audio.decode.choose_window` moves the last window of a clip; a span too short for a whole
+    window is decoded again from where the last window of the file must start (:func:`_decode_span`).
+    """
     width = round(duration_s * TARGET_RATE)
     spans = _spans(candidates, duration_s)
-
-    def exact(span: tuple[float, float]) -> Audio:
-        return decode(path, start_s=span[0] or None, duration_s=span[1] - span[0], limits=limits)
-
-    decoded = _at_once(exact, spans)
+    decoded = _at_once(lambda span: _decode_span(path, span, duration_s=duration_s, limits=limits), spans)
+    if any(span is None for span in decoded):  # the whole file is shorter than the window: it is used whole
+        return decode(path, duration_s=duration_s, limits=limits)
     best: tuple[float, Audio, int] | None = None  # energy, span, first sample
     for (span_start, span_end), span in zip(spans, decoded, strict=True):
+        assert span is not None
         x = span.samples
         for start in candidates:
             if not span_start <= start < span_end:
                 continue
-            first = min(round((start - span_start) * TARGET_RATE), len(x) - width)
-            if first < 0:  # the span ended early (the file is shorter than the envelope said)
-                continue
+            first = max(0, min(round((start - span.offset_s) * TARGET_RATE), len(x) - width))
             window = x[first : first + width]
             energy = float(np.dot(window, window.astype(np.float64)))
             # Ties go to the earliest start, as in choose_window (candidates are in order).
             if best is None or energy > best[0] * (1 + 1e-9):
                 best = (energy, span, first)
-    if best is None:
-        raise TooShortError("the audio is shorter than its first decode said")
+    assert best is not None  # every span holds at least one candidate and a whole window
     _, span, first = best
     samples = span.samples[first : first + width]
     offset = span.offset_s + first / TARGET_RATE
     reached_end = span.source_duration_s is not None and first + width == len(span.samples)
     return Audio(samples, offset_s=offset, source_duration_s=span.source_duration_s if reached_end else None)
+
+
+def _decode_span(path: Path, span: tuple[float, float], *, duration_s: float, limits: AudioLimits) -> Audio | None:
+    """The span decoded exactly, holding at least one whole window; None if the file is shorter than a window.
+
+    A span that comes back too short has met the end of the file: it is decoded again from :data:`TAIL_LEAD_S`
+    before where the file's last window starts, so that window lies inside it whatever the seek's rounding.
+    """
+    width = round(duration_s * TARGET_RATE)
+    start, end = span
+    audio = _decode_or_none(path, start_s=start, duration_s=end - start, limits=limits)
+    if audio is not None and len(audio.samples) >= width:
+        return audio
+    ends_at = start + (audio.duration_s if audio is not None else 0.0)
+    earlier = max(0.0, ends_at - duration_s - TAIL_LEAD_S)
+    if earlier >= start:  # nothing earlier to read: a start past the end of what the envelope saw
+        earlier = max(0.0, start - duration_s - TAIL_LEAD_S)
+    audio = _decode_or_none(path, start_s=earlier, duration_s=end - earlier, limits=limits)
+    if audio is None or len(audio.samples) < width:
+        if earlier > 0:
+            raise TooShortError("the audio is shorter than its first decode said")
+        return None
+    return audio
+
+
+def _decode_or_none(path: Path, *, start_s: float, duration_s: float, limits: AudioLimits) -> Audio | None:
+    """:func:`decode` of a span, or None where the span holds no audio (it starts at or past the end)."""
+    try:
+        return decode(path, start_s=start_s or None, duration_s=duration_s, limits=limits)
+    except TooShortError:
+        return None
