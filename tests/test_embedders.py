@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from max_fixtures import wav_bytes
 from tolerances import network_atol
 from vggish_fixtures import VggishFiles, music_like, shared_embedder, shared_vggish_files, tone
 
 from musrec.audio.resample import resample
 from musrec.audioset.representation import REPRESENTATION_DIMS, fit_rows, represent
-from musrec.embedding.local import BATCH_EXAMPLES, Embedder, LocalEmbedder
+from musrec.embedding.local import BATCH_EXAMPLES, Embedder, LocalEmbedder, vggish_pcm
 from musrec.errors import EmbedderError
 from musrec.vggish.frontend import waveform_to_examples
 from musrec.vggish.postprocess import load_pca_params, postprocess
@@ -72,10 +73,17 @@ def test_deterministic(embedder: LocalEmbedder) -> None:
 
 
 def test_embed_is_frontend_then_model_then_postprocess(embedder: LocalEmbedder, files: VggishFiles) -> None:
-    x = music_like(4.0, seed=2)
+    """On 16-bit samples (a 16-kHz WAV as read) ``embed`` is exactly the reference's chain; other floats are embedded
+    as their 16-bit PCM, as a MAX server is sent them (issue 26)."""
     vectors, means = load_pca_params(files.pca_column)
-    expected = postprocess(embedder.embed_examples(waveform_to_examples(x, 16000)), eigen_vectors=vectors, means=means)
-    np.testing.assert_array_equal(embedder.embed(x), expected)
+
+    def chain(x: np.ndarray) -> np.ndarray:
+        return postprocess(embedder.embed_examples(waveform_to_examples(x, 16000)), eigen_vectors=vectors, means=means)
+
+    pcm16 = np.round(music_like(4.0, seed=2) * 32768) / 32768
+    np.testing.assert_array_equal(embedder.embed(pcm16), chain(pcm16))
+    floats = music_like(4.0, seed=2)
+    np.testing.assert_array_equal(embedder.embed(floats), chain(vggish_pcm(floats) / 32768))
 
 
 def test_batches_agree_with_single_passes(embedder: LocalEmbedder) -> None:
@@ -163,6 +171,43 @@ def test_missing_files_raise_embedder_error(files: VggishFiles, tmp_path: Path) 
         LocalEmbedder(files.checkpoint, tmp_path / "none.npz")
     with pytest.raises(EmbedderError, match="checkpoint not found"):
         LocalEmbedder(tmp_path / "none.ckpt", files.pca_column)
+
+
+def test_issue_26_swapped_model_files_are_named_in_one_line(files: VggishFiles, tmp_path: Path) -> None:
+    """Each file given as the other: one line saying so, never numpy's advice to load pickles."""
+    with pytest.raises(EmbedderError) as swapped:
+        LocalEmbedder(files.pca_column, files.checkpoint)
+    text = str(swapped.value)
+    assert "swapped" in text and files.pca_column.name in text and files.checkpoint.name in text
+    with pytest.raises(
+        EmbedderError, match=f"{files.checkpoint.name}, given as the VGGish PCA file .* is the checkpoint"
+    ):
+        LocalEmbedder(files.checkpoint, files.checkpoint)
+    with pytest.raises(
+        EmbedderError, match=f"{files.pca_flat.name}, given as the VGGish checkpoint .* is the PCA file"
+    ):
+        LocalEmbedder(files.pca_flat, files.pca_column)
+    other = tmp_path / "notes.txt"
+    other.write_text("not a model file at all\n")
+    with pytest.raises(EmbedderError, match="notes.txt is not a VGGish PCA file") as neither:
+        LocalEmbedder(files.checkpoint, other)
+    for err in (swapped, neither):
+        assert "pickle" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_issue_26_swapped_model_files_at_the_command_line(
+    files: VggishFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from musrec.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no config.toml from elsewhere
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(wav_bytes(music_like(2.0), rate=16000))
+    argv = ["embed", str(clip), "--checkpoint", str(files.pca_column), "--pca-params", str(files.checkpoint)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("musrec: error: the VGGish files are swapped") and err.count("\n") == 1
+    assert "allow_pickle" not in err
 
 
 def test_rejects_integer_samples(embedder: LocalEmbedder) -> None:

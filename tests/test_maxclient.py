@@ -23,9 +23,8 @@ from max_fixtures import (
 )
 
 from musrec.audio.decode import AudioLimits
-from musrec.audio.resample import resample
 from musrec.audio.wav import read_wav_bytes, to_wav_bytes
-from musrec.embedding.local import LocalEmbedder
+from musrec.embedding.local import LocalEmbedder, vggish_pcm
 from musrec.embedding.max_client import (
     MSG_CLOSED,
     MSG_INVALID,
@@ -103,12 +102,11 @@ def test_resamples_to_16k_before_upload(server: Served, local_embedder: LocalEmb
     clip = int16_clip(2.5, rate=44100, seed=2)
     with MaxEmbedder([server.url]) as client:
         got = client.embed(clip, 44100)
-    # What the server received: the 16 kHz resampled clip as 16-bit PCM.
-    sent, rate = read_wav_bytes(to_wav_bytes(resample(clip, 44100), 16000))
+    # What the server received: the 16 kHz resampled clip as 16-bit PCM, which is what the local embedder embeds.
+    sent, rate = read_wav_bytes(to_wav_bytes(vggish_pcm(clip, 44100) / 32768, 16000))
     assert rate == 16000
     np.testing.assert_array_equal(got, local_embedder.embed(sent, 16000))
-    # Off by at most a little from embedding the float clip in-process (16-bit rounding after resampling).
-    assert np.abs(got.astype(int) - local_embedder.embed(clip, 44100).astype(int)).max() <= 2
+    np.testing.assert_array_equal(got, local_embedder.embed(clip, 44100))  # issue 26: exactly, not nearly
 
 
 def test_stereo_and_short_clips(server: Served, local_embedder: LocalEmbedder) -> None:

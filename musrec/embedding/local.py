@@ -2,6 +2,14 @@
 
 :class:`Embedder` is the interface the rest of musrec depends on. :class:`LocalEmbedder` runs VGGish in this
 process from Google's checkpoint and PCA file; a client for IBM's MAX service implements the same protocol.
+
+**Every embedder embeds the same samples** (issue 26): :func:`vggish_pcm`, the input as 16-kHz mono 16-bit PCM
+(channels averaged, then resampled, then rounded to 16 bits). That is what a MAX server is sent, since its API
+takes only 16-bit PCM WAVs; :class:`LocalEmbedder` rounds the same way, so a clip embedded in this process and
+through ``musrec serve`` gives the same codes, bit for bit, at any rate and channel count. Input that already is
+16-kHz 16-bit PCM (a 16-kHz WAV read as ``int16 / 32768``) is unchanged by the rounding, so there the pipeline is
+the reference's exactly. Elsewhere the rounding is 16-bit audio's own noise (98 dB under a full-scale sine), far
+less than the choice of resampler makes (see :mod:`musrec.audio.resample`).
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ from typing import Final, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from musrec.vggish.frontend import EXAMPLE_FRAMES, NUM_MEL_BANDS, SAMPLE_RATE, waveform_to_examples
+from musrec.audio.wav import INT16_MAX, INT16_MIN, INT16_SCALE
+from musrec.vggish.checkpoint import check_model_files
+from musrec.vggish.frontend import EXAMPLE_FRAMES, NUM_MEL_BANDS, SAMPLE_RATE, mono_16k, waveform_to_examples
 from musrec.vggish.model import VGGish
 from musrec.vggish.postprocess import EMBEDDING_SIZE, load_pca_params, postprocess
 
@@ -26,6 +36,17 @@ BATCH_EXAMPLES: Final = 32
 WARM_UP_RATE: Final = 44100  # Hz; a common non-16 kHz rate, so warming up exercises resampling too
 
 
+def vggish_pcm(samples: npt.NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.int16]:
+    """What every embedder embeds: float samples in [-1, 1] (1-D or ``[n_samples, channels]``) as 16-kHz mono 16-bit
+    PCM, as a WAV upload carries them.
+
+    Channels are averaged, the mean resampled to 16 kHz (the reference's order), then scaled by 32768, rounded and
+    clipped (+1.0 becomes 32767). ValueError for NaN or infinity, a rate that is not positive, or integer samples.
+    """
+    mono = mono_16k(samples, sample_rate)
+    return np.clip(np.rint(mono * INT16_SCALE), INT16_MIN, INT16_MAX).astype(np.int16)
+
+
 @runtime_checkable
 class Embedder(Protocol):
     """Anything that turns audio into VGGish codes in the space of AudioSet's released embeddings."""
@@ -33,7 +54,8 @@ class Embedder(Protocol):
     def embed(self, samples: npt.NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.uint8]:
         """Float samples in [-1, 1] (1-D or [n_samples, channels]) -> [n, 128] uint8, one row per 0.96 s.
 
-        The whole input is embedded (no 10-second cut, no padding); under 0.975 s gives zero rows.
+        The whole input is embedded (no 10-second cut, no padding), as :func:`vggish_pcm` gives it; under 0.975 s
+        gives zero rows.
         """
         ...
 
@@ -47,6 +69,7 @@ class LocalEmbedder:
     """
 
     def __init__(self, checkpoint: Path, pca_params: Path, *, relu: bool = False) -> None:
+        check_model_files(Path(checkpoint), Path(pca_params))
         self._eigen_vectors, self._means = load_pca_params(Path(pca_params))
         self._model = VGGish.from_checkpoint(Path(checkpoint), relu=relu)
 
@@ -83,11 +106,12 @@ class LocalEmbedder:
     def embed(self, samples: npt.NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.uint8]:
         """Float samples in [-1, 1] (1-D or [n_samples, channels]) -> [n, 128] uint8, one row per 0.96 s.
 
-        Any sample rate (resampled to 16 kHz after averaging channels); the whole input is embedded, with no
-        padding, so under 0.975 s gives zero rows.
+        Any sample rate: the input is embedded as :func:`vggish_pcm` gives it (channels averaged, resampled to
+        16 kHz, 16-bit), as a MAX server gets it. The whole input is embedded, with no padding, so under 0.975 s
+        gives zero rows.
         """
         started = time.perf_counter()
-        examples = waveform_to_examples(samples, sample_rate)
+        examples = waveform_to_examples(vggish_pcm(samples, sample_rate) / INT16_SCALE, SAMPLE_RATE)
         if len(examples) == 0:
             return np.zeros((0, EMBEDDING_SIZE), dtype=np.uint8)
         codes = postprocess(self.embed_examples(examples), eigen_vectors=self._eigen_vectors, means=self._means)

@@ -5,8 +5,10 @@ servers instead of running VGGish in-process. Requests go round-robin over the s
 timeout or a 5xx answer moves on to the next server after a short exponential backoff, at most ``retries``
 extra attempts. A 4xx answer is final: the request itself is refused, and another server would refuse it too
 (413 is a TooLongError, 422, ``musrec serve``'s answer to a clip under its minimum duration, a TooShortError).
-Audio is resampled to 16 kHz here and sent as a 16-bit PCM WAV, so the server does no resampling of its own; a
-clip too short for one VGGish example gives zero rows without a request, as a MAX server would answer.
+Audio is sent as :func:`~musrec.embedding.local.vggish_pcm` gives it, a 16-kHz mono 16-bit PCM WAV: the samples the
+in-process embedder embeds, so ``musrec serve`` answers exactly what :class:`~musrec.embedding.local.LocalEmbedder`
+would, and the server does no resampling of its own. A clip too short for one VGGish example gives zero rows without
+a request, as a MAX server would answer.
 
 Note that IBM's MAX applies a ReLU to the embedding layer (post-activation) while the AudioSet release is
 pre-activation: embeddings from an IBM container are not exactly in the space of the AudioSet index. A
@@ -33,10 +35,11 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio.resample import TARGET_RATE, resample
-from musrec.audio.wav import to_wav_bytes
+from musrec.audio.resample import TARGET_RATE
+from musrec.audio.wav import INT16_SCALE, to_wav_bytes
+from musrec.embedding.local import vggish_pcm
 from musrec.errors import EmbedderError, TooLongError, TooShortError
-from musrec.vggish.frontend import MIN_EXAMPLE_SAMPLES, to_mono
+from musrec.vggish.frontend import MIN_EXAMPLE_SAMPLES
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 
 log = logging.getLogger(__name__)
@@ -317,18 +320,14 @@ class MaxEmbedder:
 
 
 def _encode(samples: npt.NDArray[np.floating], sample_rate: int) -> bytes | None:
-    """Float samples (1-D or [n_samples, channels]) at any rate -> 16 kHz mono 16-bit PCM WAV bytes.
+    """Float samples (1-D or [n_samples, channels]) at any rate -> the 16-bit PCM WAV of :func:`vggish_pcm`.
 
     None for a clip too short for one VGGish example: any server answers it with zero rows.
     """
-    x = to_mono(samples)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("samples contain NaN or infinity")
-    if sample_rate != TARGET_RATE:
-        x = resample(x, sample_rate, TARGET_RATE)
-    if len(x) < MIN_EXAMPLE_SAMPLES:
+    pcm = vggish_pcm(samples, sample_rate)
+    if len(pcm) < MIN_EXAMPLE_SAMPLES:
         return None
-    return to_wav_bytes(x, TARGET_RATE)
+    return to_wav_bytes(pcm / INT16_SCALE, TARGET_RATE)  # whole multiples of 1/32768: written back exactly
 
 
 def _is_number(value: object) -> bool:

@@ -1,4 +1,9 @@
-"""Stand-in VGGish files with random weights, in the official layouts, for tests and offline trials.
+"""VGGish's two files: what each looks like (so files given the wrong way round are named as such), and stand-ins
+with random weights in the official layouts, for tests and offline trials.
+
+A checkpoint (Google's ``vggish_model.ckpt``, a TF1 V1 single file, or a V2 ``.index``) ends with the footer magic
+of TensorFlow's table format; the PCA file is an ``.npz``, a ZIP archive. :func:`check_model_files` tells them apart
+by those bytes before either is loaded.
 
 Google's weights cannot be fetched everywhere musrec runs (they are on no package registry), yet the loading code
 should be exercised on real files. These writers produce a checkpoint under the official slim variable names and
@@ -18,8 +23,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from musrec.errors import EmbedderError
 from musrec.vggish.model import FC_LAYERS, SCOPE, VARIABLE_SHAPES
-from musrec.vggish.postprocess import EMBEDDING_SIZE
+from musrec.vggish.postprocess import EMBEDDING_SIZE, NPZ_MAGIC, PCA_FILE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,52 @@ HIDDEN_BIAS: Final = 0.01
 EMBEDDING_GAIN: Final = 0.2
 # PCA output scale: whitened values mostly within the quantiser's [-2, 2].
 PCA_GAIN: Final = 0.7
+CHECKPOINT_FILE_NAME: Final = "vggish_model.ckpt"  # Google's name for the file
+# The last 8 bytes of a TensorFlow table (a V1 checkpoint, a V2 checkpoint's .index): its magic number.
+TABLE_MAGIC: Final = (0xDB4775248B80FB57).to_bytes(8, "little")
+
+
+def file_kind(path: Path) -> str | None:
+    """``"checkpoint"`` or ``"pca"`` by the file's own bytes (a V2 checkpoint by its prefix's ``.index``); None for
+    anything else, including a missing file."""
+    path = Path(path)
+    index = path.with_name(path.name + ".index")
+    if not path.is_file() and index.is_file():
+        path = index
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(NPZ_MAGIC))
+            if head == NPZ_MAGIC:
+                return "pca"
+            f.seek(0, 2)
+            if f.tell() < len(TABLE_MAGIC):
+                return None
+            f.seek(-len(TABLE_MAGIC), 2)
+            return "checkpoint" if f.read() == TABLE_MAGIC else None
+    except OSError:
+        return None
+
+
+def check_model_files(checkpoint: Path, pca_params: Path) -> None:
+    """EmbedderError, in one line, when the checkpoint and the PCA file are each given as the other, or one of them is
+    the other's kind; anything else (missing, damaged) is left to the loaders, which name it."""
+    checkpoint_kind, pca_kind = file_kind(checkpoint), file_kind(pca_params)
+    if checkpoint_kind == "pca" and pca_kind == "checkpoint":
+        raise EmbedderError(
+            f"the VGGish files are swapped: {Path(checkpoint).name}, given as the checkpoint, is the PCA file, and "
+            f"{Path(pca_params).name}, given as the PCA file, is the checkpoint; exchange embedder.checkpoint and "
+            "embedder.pca_params"
+        )
+    if checkpoint_kind == "pca":
+        raise EmbedderError(
+            f"{Path(checkpoint).name}, given as the VGGish checkpoint (embedder.checkpoint), is the PCA file; "
+            f"the checkpoint is {CHECKPOINT_FILE_NAME}"
+        )
+    if pca_kind == "checkpoint":
+        raise EmbedderError(
+            f"{Path(pca_params).name}, given as the VGGish PCA file (embedder.pca_params), is the checkpoint; "
+            f"the PCA file is {PCA_FILE_NAME}"
+        )
 
 
 def random_weights(*, seed: int = 0) -> dict[str, npt.NDArray[np.float32]]:

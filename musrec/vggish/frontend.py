@@ -120,6 +120,15 @@ def waveform_to_examples(samples: npt.NDArray[np.floating], sample_rate: int) ->
     ``samples`` are floats in [-1, 1], 1-D or ``[n_samples, channels]``; channels are averaged before
     resampling to 16 kHz. Input shorter than 0.975 s gives zero examples.
     """
+    examples = frame(log_mel_spectrogram(mono_16k(samples, sample_rate)), EXAMPLE_FRAMES, EXAMPLE_HOP_FRAMES)
+    return examples.astype(np.float32)
+
+
+def mono_16k(samples: npt.NDArray[np.floating], sample_rate: int) -> npt.NDArray[np.float64]:
+    """Float samples (1-D or ``[n_samples, channels]``) as mono at 16 kHz: channels averaged, then resampled.
+
+    ValueError for a rate that is not positive, NaN or infinity, or samples that are not floats.
+    """
     if sample_rate <= 0:
         raise ValueError(f"sample rate must be positive, got {sample_rate}")
     mono = to_mono(samples)
@@ -127,5 +136,4 @@ def waveform_to_examples(samples: npt.NDArray[np.floating], sample_rate: int) ->
         raise ValueError("samples contain NaN or infinity")
     if sample_rate != SAMPLE_RATE:
         mono = resample(mono, sample_rate, SAMPLE_RATE)
-    examples = frame(log_mel_spectrogram(mono), EXAMPLE_FRAMES, EXAMPLE_HOP_FRAMES)
-    return examples.astype(np.float32)
+    return mono

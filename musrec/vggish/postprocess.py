@@ -6,6 +6,8 @@ The same functions serve the AudioSet side (released embeddings are already quan
 
 from __future__ import annotations
 
+import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,11 @@ import numpy.typing as npt
 
 from musrec.errors import EmbedderError
 
+log = logging.getLogger(__name__)
+
 EMBEDDING_SIZE = 128
+PCA_FILE_NAME = "vggish_pca_params.npz"  # Google's name for the file
+NPZ_MAGIC = b"PK\x03\x04"  # an .npz is a ZIP archive of .npy files
 QUANTIZE_MIN = -2.0
 QUANTIZE_MAX = 2.0
 # (x - min) * 255 / (max - min): 63.75 per unit for the range [-2, 2].
@@ -21,15 +27,26 @@ QUANTIZE_SCALE = 255.0 / (QUANTIZE_MAX - QUANTIZE_MIN)
 
 
 def load_pca_params(path: Path) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Read ``vggish_pca_params.npz``: eigenvectors [128, 128] and means as [128, 1] (the file has either shape)."""
+    """Read ``vggish_pca_params.npz``: eigenvectors [128, 128] and means as [128, 1] (the file has either shape).
+
+    EmbedderError, in one line naming the file, if it is missing or not such an archive (numpy's own message for a
+    file of another kind, advice to load pickles, is no help here and is not shown).
+    """
     try:
+        with path.open("rb") as f:
+            is_zip = f.read(len(NPZ_MAGIC)) == NPZ_MAGIC
+        if not is_zip:
+            raise EmbedderError(f"{path.name} is not a VGGish PCA file (an .npz archive such as {PCA_FILE_NAME})")
         with np.load(path) as params:
             vectors = np.asarray(params["pca_eigen_vectors"], dtype=np.float64)
             means = np.asarray(params["pca_means"], dtype=np.float64).reshape(-1, 1)
     except FileNotFoundError:
         raise EmbedderError(f"PCA parameters not found: {path}") from None
-    except (KeyError, ValueError, OSError) as err:
-        raise EmbedderError(f"not a VGGish PCA file ({path.name}): {err}") from None
+    except KeyError as err:
+        raise EmbedderError(f"{path.name} is not a VGGish PCA file: it has no {err}") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        log.debug("cannot read PCA file %s: %s", path, err)
+        raise EmbedderError(f"{path.name} is not a readable VGGish PCA file (a damaged .npz archive?)") from None
     if vectors.shape != (EMBEDDING_SIZE, EMBEDDING_SIZE) or means.shape != (EMBEDDING_SIZE, 1):
         raise EmbedderError(f"PCA parameters have shapes {vectors.shape} and {means.shape}; expected 128x128, 128")
     return vectors, means
