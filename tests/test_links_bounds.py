@@ -33,6 +33,11 @@ SOCKET_TIMEOUT_S = 5.0
 DEADLINE_S = 2.0
 
 
+def signed(guard: GuardProxy) -> str:
+    """The header line that carries the fetch's proxy credentials."""
+    return f"Proxy-Authorization: {guard.authorization}\r\n"
+
+
 @pytest.fixture(scope="module")
 def drip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DripServer]:
     mp3 = stepped_tones(tmp_path_factory.mktemp("drip") / "tones.mp3", seconds=60, codec="mp3")
@@ -54,13 +59,13 @@ def test_the_guard_shuts_its_connections_at_the_deadline_and_refuses_new_ones(dr
     with GuardProxy(AddressPolicy().allowing_private(), timeout_s=SOCKET_TIMEOUT_S, deadline_s=0.5) as guard:
         port = int(guard.url.rsplit(":", 1)[1])
         with socket.create_connection((LOOPBACK, port), timeout=SOCKET_TIMEOUT_S) as client:
-            client.sendall(f"GET {drip.url} HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n".encode())
+            client.sendall(f"GET {drip.url} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{signed(guard)}\r\n".encode())
             received = b""
             while chunk := client.recv(65536):  # the drip would last a minute; the guard ends it
                 received += chunk
         assert received.startswith(b"HTTP/1.1 200 OK") and guard.ended is FetchFailure.TIMEOUT
         with socket.create_connection((LOOPBACK, port), timeout=SOCKET_TIMEOUT_S) as late:
-            late.sendall(f"GET {drip.url} HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n".encode())
+            late.sendall(f"GET {drip.url} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{signed(guard)}\r\n".encode())
             assert late.recv(65536).startswith(b"HTTP/1.1 504")
         error = guard.error()
         assert isinstance(error, FetchError) and error.reason is FetchFailure.TIMEOUT
@@ -113,7 +118,7 @@ def test_the_guard_counts_what_comes_in_and_ends_the_fetch_past_its_bound(flood:
     with GuardProxy(AddressPolicy().allowing_private(), timeout_s=SOCKET_TIMEOUT_S, max_bytes=bound) as guard:
         port = int(guard.url.rsplit(":", 1)[1])
         with socket.create_connection((LOOPBACK, port), timeout=SOCKET_TIMEOUT_S) as client:
-            client.sendall(f"GET http://{LOOPBACK}:{flood.server_address[1]}/ HTTP/1.1\r\n\r\n".encode())
+            client.sendall(f"GET http://{LOOPBACK}:{flood.server_address[1]}/ HTTP/1.1\r\n{signed(guard)}\r\n".encode())
             received = 0
             while chunk := client.recv(65536):
                 received += len(chunk)

@@ -1,7 +1,9 @@
-"""The ffmpeg that yt-dlp starts for a fetch reads media from the link: it runs under the decoders' memory cap.
+"""The ffmpeg and the JavaScript runtime that yt-dlp starts for a fetch read media and scripts from strangers: ffmpeg
+runs under the decoders' memory cap, and both run with the fetch's environment, which holds no secrets (issue 23,
+point 6) and is the fetch's own, with nothing changed in ``os.environ`` (issue 22).
 
-A stand-in ``ffmpeg`` (a shell script) records the limits it runs under, then becomes the real one; yt-dlp runs it
-as it runs ffmpeg, against the loopback media server.
+Stand-ins (shell scripts) record the limits and the environment they run under, then become the real program;
+yt-dlp runs them as it runs ffmpeg, against the loopback media server.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from youtube_fixtures import MediaServer, dominant_hz, loopback_options, media_s
 
 from musrec.audio.decode import DECODER_MEMORY_BYTES, ffmpeg_executable
 from musrec.links import fetch, ytdlp_env
+from musrec.links.errors import FetchError, FetchFailure
 from musrec.links.fetch import fetch_window
-from musrec.links.ytdlp_env import ffmpeg_environment
+from musrec.links.ytdlp_env import fetch_environment
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,6 +34,13 @@ ADDRESS_SPACE = "Max address space"  # the row of /proc/<pid>/limits for RLIMIT_
 RUN_TIMEOUT_S = 60
 MIB = 1 << 20
 TONES_S = 40
+PROXY = "http://user:pass@127.0.0.1:9"  # a guard's URL; nothing connects to it here
+SECRETS = {
+    "MUSREC_DISCORD_TOKEN": "discord-token-value",
+    "MUSREC_YOUTUBE_API_KEY": "api-key-value",
+    "MUSREC_YOUTUBE_PROXY_PASSWORD": "proxy-password-value",
+    "GITHUB_TOKEN": "github-token-value",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +56,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
 
 
 def recording_standins(directory: Path, log: Path) -> Path:
-    """An ``ffmpeg`` that writes a line to ``log`` (its first argument, the first entry of PATH and its address-space
-    limits) and then becomes the real ffmpeg, and an ``ffprobe`` beside it that records the same and fails."""
+    """An ``ffmpeg`` that writes a line to ``log`` (its first argument and its address-space limits) and its whole
+    environment to ``log``'s directory (``env-<pid>``), then becomes the real ffmpeg; an ``ffprobe`` beside it that
+    records the same and fails."""
     directory.mkdir()
     record = (
-        f'printf "%s\\t%s\\t%s\\n" "$1" "${{PATH%%:*}}" "$(grep {shlex.quote(ADDRESS_SPACE)} /proc/self/limits)"'
-        f" >> {shlex.quote(str(log))}"
+        f'printf "%s\\t%s\\n" "$1" "$(grep {shlex.quote(ADDRESS_SPACE)} /proc/self/limits)"'
+        f" >> {shlex.quote(str(log))}; env > {shlex.quote(str(log.parent))}/env-$$"
     )
     for name, then in (("ffmpeg", f'exec {shlex.quote(ffmpeg_executable())} "$@"'), ("ffprobe", "exit 1")):
         script = directory / name
@@ -66,23 +77,42 @@ def limits(row: str) -> tuple[str, str]:
     return soft, hard
 
 
-def test_every_ffmpeg_of_a_fetch_runs_under_the_cap(
+def environments(directory: Path) -> list[dict[str, str]]:
+    """The environments the stand-ins dumped into ``directory`` (``env`` output; multi-line values are not used)."""
+    return [
+        dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        for path in sorted(directory.glob("env-*"))
+    ]
+
+
+def test_every_ffmpeg_of_a_fetch_runs_under_the_cap_without_secrets(
     server: MediaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Issue 23, point 6: the token and other secrets in this process's environment never reach the ffmpeg that
+    yt-dlp starts, nor does ``no_proxy``; it gets the guard as its proxy. Issue 22: nothing in ``os.environ``
+    changes while a fetch runs."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("no_proxy", "localhost")
     log = tmp_path / "runs.tsv"
     standin = recording_standins(tmp_path / "bin", log)
     monkeypatch.setattr(fetch, "ffmpeg_executable", lambda: str(standin))  # what the fetch runs; decoding keeps its own
-    path = os.environ["PATH"]
+    before = dict(os.environ)
     got = fetch_window(server.media("tones.m4a"), start_s=15.0, options=loopback_options())
     assert (got.window.start_s, got.window.end_s) == (15.0, 25.0) and len(got.samples) == 10 * RATE
     assert dominant_hz(got.samples[:RATE]) == step_hz(1) and dominant_hz(got.samples[-RATE:]) == step_hz(2)
     runs = [line.split("\t") for line in log.read_text().splitlines()]
-    assert "-y" in {first for first, _, _ in runs}  # the section's download, not only yt-dlp's version check
+    assert "-y" in {first for first, _ in runs}  # the section's download, not only yt-dlp's version check
     cap = str(DECODER_MEMORY_BYTES)
-    assert {limits(row) for _, _, row in runs} == {(cap, cap)}  # soft and hard, in every run
-    launcher_dirs = {Path(first_on_path) for _, first_on_path, _ in runs}
-    assert len(launcher_dirs) == 1 and not launcher_dirs.pop().exists()
-    assert os.environ["PATH"] == path
+    assert {limits(row) for _, row in runs} == {(cap, cap)}  # soft and hard, in every run
+    seen = environments(tmp_path)
+    assert len(seen) == len(runs) >= 2
+    for environ in seen:
+        assert not set(SECRETS) & set(environ) and not set(SECRETS.values()) & set(environ.values())
+        assert "no_proxy" not in environ and "NO_PROXY" not in environ
+        assert environ["http_proxy"].startswith("http://") and "@127.0.0.1:" in environ["http_proxy"]
+        assert environ["PATH"] == before["PATH"] and environ["HOME"] == before["HOME"]
+    assert dict(os.environ) == before
 
 
 def test_a_video_is_fetched_under_the_cap(server: MediaServer) -> None:
@@ -98,51 +128,92 @@ def test_a_greedy_ffmpeg_gets_the_cap_not_the_memory(tmp_path: Path) -> None:
     greedy.parent.mkdir()
     greedy.write_text(f"#!{sys.executable}\nimport sys\nprint(len(bytearray(int(sys.argv[1]))))\n")
     greedy.chmod(0o755)
-    with ffmpeg_environment(str(greedy)) as launcher:
+    with fetch_environment(str(greedy), proxy=PROXY) as environment:
+        launcher = environment.ffmpeg
         modest = subprocess.run([launcher, str(256 * MIB)], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
         assert (modest.returncode, modest.stdout.strip()) == (0, str(256 * MIB)), modest.stderr
         greed = subprocess.run(
             [launcher, str(2 * DECODER_MEMORY_BYTES)], capture_output=True, text=True, timeout=RUN_TIMEOUT_S
         )
     assert greed.returncode != 0 and "MemoryError" in greed.stderr
+    assert not os.path.exists(launcher)
 
 
-def test_fetches_share_one_launcher_that_ytdlp_takes_for_ffmpeg(
+def test_the_js_runtime_gets_the_fetchs_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23, point 6: yt-dlp starts deno with a copy of this process's environment plus its proxy (as its deno
+    provider does); the launcher it is given replaces that with the fetch's, without secrets and without no_proxy."""
+    from yt_dlp.utils import Popen
+
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    deno = bin_dir / "deno"
+    deno.write_text(f"#!/bin/sh\nenv > {shlex.quote(str(tmp_path))}/env-$$\necho deno 2.1.0\n")
+    deno.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with fetch_environment(ffmpeg_executable(), proxy=PROXY, js_runtimes=("deno", "nothing-by-this-name")) as env:
+        assert set(env.js_runtimes) == {"deno"}
+        launcher = env.js_runtimes["deno"]["path"]
+        assert os.path.dirname(launcher) == os.path.dirname(env.ffmpeg) != str(bin_dir)
+        out, _, status = Popen.run(
+            [launcher, "run", "-"], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "HTTP_PROXY": PROXY, "HTTPS_PROXY": PROXY},
+        )  # fmt: skip
+    assert (status, out.strip()) == (0, "deno 2.1.0")
+    (environ,) = environments(tmp_path)
+    assert not set(SECRETS) & set(environ) and not set(SECRETS.values()) & set(environ.values())
+    assert "NO_PROXY" not in environ and environ["HTTPS_PROXY"] == environ["http_proxy"] == PROXY
+
+
+def test_each_fetch_has_its_own_launchers_seen_by_its_own_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Even with an ffmpeg on PATH already, plain ``ffmpeg`` (yt-dlp's check) is the launcher while fetches run."""
-    from yt_dlp import YoutubeDL
+    """Issue 22: fetches in worker threads at once each get their own directory; yt-dlp's check for ffmpeg (plain
+    ``FFmpegPostProcessor()``, as it decides whether it can download a section) finds the launcher in the thread
+    that fetches, and nothing changes for other threads or in ``os.environ``."""
     from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
 
-    on_path = tmp_path / "bin"
-    on_path.mkdir()
-    (on_path / "ffmpeg").symlink_to(ffmpeg_executable())
-    monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}{os.environ.get('PATH', '')}")
-    path = os.environ["PATH"]
-    with ffmpeg_environment(ffmpeg_executable()) as launcher:
-        with ffmpeg_environment(ffmpeg_executable()) as again:
-            assert again == launcher and shutil.which("ffmpeg") == launcher
-        assert os.path.exists(launcher)  # another fetch still runs
-        with YoutubeDL({"ffmpeg_location": launcher, "quiet": True}) as ydl:
-            through_launcher = FFmpegPostProcessor(ydl)
-            assert through_launcher.available and through_launcher.executable == launcher
-            assert not through_launcher.probe_available  # no ffprobe of any kind beside it
-        with YoutubeDL({"ffmpeg_location": ffmpeg_executable(), "quiet": True}) as ydl:
-            assert through_launcher._version == FFmpegPostProcessor(ydl)._version  # the real one's version
-    assert not os.path.exists(os.path.dirname(launcher)) and os.environ["PATH"] == path
+    monkeypatch.setenv("no_proxy", "localhost")
+    before = dict(os.environ)
+    seen: dict[str, tuple[str, str | None]] = {}
+    inside = threading.Barrier(2, timeout=RUN_TIMEOUT_S)
+
+    def one_fetch(name: str) -> None:
+        with fetch_environment(ffmpeg_executable(), proxy=PROXY) as environment:
+            inside.wait()  # both at once
+            checked = FFmpegPostProcessor()
+            assert checked.available
+            seen[name] = (environment.ffmpeg, checked.executable)
+            inside.wait()
+
+    threads = [threading.Thread(target=one_fetch, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(RUN_TIMEOUT_S)
+    assert len(seen) == 2 and all(launcher == found for launcher, found in seen.values())
+    assert seen["a"][0] != seen["b"][0] and not any(os.path.exists(launcher) for launcher, _ in seen.values())
+    assert FFmpegPostProcessor()._paths["ffmpeg"] == "ffmpeg"  # this thread: yt-dlp's default, as without musrec
+    assert dict(os.environ) == before
 
 
-def test_without_a_shell_ffmpeg_runs_as_before_and_that_is_said_once(
+def test_without_a_shell_programs_run_as_themselves_and_that_is_said_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(ytdlp_env, "SHELL", str(tmp_path / "no-shell"))
-    environment = ytdlp_env._FfmpegEnvironment()  # a fresh one: the warning is once per process
+    monkeypatch.setattr(ytdlp_env, "_warned", False)  # the warning is once per process
+    monkeypatch.delenv("no_proxy", raising=False)
     with caplog.at_level(logging.WARNING, logger=ytdlp_env.__name__):
         for _ in range(2):
-            with environment(ffmpeg_executable()) as ffmpeg:
-                assert ffmpeg == ffmpeg_executable()
-                found = shutil.which("ffmpeg")
-                assert found is not None and os.path.realpath(found) == os.path.realpath(ffmpeg_executable())
+            with fetch_environment(ffmpeg_executable(), proxy=PROXY) as environment:
+                assert environment.ffmpeg == ffmpeg_executable()
     assert [r.getMessage() for r in caplog.records] == [
-        f"ffmpeg started by yt-dlp runs without a memory cap (no launcher: no {tmp_path / 'no-shell'})"
+        "programs started by yt-dlp run without a memory cap and with this process's environment"
+        f" (no launcher: no {tmp_path / 'no-shell'})"
     ]
+    monkeypatch.setenv("no_proxy", "localhost")  # ffmpeg would connect past the guard: no fetch at all
+    with pytest.raises(FetchError) as caught, fetch_environment(ffmpeg_executable(), proxy=PROXY):
+        pass
+    assert caught.value.reason is FetchFailure.NO_FFMPEG

@@ -31,10 +31,10 @@ from youtube_fixtures import MediaServer, dominant_hz, hls, media_server, step_h
 
 from musrec.audio.decode import ffmpeg_executable
 from musrec.errors import UnsupportedLinkError
+from musrec.links.addresses import PRIVATE_ADDRESS, AddressPolicy, IPAddress
 from musrec.links.errors import FetchError, FetchFailure
 from musrec.links.fetch import FetchOptions, check_url_allowed, fetch_window
-from musrec.links.guard import PRIVATE_ADDRESS, AddressPolicy, GuardProxy, IPAddress
-from musrec.links.ytdlp_env import ffmpeg_environment
+from musrec.links.guard import GuardProxy
 
 PUBLIC = "127.0.0.2"  # counted as public by the injected classifier
 TRAP = "127.0.0.3"  # counted as private: nothing may ever reach it
@@ -77,7 +77,8 @@ def counted_public(address: IPAddress) -> bool:
 
 
 def policy(dns: FakeDNS) -> AddressPolicy:
-    return AddressPolicy(resolve=dns, allowed=counted_public)
+    """Addresses as in production but for what counts as public; any port, as the servers' are ephemeral."""
+    return AddressPolicy(resolve=dns, allowed=counted_public, ports=None)
 
 
 def guard_threads() -> list[str]:
@@ -256,7 +257,7 @@ def test_public_pages_and_playlists_download_through_the_guard(servers: Servers,
 def test_the_opt_in_allows_any_address_and_keeps_the_guard(servers: Servers) -> None:
     """``allow_private_addresses`` (tests against loopback) lets every address through, still by the guard, which
     alone knows ``media.test``."""
-    nothing_public = AddressPolicy(resolve=FakeDNS(), allowed=lambda address: False)
+    nothing_public = AddressPolicy(resolve=FakeDNS(), allowed=lambda address: False, ports=None)
     url = servers.url("media.test", "/media/tones.m4a")
     with pytest.raises(UnsupportedLinkError, match="private network"):
         fetch_window(url, start_s=0.0, options=OPTIONS, addresses=nothing_public)
@@ -335,11 +336,14 @@ def test_https_rebinding_is_refused(https_servers: Servers, public_answers: int)
 # --- the proxy itself ---------------------------------------------------------------------------------------
 
 
-def _ask(guard: GuardProxy, request: bytes, *, until_close: bool = True) -> bytes:
-    """Send ``request`` to the proxy; its answer up to the end of the headers, or to the close."""
-    port = int(guard.url.rsplit(":", 1)[1])
+def _ask(guard: GuardProxy, request: bytes, *, until_close: bool = True, signed: bool = True) -> bytes:
+    """Send ``request`` to the proxy (``signed``: with the fetch's credentials, after the request line); its answer
+    up to the end of the headers, or to the close."""
+    if signed:
+        line, _, rest = request.partition(b"\r\n")
+        request = line + b"\r\nProxy-Authorization: " + guard.authorization.encode() + b"\r\n" + rest
     answer = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as client:
+    with socket.create_connection(("127.0.0.1", guard.port), timeout=WAIT_S) as client:
         client.sendall(request)
         while len(answer) < MAX_ANSWER and (until_close or b"\r\n\r\n" not in answer):
             chunk = client.recv(65536)
@@ -353,7 +357,7 @@ def test_the_proxy_refuses_and_forwards(servers: Servers) -> None:
     port = servers.public.port
     dns = FakeDNS(rebind=[PUBLIC, TRAP])
     with GuardProxy(policy(dns), timeout_s=5.0) as guard:
-        assert guard.url.startswith("http://127.0.0.1:")  # loopback only
+        assert guard.url.split("@", 1)[1].startswith("127.0.0.1:")  # loopback only
         forwarded = _ask(
             guard, f"GET http://media.test:{port}/status/200 HTTP/1.1\r\nHost: media.test\r\n\r\n".encode()
         )
@@ -377,7 +381,8 @@ def test_closing_the_proxy_ends_every_connection(servers: Servers) -> None:
         port = int(guard.url.rsplit(":", 1)[1])
         idle = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)  # says nothing
         tunnel = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-        tunnel.sendall(f"CONNECT media.test:{servers.public.port} HTTP/1.1\r\n\r\n".encode())
+        signed = f"Proxy-Authorization: {guard.authorization}\r\n"
+        tunnel.sendall(f"CONNECT media.test:{servers.public.port} HTTP/1.1\r\n{signed}\r\n".encode())
         assert tunnel.recv(1024).startswith(b"HTTP/1.1 200")
         assert len(guard_threads()) == 3  # the acceptor and two connections
     assert guard_threads() == []
@@ -395,21 +400,3 @@ def test_the_default_policy_on_addresses() -> None:
     with pytest.raises(UnsupportedLinkError):
         public_only.addresses("media.test", 80)  # 127.0.0.2 is not public outside these tests
     assert public_only.allowing_private().addresses("media.test", 80) == [ipaddress.ip_address(PUBLIC)]
-
-
-# --- ffmpeg's environment -----------------------------------------------------------------------------------
-
-
-def test_ffmpeg_never_sees_no_proxy_and_others_see_no_difference(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("no_proxy", "localhost,10.0.0.0/8")
-    monkeypatch.setenv("NO_PROXY", "other")
-    with ffmpeg_environment(ffmpeg_executable()):
-        with ffmpeg_environment(ffmpeg_executable()):  # fetches at once share one change
-            assert "no_proxy" not in os.environ and os.environ["NO_PROXY"] == "localhost,10.0.0.0/8"
-        assert "no_proxy" not in os.environ
-    assert (os.environ["no_proxy"], os.environ["NO_PROXY"]) == ("localhost,10.0.0.0/8", "other")
-    monkeypatch.delenv("no_proxy")
-    monkeypatch.delenv("NO_PROXY")
-    with ffmpeg_environment(ffmpeg_executable()):
-        assert "no_proxy" not in os.environ and "NO_PROXY" not in os.environ
-    assert "no_proxy" not in os.environ and "NO_PROXY" not in os.environ

@@ -23,6 +23,8 @@ from musrec.errors import ConfigError
 from musrec.index.build import BuildOptions
 from musrec.index.tune import ANN_KINDS
 from musrec.links.fetch import FetchOptions
+from musrec.links.upstream import check_proxy_url
+from musrec.links.ytdlp_params import parse_extractor_args
 
 if TYPE_CHECKING:
     from musrec.audioset.labels import Labels
@@ -185,6 +187,17 @@ class YouTubeConfig(FetchOptions):
             raise ConfigError("youtube.margin_s and youtube.default_start_s must not be negative")
         at_least("youtube.retries", self.retries, 0)
         at_least("youtube.cache_max_entries", self.cache_max_entries, 0)
+        if self.proxy:
+            try:
+                check_proxy_url(self.proxy)
+            except ValueError as err:
+                raise ConfigError(f"youtube.proxy {err}") from None
+        if self.pot_provider_url and not self.pot_provider_url.startswith(("http://", "https://")):
+            raise ConfigError(f"youtube.pot_provider_url: {self.pot_provider_url!r} is not an http(s) URL")
+        try:
+            parse_extractor_args(self.extractor_args)
+        except ValueError as err:
+            raise ConfigError(f"youtube.extractor_args: {err}") from None
         super().__post_init__()
 
 

@@ -15,7 +15,15 @@ from musrec.errors import ConfigError
 
 ENV_PREFIX = "MUSREC_"
 # Environment variables with this prefix that are not config keys.
-ENV_RESERVED = frozenset({"MUSREC_CONFIG", "MUSREC_DISCORD_TOKEN", "MUSREC_TF_VERBOSE"})
+ENV_RESERVED = frozenset(
+    {
+        "MUSREC_CONFIG",
+        "MUSREC_DISCORD_TOKEN",
+        "MUSREC_TF_VERBOSE",
+        "MUSREC_YOUTUBE_PROXY_USER",
+        "MUSREC_YOUTUBE_PROXY_PASSWORD",
+    }
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

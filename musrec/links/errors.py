@@ -18,7 +18,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class FetchFailure(Enum):
     """Why a fetch failed; the value is the user-facing message."""
 
-    BOT_CHECK = "YouTube asked this server to prove it is not a bot; try again later"
+    BOT_CHECK = "YouTube refused this server (a bot check); upload the clip as a file instead: that works"
     AGE_RESTRICTED = "this video is age-restricted, so it cannot be fetched"
     PRIVATE = "this video is private"
     MEMBERS_ONLY = "this video is for channel members only"

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import shutil
+import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,13 @@ import numpy.typing as npt
 from musrec.audio.decode import WINDOW_S, AudioLimits, Window, choose_window, cut, decode, ffmpeg_executable
 from musrec.audio.resample import TARGET_RATE
 from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
+from musrec.links.addresses import AddressPolicy
 from musrec.links.errors import FetchError, FetchFailure, ytdlp_failure
-from musrec.links.guard import FFMPEG_PROTOCOLS, AddressPolicy, GuardProxy
+from musrec.links.guard import GuardProxy
 from musrec.links.parse import YOUTUBE_HOSTS, find_link, normal_host, parse_youtube_url, split_link
-from musrec.links.ytdlp_env import ffmpeg_environment, js_runtime_config
+from musrec.links.upstream import check_proxy_url, upstream_proxy
+from musrec.links.ytdlp_env import fetch_environment
+from musrec.links.ytdlp_params import parse_extractor_args, ydl_params
 from musrec.timecode import format_timecode as clock
 
 log = logging.getLogger(__name__)
@@ -57,12 +61,16 @@ FETCH_TIMEOUT_S: Final = 120.0
 # come to a few MB; yt-dlp holds pages whole in memory, so a page that never ends must not be read for ever.
 PAGES_BYTES: Final = 64 * 2**20
 RETRIES: Final = 1
+BOT_CHECK_NOTICE_EVERY_S: Final = 3600.0
+BOT_CHECK_REMEDIES: Final = (
+    "YouTube asks this server to sign in to confirm it is not a bot, so links fail here; the remedies, in the"
+    " order that usually works: an egress proxy ([youtube] proxy), a PO-token provider ([youtube]"
+    " pot_provider_url, pip install 'musrec[pot]' and the provider's server: compose profile 'pot'), cookies"
+    " of a throwaway account ([youtube] cookies), a JavaScript runtime (deno) and a current yt-dlp"
+    " (pip install -U 'yt-dlp[default]'); see the README. Said at most once an hour"
+)
 REFUSED_LIVE_STATUSES: Final = frozenset({"is_live", "is_upcoming", "post_live"})
 SECTION_TOLERANCE_S: Final = 0.5  # a section this much shorter than asked for means the media ended
-MICROSECONDS: Final = 1_000_000
-# Direct http(s) streams first: ffmpeg cuts them to the millisecond, while a cut into HLS lands on a segment start.
-_DIRECT = "[protocol^=http][protocol!*=dash]"
-FORMAT: Final = f"bestaudio{_DIRECT}/bestaudio/best{_DIRECT}/best"
 GENERIC_KEY_PREFIX: Final = "url:"  # cache keys of non-YouTube media; YouTube ids never contain ':'
 PUBLIC_ONLY: Final = AddressPolicy()
 # A yt-dlp failure that may only be the guard's answer (502/504, ffmpeg's exit): the guard says what it was.
@@ -85,6 +93,9 @@ class FetchOptions:
     any address (the guard stays in the path): only for tests against a loopback server, never in production.
     ``js_runtimes`` names JavaScript runtimes yt-dlp may use for YouTube's player challenges.
     ``ytdlp_cache_dir`` keeps yt-dlp's player cache between fetches (None: no cache, nothing written).
+    ``proxy`` is an egress proxy that the guard connects through (:mod:`musrec.links.upstream`; its credentials
+    come from the environment). ``pot_provider_url`` is a PO-token provider's server (bgutil-ytdlp-pot-provider)
+    and ``extractor_args`` more of yt-dlp's extractor arguments (:mod:`musrec.links.ytdlp_params`).
     """
 
     allowed_hosts: tuple[str, ...] = YOUTUBE_HOSTS
@@ -99,8 +110,14 @@ class FetchOptions:
     cookies: Path | None = None
     js_runtimes: tuple[str, ...] = ("deno", "node")
     ytdlp_cache_dir: Path | None = None
+    proxy: str | None = None
+    pot_provider_url: str | None = None
+    extractor_args: str = ""
 
     def __post_init__(self) -> None:
+        if self.proxy:
+            check_proxy_url(self.proxy)
+        parse_extractor_args(self.extractor_args)
         if min(self.max_video_s, self.max_filesize_mb, self.socket_timeout_s, self.fetch_timeout_s) <= 0:
             raise ValueError("max_video_s, max_filesize_mb, socket_timeout_s and fetch_timeout_s must be positive")
         if self.margin_s < 0 or self.retries < 0 or self.default_start_s < 0:
@@ -202,23 +219,30 @@ def fetch_window(
     target = link if isinstance(link, LinkTarget) else link_target(link, options=options)
     start = start_s if start_s is not None else target.start_s
     policy = _policy(options, addresses)
+    upstream = upstream_proxy(options.proxy, os.environ)
     parts, host = split_link(target.url)
-    policy.addresses(host, parts.port or (443 if parts.scheme.lower() == "https" else 80))  # an early answer
+    try:
+        policy.addresses(host, parts.port or (443 if parts.scheme.lower() == "https" else 80))  # an early answer
+    except FetchError:
+        if upstream is None or not upstream.resolves_names:  # else the proxy may know the name where this host cannot
+            raise
     from yt_dlp import YoutubeDL
     from yt_dlp.utils import YoutubeDLError, download_range_func
 
     with (
         tempfile.TemporaryDirectory(prefix="musrec-yt-") as tmp,
-        ffmpeg_environment(ffmpeg_executable()) as ffmpeg,
         GuardProxy(
             policy,
             timeout_s=options.socket_timeout_s,
             deadline_s=options.fetch_timeout_s,
             max_bytes=options.max_filesize + PAGES_BYTES,
+            upstream=upstream,
         ) as guard,
+        fetch_environment(ffmpeg_executable(), proxy=guard.url, js_runtimes=options.js_runtimes) as environment,
     ):
+        params = ydl_params(options, Path(tmp), target.extractor, proxy=guard.url, environment=environment)
         try:
-            with YoutubeDL(_ydl_params(options, Path(tmp), target.extractor, proxy=guard.url, ffmpeg=ffmpeg)) as ydl:
+            with YoutubeDL(params) as ydl:
                 info = ydl.extract_info(target.url, download=False, process=False)
                 duration = _check_info(info, target, options)
                 start, first, last = _section(start, duration, duration_s, options)
@@ -305,51 +329,6 @@ def _section(
     return start, max(0.0, start - options.margin_s), start + window_s + options.margin_s
 
 
-def _ydl_params(options: FetchOptions, tmp: Path, extractor: str, *, proxy: str, ffmpeg: str) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "format": FORMAT,
-        "noplaylist": True,
-        "allowed_extractors": [extractor],
-        "force_keyframes_at_cuts": True,  # re-encode at the cuts: a copied section starts at an earlier keyframe
-        "max_filesize": options.max_filesize,
-        "socket_timeout": options.socket_timeout_s,
-        "retries": options.retries,
-        "fragment_retries": options.retries,
-        "extractor_retries": options.retries,
-        "quiet": True,
-        "no_warnings": True,
-        "noprogress": True,
-        "color": "never",
-        "logger": _YtdlpLogger(),
-        # ffmpeg's launcher, under the decoders' memory cap: it reads the media. yt-dlp finds no ffprobe beside it.
-        "ffmpeg_location": ffmpeg,
-        "paths": {"home": str(tmp), "temp": str(tmp)},
-        "outtmpl": {"default": "audio.%(ext)s"},
-        "fixup": "never",
-        "updatetime": False,
-        "cachedir": str(options.ytdlp_cache_dir) if options.ytdlp_cache_dir else False,
-        "js_runtimes": js_runtime_config(options.js_runtimes),
-        "proxy": proxy,  # the address guard: every request, redirect and media download of yt-dlp's
-        # ffmpeg fetches the section itself: through the guard too (yt-dlp also sets http_proxy in its environment),
-        # only over http(s), with its stalls and its output bounded like yt-dlp's own downloads. It keeps only the
-        # audio: re-encoding a video at the cuts is wasted work, and at 720p more memory than its cap.
-        "external_downloader_args": {
-            "ffmpeg_i": [
-                *("-rw_timeout", str(round(options.socket_timeout_s * MICROSECONDS))),
-                *("-http_proxy", proxy, "-protocol_whitelist", FFMPEG_PROTOCOLS),
-            ],
-            "ffmpeg_o": ["-vn", "-sn", "-dn", "-fs", str(options.max_filesize)],
-        },
-    }
-    if options.cookies is not None:
-        # yt-dlp writes its cookie jar back to the file: give it a private copy.
-        try:
-            params["cookiefile"] = str(shutil.copyfile(options.cookies, tmp / "cookies.txt"))
-        except OSError as err:
-            log.error("cannot read the cookies file, fetching without cookies: %s", err)
-    return params
-
-
 def _downloaded_file(tmp: Path, options: FetchOptions) -> Path:
     files = [p for p in tmp.iterdir() if p.name.startswith("audio.") and not p.name.endswith(".part")]
     if not files:
@@ -368,16 +347,25 @@ def _failure(err: Exception, guard: GuardProxy) -> MusrecError:
         return blocked
     level = logging.ERROR if reason in (FetchFailure.NO_FFMPEG, FetchFailure.FAILED) else logging.INFO
     log.log(level, "yt-dlp failed (%s): %s", reason.name, err)
+    if reason is FetchFailure.BOT_CHECK:
+        bot_check_notice()
     return FetchError(reason)
 
 
-class _YtdlpLogger:
-    """Routes yt-dlp's output into logging; its errors are raised too, and logged once by :func:`_failure`."""
+class _BotCheckNotice:
+    """Says what an operator can do about YouTube's bot check, at most once per ``every_s``: each refused request
+    would otherwise repeat it."""
 
-    def debug(self, message: str) -> None:
-        log.debug("yt-dlp: %s", message)
+    def __init__(self, every_s: float = BOT_CHECK_NOTICE_EVERY_S) -> None:
+        self.every_s = every_s
+        self._said_at: float | None = None
 
-    def warning(self, message: str) -> None:
-        log.info("yt-dlp: %s", message)  # mostly notes ("falling back on generic"); what matters is raised
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self._said_at is not None and now - self._said_at < self.every_s:
+            return
+        self._said_at = now
+        log.warning(BOT_CHECK_REMEDIES)
 
-    info = error = debug
+
+bot_check_notice = _BotCheckNotice()

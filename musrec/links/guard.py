@@ -4,10 +4,13 @@ Checking that a link's host resolves to public addresses before yt-dlp runs is n
 name again (a name can answer a public address to the check and 127.0.0.1 to the download: DNS rebinding),
 follows redirects wherever they point, and hands media URLs to ffmpeg, which resolves names, follows redirects
 and reads HLS segments on its own. So a fetch runs behind :class:`GuardProxy`, a forward proxy on 127.0.0.1 (an
-ephemeral port, one per fetch): for each connection it resolves the host itself (:attr:`AddressPolicy.resolve`),
-checks every address (:attr:`AddressPolicy.allowed`), connects to a checked address itself and relays the
-bytes; otherwise it answers 403 and records the refusal, which the fetch reports as
-:data:`PRIVATE_ADDRESS`. https goes through HTTP CONNECT, so TLS stays end to end; a plain http request is
+ephemeral port and credentials of its own, one per fetch): for each connection it checks the port, resolves the
+host itself (:attr:`AddressPolicy.resolve`), checks every address (:meth:`AddressPolicy.check_address`: public,
+and none of this machine's), connects to a checked address itself, directly or through the operator's egress
+proxy (:mod:`musrec.links.upstream`), and relays the bytes; otherwise it answers 403 and records the refusal,
+which the fetch reports (:data:`~musrec.links.addresses.PRIVATE_ADDRESS`...). A client without the fetch's
+credentials gets 407: other local programs cannot spend a fetch's connections and bytes. https goes through HTTP
+CONNECT, so TLS stays end to end; a plain http request is
 forwarded with ``Connection: close``, so each request comes on a connection of its own (one that a client reused
 anyway could only reach the address already checked).
 
@@ -20,13 +23,18 @@ redirects, and the tests run both clients through it (tests/test_rebinding.py).
 
 What it relies on, and what it does not cover:
 
-- ffmpeg connects directly to hosts named in ``no_proxy``; :mod:`musrec.links.ytdlp_env` hides that variable from
-  it while fetches run.
+- ffmpeg connects directly to hosts named in ``no_proxy``; :mod:`musrec.links.ytdlp_env` starts it without that
+  variable.
 - Only http(s) is proxied: the fetch refuses media URLs of other schemes before downloading, and ffmpeg's
   protocol whitelist (:data:`FFMPEG_PROTOCOLS`) keeps it from opening others (rtmp, udp, files) on its own.
 - yt-dlp's JavaScript runtimes solve YouTube's player challenges without any network: deno runs without network
   permission; node, if used, runs code from YouTube's player, not from the link.
-- An upstream proxy in the environment (``https_proxy``) is no longer used for links: the guard connects itself.
+- A proxy in the environment (``https_proxy``) is not used for links: the guard connects itself, or through
+  ``[youtube] proxy``.
+- Pages are asked for uncompressed (``Accept-Encoding: identity``, by yt-dlp and by the guard on plain http), since
+  yt-dlp inflates a compressed page whole, past what the guard counted. On plain http the guard sees the answer,
+  and ends the fetch if it comes compressed all the same; over https it sees only encrypted bytes, so a server of
+  an allowed host that compresses against the request is not caught here (YouTube's answer as asked).
 
 The guard also bounds a fetch as a whole, in time and in bytes; the thread that runs yt-dlp cannot be stopped, so
 these are what end a fetch that a server drags out:
@@ -44,93 +52,37 @@ says why.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
+import secrets
 import selectors
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import Final
-from urllib.parse import urlsplit
 
 from musrec.errors import MusrecError, UnsupportedLinkError
+from musrec.links.addresses import AddressPolicy, IPAddress
 from musrec.links.errors import FetchError, FetchFailure
-from musrec.links.parse import is_public_address, normal_host
+from musrec.links.proxy_http import (
+    CHUNK,
+    ProxyRequest,
+    answer,
+    authorized,
+    basic_authorization,
+    content_encoding,
+    read_request,
+)
+from musrec.links.upstream import UpstreamProxy, UpstreamRefused
 
 log = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], Sequence[IPAddress]]
-
-PRIVATE_ADDRESS: Final = "this link points to a private network address, which is not allowed"
 LOOPBACK: Final = "127.0.0.1"
-MAX_HEAD_BYTES: Final = 64 * 1024  # a request line and headers; yt-dlp's and ffmpeg's are well under 8 KiB
 MAX_CONNECTIONS: Final = 32  # at once, per fetch: yt-dlp and ffmpeg open a few at a time
-CHUNK: Final = 64 * 1024
 JOIN_S: Final = 5.0  # how long closing waits for each thread, once its sockets are shut
 # What ffmpeg may open: http(s) over the proxy (https is tls over httpproxy over tcp), HLS keys and data: URIs.
 FFMPEG_PROTOCOLS: Final = "http,https,tls,tcp,httpproxy,crypto,data"
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "upgrade"})
-
-
-def resolve_host(host: str, port: int) -> list[IPAddress]:
-    """The addresses of ``host``, from the system's resolver and in its order (OSError if there are none)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    found = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    return list(dict.fromkeys(found))
-
-
-def _any_address(address: IPAddress) -> bool:
-    return True
-
-
-@dataclass(frozen=True)
-class AddressPolicy:
-    """Where connections made for a link may go: ``resolve`` turns a host name into addresses, ``allowed`` says
-    whether one address may be connected to. The default is the production policy: the system's resolver, public
-    addresses only (:func:`~musrec.links.parse.is_public_address`)."""
-
-    resolve: Resolver = resolve_host
-    allowed: Callable[[IPAddress], bool] = is_public_address
-
-    def allowing_private(self) -> AddressPolicy:
-        """The same resolver, every address allowed: for tests against a loopback server only."""
-        return replace(self, allowed=_any_address)
-
-    def addresses(self, host: str, port: int) -> list[IPAddress]:
-        """The addresses to connect to for ``host``: all it resolves to, each allowed.
-
-        UnsupportedLinkError (:data:`PRIVATE_ADDRESS`) if any is not; FetchError (NETWORK) if there are none.
-        """
-        name = normal_host(host)
-        try:
-            found: list[IPAddress] = [ipaddress.ip_address(name)]
-        except ValueError:
-            try:
-                found = list(self.resolve(name, port))
-            except (OSError, UnicodeError) as err:
-                log.info("cannot resolve %s: %s", name, err)
-                raise FetchError(FetchFailure.NETWORK) from None
-        if not found:
-            raise FetchError(FetchFailure.NETWORK)
-        for address in found:
-            if not self.allowed(address):
-                log.warning("refused %s: it resolves to %s", name, address)
-                raise UnsupportedLinkError(PRIVATE_ADDRESS)
-        return found
-
-
-@dataclass
-class _Request:
-    """What a client asked the proxy for: a tunnel (CONNECT) or one plain-http request to forward."""
-
-    host: str
-    port: int
-    tunnel: bool
-    head: bytes = b""  # the request to send upstream (plain http only)
-    rest: bytes = b""  # bytes that arrived after the head: the start of a body
+CREDENTIAL_BYTES: Final = 18  # of randomness in each of the user name and password: 24 characters each
 
 
 class _Refused(Exception):
@@ -143,12 +95,14 @@ class _Refused(Exception):
 
 
 class GuardProxy:
-    """A forward proxy on 127.0.0.1 that connects only to addresses ``policy`` allows (see the module docstring).
+    """A forward proxy on 127.0.0.1 that connects only to addresses ``policy`` allows (see the module docstring),
+    directly or through ``upstream``.
 
-    Use it as a context manager; ``url`` is what clients are given. ``refused`` lists the hosts refused,
-    ``failure`` is why the first upstream that could not be reached was not, ``connections`` counts upstream
-    connections made, ``received`` counts the bytes received from upstreams. ``ended`` is why the guard ended the
-    fetch, if it did: ``deadline_s`` (from the start) passed, or more than ``max_bytes`` came in (None: no bound).
+    Use it as a context manager; ``url`` is what clients are given, with the credentials only they know.
+    ``refused`` lists the hosts refused, ``failure`` is why the first upstream that could not be reached was not,
+    ``connections`` counts upstream connections made, ``received`` counts the bytes received from upstreams.
+    ``ended`` is why the guard ended the fetch, if it did: ``deadline_s`` (from the start) passed, more than
+    ``max_bytes`` came in (None: no bound), or a page came compressed although it was asked for as it is.
     Closing shuts every connection and joins every thread.
     """
 
@@ -160,15 +114,18 @@ class GuardProxy:
         deadline_s: float | None = None,
         max_bytes: int | None = None,
         max_connections: int = MAX_CONNECTIONS,
+        upstream: UpstreamProxy | None = None,
     ) -> None:
         self.policy = policy
         self.timeout_s = timeout_s
         self.max_connections = max_connections
+        self.upstream = upstream
         self.refused: list[str] = []
         self.failure: FetchFailure | None = None
         self.connections = 0
         self.received = 0
         self.ended: FetchFailure | None = None
+        self._refusal: MusrecError | None = None
         self._deadline = None if deadline_s is None else time.monotonic() + deadline_s
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
@@ -178,7 +135,9 @@ class GuardProxy:
         self._listener = socket.create_server((LOOPBACK, 0))  # loopback only: never reachable from outside
         self._listener.setblocking(False)
         self._wake_r, self._wake_w = socket.socketpair()
-        self.url = f"http://{LOOPBACK}:{self._listener.getsockname()[1]}"
+        user, password = secrets.token_urlsafe(CREDENTIAL_BYTES), secrets.token_urlsafe(CREDENTIAL_BYTES)
+        self.authorization = basic_authorization(user, password)  # what a client must send as Proxy-Authorization
+        self.url = f"http://{user}:{password}@{LOOPBACK}:{self._listener.getsockname()[1]}"
         self._acceptor = threading.Thread(target=self._accept_loop, name="musrec-guard", daemon=True)
         self._acceptor.start()
 
@@ -188,12 +147,16 @@ class GuardProxy:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
     def stopped(self) -> MusrecError | None:
-        """The refusal (:data:`PRIVATE_ADDRESS`) if any connection was refused, else why the guard ended the fetch:
-        what stands whatever yt-dlp and ffmpeg made of it (they get past some failures, and may take a connection
-        the guard shut for the end of the media)."""
-        if self.refused:
-            return UnsupportedLinkError(PRIVATE_ADDRESS)
+        """The first refusal (:data:`~musrec.links.addresses.PRIVATE_ADDRESS`...) if any connection was refused,
+        else why the guard ended the fetch: what stands whatever yt-dlp and ffmpeg made of it (they get past some
+        failures, and may take a connection the guard shut for the end of the media)."""
+        if self._refusal is not None:
+            return self._refusal
         return FetchError(self.ended) if self.ended is not None else None
 
     def error(self) -> MusrecError | None:
@@ -254,7 +217,7 @@ class GuardProxy:
                 self._sockets.add(client)
         if busy:
             log.warning("guard proxy: too many connections at once")
-            _answer(client, 503, "Service Unavailable")
+            answer(client, 503, "Service Unavailable")
             client.close()
         else:
             thread.start()
@@ -264,19 +227,25 @@ class GuardProxy:
         try:
             if self.ended is not None:
                 raise _Refused(504, "Gateway Timeout")
-            request = _read_request(client)
+            request = read_request(client)
             if request is None:
                 raise _Refused(400, "Bad Request")
+            if not authorized(request, self.authorization):
+                log.debug("guard proxy: a request without this fetch's credentials")
+                raise _Refused(407, "Proxy Authentication Required")
             upstream = self._open(request.host, request.port)
             if request.tunnel:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:
                 upstream.sendall(request.head + request.rest)
-            self._relay(client, upstream)
+            self._relay(client, upstream, request)
         except _Refused as refusal:
-            _answer(client, refusal.status, refusal.reason)
+            answer(client, refusal.status, refusal.reason)
         except OSError as err:
             log.debug("guard proxy: a connection ended: %s", err)
+        except Exception:  # a bug: logged (through the log's redaction), the client told, the guard goes on
+            log.exception("guard proxy: a request failed")
+            answer(client, 500, "Internal Server Error")
         finally:
             with self._lock:
                 for sock in (client, upstream):
@@ -288,39 +257,63 @@ class GuardProxy:
     def _open(self, host: str, port: int) -> socket.socket:
         """A connection to a checked address of ``host``; _Refused (and recorded) if there is none."""
         try:
-            addresses = self.policy.addresses(host, port)
-        except UnsupportedLinkError:
+            targets: list[IPAddress | str] = list(self._targets(host, port))
+        except UnsupportedLinkError as refusal:
             with self._lock:
                 self.refused.append(host)
+                self._refusal = self._refusal or refusal
             raise _Refused(403, "Forbidden") from None
         except FetchError as err:
             self._fail(err.reason)
             raise _Refused(502, "Bad Gateway") from None
         timed_out = False
-        for address in addresses:
-            family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+        for target in targets:
             with self._lock:
                 if self._closed.is_set() or self.ended is not None:
-                    sock.close()
                     break
-                self._sockets.add(sock)
-            sock.settimeout(self.timeout_s)
             try:
-                sock.connect((str(address), port))  # the checked address itself: nothing is resolved again
-            except OSError as err:
+                sock = self._connect(target, port)
+            except (OSError, UpstreamRefused) as err:
                 timed_out = isinstance(err, TimeoutError)
                 log.info("guard proxy: cannot connect to %s port %d: %s", host, port, err)
-                with self._lock:
-                    self._sockets.discard(sock)
-                sock.close()
                 continue
             with self._lock:
                 self.connections += 1
-            log.debug("guard proxy: %s port %d via %s", host, port, address)
+            log.debug("guard proxy: %s port %d via %s", host, port, target)
             return sock
         self._fail(FetchFailure.TIMEOUT if timed_out else FetchFailure.NETWORK)
         raise _Refused(504, "Gateway Timeout") if timed_out else _Refused(502, "Bad Gateway")
+
+    def _targets(self, host: str, port: int) -> list[IPAddress] | list[str]:
+        """What to connect to for ``host``: its checked addresses; or, when the upstream proxy resolves names,
+        the name itself, once the port and any local answers passed (a name with none still goes to the proxy)."""
+        if self.upstream is None or not self.upstream.resolves_names:
+            return self.policy.addresses(host, port)
+        with contextlib.suppress(FetchError):  # no local answer: the proxy's resolver is the only one
+            self.policy.addresses(host, port)
+        return [host]
+
+    def _connect(self, target: IPAddress | str, port: int) -> socket.socket:
+        """A connection to ``target`` (nothing resolved again for an address), directly or through the upstream;
+        registered, so that closing or ending the fetch shuts it."""
+        if self.upstream is not None:
+            sock = self.upstream.open(str(target), port, timeout_s=self.timeout_s)
+            sock.settimeout(self.timeout_s)
+        else:
+            family = socket.AF_INET6 if ":" in str(target) else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout_s)
+        with self._lock:
+            self._sockets.add(sock)
+        if self.upstream is None:
+            try:
+                sock.connect((str(target), port))
+            except OSError:
+                with self._lock:
+                    self._sockets.discard(sock)
+                sock.close()
+                raise
+        return sock
 
     def _count(self, size: int) -> bool:
         """Count ``size`` bytes received from an upstream; False (and the fetch ended) past ``max_bytes``."""
@@ -336,9 +329,11 @@ class GuardProxy:
             if self.failure is None:
                 self.failure = reason
 
-    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
-        """Copy bytes both ways until the upstream is done, either side fails, or nothing moves for ``timeout_s``."""
+    def _relay(self, client: socket.socket, upstream: socket.socket, request: ProxyRequest) -> None:
+        """Copy bytes both ways until the upstream is done, either side fails, or nothing moves for ``timeout_s``.
+        A plain-http answer's head is read on the way: a compressed one ends the fetch (it was asked for as is)."""
         peers = {client: upstream, upstream: client}
+        head: bytes | None = None if request.tunnel else b""
         with selectors.DefaultSelector() as selector:
             for sock in peers:
                 selector.register(sock, selectors.EVENT_READ)
@@ -350,57 +345,34 @@ class GuardProxy:
                 for key, _ in ready:
                     source = key.fileobj
                     assert isinstance(source, socket.socket)
-                    data = source.recv(CHUNK)
-                    if data and source is upstream and not self._count(len(data)):
-                        return
+                    data = _receive(source)
+                    if data and source is upstream:
+                        if not self._count(len(data)):
+                            return
+                        if head is not None:
+                            head += data
+                            encoding = content_encoding(head)
+                            if encoding not in (None, "", "identity"):
+                                self._end(FetchFailure.TOO_MUCH_DATA, f"a page came compressed ({encoding})")
+                                return
+                            head = None if encoding is not None or len(head) > CHUNK else head
                     if data:
                         peers[source].sendall(data)
                     elif source is upstream:
                         return  # the answer is complete: closing the client tells it so
                     else:
                         selector.unregister(client)  # the client is done sending; the answer may still come
-                        upstream.shutdown(socket.SHUT_WR)
+                        if not isinstance(upstream, ssl.SSLSocket):  # TLS to a proxy cannot half-close
+                            upstream.shutdown(socket.SHUT_WR)
 
 
-def _read_request(client: socket.socket) -> _Request | None:
-    """The request at the start of ``client``'s stream: CONNECT host:port, or an absolute http URL; None if neither."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        if len(data) > MAX_HEAD_BYTES:
-            return None
-        chunk = client.recv(CHUNK)
-        if not chunk:
-            return None
-        data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        return None
-    method, target, version = parts
-    if method.upper() == "CONNECT":
-        host, _, number = target.rpartition(":")
-        if not host or not number.isdigit() or not 0 < int(number) < 65536:
-            return None
-        return _Request(normal_host(host), int(number), tunnel=True)
-    try:
-        url = urlsplit(target)
-        port = url.port or 80
-    except ValueError:
-        return None
-    if url.scheme.lower() != "http" or not url.hostname:
-        return None
-    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    headers = [line for line in lines[1:] if line.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP]
-    upstream_head = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""])
-    return _Request(normal_host(url.hostname), port, tunnel=False, head=upstream_head.encode("latin-1"), rest=rest)
-
-
-def _answer(client: socket.socket, status: int, reason: str) -> None:
-    body = f"{status} {reason}\n".encode()
-    head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-    with contextlib.suppress(OSError):
-        client.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
+def _receive(sock: socket.socket) -> bytes:
+    """What ``sock`` has: a chunk, and for TLS (to an https proxy) all it has decrypted already, which the selector
+    cannot see."""
+    data = sock.recv(CHUNK)
+    while data and isinstance(sock, ssl.SSLSocket) and sock.pending():
+        data += sock.recv(sock.pending())
+    return data
 
 
 def _shut(sock: socket.socket) -> None:

@@ -1,5 +1,29 @@
-"""What yt-dlp, run as a library, needs from this process: the JavaScript runtimes it may use, and an environment
-for ffmpeg (``ffmpeg`` on PATH, under a memory cap, no ``no_proxy``).
+"""What the programs yt-dlp starts for a fetch run as: ffmpeg under a memory cap, and ffmpeg and the JavaScript
+runtimes with an environment of the fetch's own, which holds no secrets and sends everything through the guard.
+
+yt-dlp starts ffmpeg (its version check, then the section's download) and a JavaScript runtime (deno or node, for
+YouTube's player challenges) with a copy of this process's environment, and offers no hook for either. So each
+fetch gets a private directory of launchers: shell scripts that set what the program needs and then become it
+(``exec``), and yt-dlp is told to run those (``ffmpeg_location``, ``js_runtimes``). Each launcher replaces the
+whole environment (``env -i``) with the fetch's:
+
+- this process's environment without its secrets (:func:`musrec.childenv.child_environment`): the Discord token,
+  API keys and passwords never reach a program that parses media or scripts from a stranger;
+- no proxy variables of its own, and the fetch's guard (:mod:`musrec.links.guard`) as ``http_proxy`` and
+  ``https_proxy``: in particular no ``no_proxy``, through which ffmpeg would connect directly, past the guard, to
+  the hosts it names (127.0.0.1 and internal names, usually).
+
+ffmpeg's launcher also caps its address space at the decoders' cap (``DECODER_MEMORY_BYTES``): ffmpeg reads media
+from the link. (A JavaScript runtime reserves far more address space than it uses, so it gets no cap.)
+
+Nothing here changes ``os.environ``: fetches in several threads, and the other programs the process starts, see
+no difference. yt-dlp decides whether it can download a section by looking for ffmpeg where its own command line
+would have set it (the ``ffmpeg_location`` context variable of its ffmpeg post-processor, else plain ``ffmpeg`` on
+PATH); :func:`fetch_environment` sets that variable, for the calling thread only, to the launcher.
+
+Where no launcher can run (no ``/bin/sh`` or ``env``, or a temporary directory mounted ``noexec``), a warning is
+logged once and the programs run as themselves, without the cap and with this process's environment; a fetch is
+then refused if that environment has ``no_proxy``, which would open a way around the guard.
 
 The binaries may not be where yt-dlp looks: the ``deno`` package installs beside this Python rather than on PATH,
 and imageio-ffmpeg ships ffmpeg under another name.
@@ -13,147 +37,135 @@ import shlex
 import shutil
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from musrec.audio.decode import DECODER_MEMORY_BYTES
+from musrec.childenv import child_environment
+from musrec.links.errors import FetchError, FetchFailure
 
 log = logging.getLogger(__name__)
 
-SHELL = "/bin/sh"  # runs the launcher; POSIX systems have it here
-LAUNCHER_NAME = "ffmpeg"  # the name yt-dlp looks for on PATH
+SHELL = "/bin/sh"  # runs the launchers; POSIX systems have it here
+FFMPEG_NAME: Final = "ffmpeg"  # the launcher's name: yt-dlp finds the program's kind in it
 ULIMIT_UNIT_BYTES = 1024  # ``ulimit -v`` counts KiB
 LIMIT_FAILED_STATUS = 126  # the shell's "found but cannot run": the cap cannot be set, so ffmpeg is not run
+PROXY_VARIABLES: Final = frozenset({"http_proxy", "https_proxy", "all_proxy", "ftp_proxy", "no_proxy"})  # any case
 
 
-def js_runtime_config(names: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """yt-dlp's ``js_runtimes``: each runtime found on PATH or beside this Python (the ``deno`` package installs its
-    binary there, which is not on PATH when musrec runs as ``.venv/bin/musrec``)."""
-    config: dict[str, dict[str, str]] = {}
-    beside = Path(sys.executable).parent
-    for name in names:
-        found = shutil.which(name) or shutil.which(name, path=str(beside))
-        config[name] = {"path": found} if found else {}
-    return config
+def find_js_runtimes(names: tuple[str, ...]) -> dict[str, str]:
+    """Each of the JavaScript runtimes ``names`` found on PATH or beside this Python (the ``deno`` package installs
+    its binary there, which is not on PATH when musrec runs as ``.venv/bin/musrec``): name -> path."""
+    beside = str(Path(sys.executable).parent)
+    found = {name: shutil.which(name) or shutil.which(name, path=beside) for name in names}
+    return {name: path for name, path in found.items() if path}
 
 
-_NO_PROXY = ("NO_PROXY", "no_proxy")  # ffmpeg reads only the second; Python's clients both, the second first
+def fetch_child_environment(proxy: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the programs a fetch starts: ``base`` (``os.environ``) without secrets and without
+    proxy variables, then ``proxy`` (the guard) as the proxy for http and https, in both cases of the names."""
+    clean = {k: v for k, v in (os.environ if base is None else base).items() if k.lower() not in PROXY_VARIABLES}
+    proxies = {name: proxy for lower in ("http_proxy", "https_proxy") for name in (lower, lower.upper())}
+    return child_environment(clean, **proxies)
 
 
-class _FfmpegEnvironment:
-    """What ffmpeg, started by yt-dlp with a copy of this process's environment, finds there while any fetch runs.
+@dataclass(frozen=True)
+class FetchEnvironment:
+    """What yt-dlp is given for one fetch: the ffmpeg to run (``ffmpeg_location``), its ``js_runtimes``, and the
+    environment those programs get (``environ``; empty where no launcher can run, and they get this process's)."""
 
-    - A memory cap: ffmpeg reads media from the link, so it gets the decoders' cap (``DECODER_MEMORY_BYTES`` of
-      address space). yt-dlp starts it without a hook for ``prlimit``, so what it runs is a launcher: a shell
-      script that sets the cap and then becomes ffmpeg (``exec``), in a private directory. The context manager
-      gives its path, for yt-dlp's ``ffmpeg_location``; yt-dlp's version check runs it too and reads the real
-      ffmpeg's output.
-    - That directory first on PATH: yt-dlp decides whether it can download a section by running plain ``ffmpeg``
-      from PATH, even when ``ffmpeg_location`` points at a binary with another name (imageio-ffmpeg's).
-    - No ``no_proxy``: ffmpeg connects directly, past the address guard (:mod:`musrec.links.guard`), to any host
-      that variable names (127.0.0.1 and internal names, usually). ffmpeg reads only the lower-case name, while
-      Python's HTTP clients fall back on ``NO_PROXY``, so the value moves there: nothing else in the process sees
-      a difference. Where names are case-insensitive (Windows) it cannot be kept for the others, and is removed.
+    ffmpeg: str
+    js_runtimes: dict[str, dict[str, str]]
+    environ: dict[str, str] = field(repr=False)
 
-    Where no launcher can run (no ``/bin/sh``, or a temporary directory mounted ``noexec``), a warning is logged
-    once and the directory holds a link to ffmpeg itself instead, which then runs without the cap.
 
-    The environment is process-wide, so fetches share one change (and one directory), counted under a lock, and
-    the last one out restores it.
+_warned = False
+
+
+@contextmanager
+def fetch_environment(ffmpeg: str, *, proxy: str, js_runtimes: tuple[str, ...] = ()) -> Iterator[FetchEnvironment]:
+    """Launchers for ``ffmpeg`` and the runtimes found of ``js_runtimes``, for one fetch behind ``proxy``; yt-dlp's
+    ffmpeg check, in this thread, finds the launcher. The directory is removed on exit.
+
+    Raises FetchError (NO_FFMPEG) where no launcher can run and ``no_proxy`` is set (see the module docstring).
     """
+    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._dir: str | None = None
-        self._ffmpeg = ""
-        self._saved: dict[str, str | None] = {}
-        self._warned = False
-
-    @contextmanager
-    def __call__(self, executable: str) -> Iterator[str]:
-        """Prepare the environment for a fetch that runs ``executable``; gives the ffmpeg that yt-dlp should run."""
-        with self._lock:
-            if self._users == 0:
-                self._enter(executable)
-            self._users += 1
-            ffmpeg = self._ffmpeg
-        try:
-            yield ffmpeg
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0:
-                    self._leave()
-
-    def _enter(self, executable: str) -> None:
-        self._dir = tempfile.mkdtemp(prefix="musrec-ffmpeg-")
-        self._ffmpeg = self._launcher(self._dir, executable)
-        os.environ["PATH"] = os.pathsep.join([self._dir, os.environ.get("PATH", "")])
-        self._saved = {name: os.environ.get(name) for name in _NO_PROXY}
-        hidden = os.environ.pop("no_proxy", None)
-        if hidden is not None:
-            os.environ["NO_PROXY"] = hidden
-            if "no_proxy" in os.environ:  # the same variable: a case-insensitive environment
-                del os.environ["NO_PROXY"]
-
-    def _launcher(self, directory: str, executable: str) -> str:
-        """The capped launcher of ``executable`` in ``directory``; or, where none can run, ``executable`` itself,
-        linked there as ``ffmpeg``."""
-        path = os.path.join(directory, LAUNCHER_NAME)
+    runtimes = find_js_runtimes(js_runtimes)
+    directory = tempfile.mkdtemp(prefix="musrec-fetch-")
+    try:
+        environ = fetch_child_environment(proxy)
         problem = _launcher_problem(directory)
         if problem is None:
             try:
-                Path(path).write_text(_launcher_script(executable), encoding="utf-8")
-                os.chmod(path, 0o700)
-                return path
+                got = FetchEnvironment(
+                    _write(directory, FFMPEG_NAME, _launcher_script(ffmpeg, environ, cap=True)),
+                    {n: {"path": _write(directory, n, _launcher_script(p, environ))} for n, p in runtimes.items()},
+                    environ,
+                )
             except OSError as err:
                 problem = f"cannot write it: {err}"
-        if not self._warned:
-            self._warned = True
-            log.warning("ffmpeg started by yt-dlp runs without a memory cap (no launcher: %s)", problem)
-        os.symlink(executable, path)
-        return executable
-
-    def _leave(self) -> None:
-        if self._dir is not None:
-            paths = os.environ.get("PATH", "").split(os.pathsep)
-            os.environ["PATH"] = os.pathsep.join(p for p in paths if p != self._dir)
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-        for name, value in self._saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if problem is not None:
+            got = _without_launchers(ffmpeg, runtimes, problem)
+        # yt-dlp's own command line sets this for --ffmpeg-location; a context variable, so only this thread sees it.
+        token = FFmpegPostProcessor._ffmpeg_location.set(got.ffmpeg)
+        try:
+            yield got
+        finally:
+            FFmpegPostProcessor._ffmpeg_location.reset(token)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def _launcher_script(executable: str) -> str:
-    """A shell script that caps its address space, then becomes ``executable`` with its own arguments.
+def _without_launchers(ffmpeg: str, runtimes: dict[str, str], problem: str) -> FetchEnvironment:
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning(
+            "programs started by yt-dlp run without a memory cap and with this process's environment (no launcher: %s)",
+            problem,
+        )
+    if "no_proxy" in os.environ:
+        log.error("links cannot be fetched: ffmpeg would read no_proxy and connect past the address guard")
+        raise FetchError(FetchFailure.NO_FFMPEG)
+    return FetchEnvironment(ffmpeg, {name: {"path": path} for name, path in runtimes.items()}, {})
+
+
+def _write(directory: str, name: str, script: str) -> str:
+    path = os.path.join(directory, name)
+    Path(path).write_text(script, encoding="utf-8")
+    os.chmod(path, 0o700)
+    return path
+
+
+def _launcher_script(executable: str, environ: Mapping[str, str], *, cap: bool = False) -> str:
+    """A shell script that (with ``cap``) caps its address space, then becomes ``executable`` with its own arguments
+    and ``environ`` as its whole environment.
 
     A cap that cannot be set is fine if one at least as low is already set (the hard limit is lower, as
     :func:`musrec.audio.decode.run_decoder` finds too); otherwise ffmpeg is not run at all.
     """
     kib = DECODER_MEMORY_BYTES // ULIMIT_UNIT_BYTES
-    return (
-        f"#!{SHELL}\n"
+    limit = (
         f'ulimit -v {kib} 2>/dev/null || test "$(ulimit -v)" -le {kib} 2>/dev/null || {{\n'
         "    echo 'cannot limit the memory of ffmpeg' >&2\n"
         f"    exit {LIMIT_FAILED_STATUS}\n"
         "}\n"
-        f'exec {shlex.quote(executable)} "$@"\n'
     )
+    assignments = " ".join(shlex.quote(f"{name}={value}") for name, value in sorted(environ.items()))
+    env = shlex.quote(shutil.which("env") or "env")
+    return f'#!{SHELL}\n{limit if cap else ""}exec {env} -i {assignments} {shlex.quote(executable)} "$@"\n'
 
 
 def _launcher_problem(directory: str) -> str | None:
     """Why a launcher in ``directory`` could not run, or None."""
     if not os.access(SHELL, os.X_OK):
         return f"no {SHELL}"
+    if shutil.which("env") is None:
+        return "no env program"
     if os.statvfs(directory).f_flag & os.ST_NOEXEC:
         return "the temporary directory is on a file system mounted noexec"
     return None
-
-
-ffmpeg_environment = _FfmpegEnvironment()

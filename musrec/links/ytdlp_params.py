@@ -1,0 +1,118 @@
+"""What yt-dlp is given for one fetch: its parameters, from the fetch options and the fetch's guard and launchers.
+
+Besides the fixed choices (a section's audio, bounded, quiet, through the guard), the operator's remedies for
+YouTube's "Sign in to confirm you're not a bot" arrive here: cookies, the JavaScript runtimes, a PO-token
+provider (``[youtube] pot_provider_url``: the bgutil-ytdlp-pot-provider plugin, the ``pot`` extra) and any
+other extractor arguments (``[youtube] extractor_args``, in yt-dlp's own ``--extractor-args`` syntax).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from musrec.links.guard import FFMPEG_PROTOCOLS
+from musrec.links.ytdlp_env import FetchEnvironment
+
+if TYPE_CHECKING:
+    from musrec.links.fetch import FetchOptions
+
+log = logging.getLogger(__name__)
+
+MICROSECONDS: Final = 1_000_000
+# Direct http(s) streams first: ffmpeg cuts them to the millisecond, while a cut into HLS lands on a segment start.
+_DIRECT = "[protocol^=http][protocol!*=dash]"
+FORMAT: Final = f"bestaudio{_DIRECT}/bestaudio/best{_DIRECT}/best"
+POT_PROVIDER_KEY: Final = "youtubepot-bgutilhttp"  # the bgutil plugin's HTTP provider, as yt-dlp names it
+# Pages uncompressed: yt-dlp inflates a compressed page whole, past what the address guard counted.
+HEADERS: Final = {"Accept-Encoding": "identity"}
+
+
+def parse_extractor_args(text: str) -> dict[str, dict[str, list[str]]]:
+    """yt-dlp's ``--extractor-args`` syntax, several separated by spaces: ``KEY:ARG=V1,V2;ARG2=V`` ->
+    ``{key: {arg: [v1, v2], arg2: [v]}}`` (keys lower-cased, ``-`` in argument names read as ``_``, as yt-dlp
+    does). ValueError, naming the part, for what is not that."""
+    parsed: dict[str, dict[str, list[str]]] = {}
+    for part in text.split():
+        key, colon, args = part.partition(":")
+        if not colon or not key or not args:
+            raise ValueError(f"{part!r} is not KEY:ARG=VALUE")
+        into = parsed.setdefault(key.lower(), {})
+        for arg in args.split(";"):
+            name, equals, values = arg.partition("=")
+            if not equals or not name.strip():
+                raise ValueError(f"{arg!r} in {part!r} is not ARG=VALUE")
+            into[name.strip().lower().replace("-", "_")] = values.split(",")
+    return parsed
+
+
+def extractor_args(options: FetchOptions) -> dict[str, dict[str, list[str]]]:
+    """yt-dlp's ``extractor_args``: ``options.extractor_args``, and the PO-token provider's URL."""
+    args = parse_extractor_args(options.extractor_args)
+    if options.pot_provider_url:
+        args.setdefault(POT_PROVIDER_KEY, {})["base_url"] = [options.pot_provider_url]
+    return args
+
+
+def ydl_params(
+    options: FetchOptions, tmp: Path, extractor: str, *, proxy: str, environment: FetchEnvironment
+) -> dict[str, Any]:
+    """The parameters of the ``YoutubeDL`` of one fetch that writes into ``tmp`` and connects through ``proxy``."""
+    params: dict[str, Any] = {
+        "format": FORMAT,
+        "noplaylist": True,
+        "allowed_extractors": [extractor],
+        "force_keyframes_at_cuts": True,  # re-encode at the cuts: a copied section starts at an earlier keyframe
+        "max_filesize": options.max_filesize,
+        "socket_timeout": options.socket_timeout_s,
+        "retries": options.retries,
+        "fragment_retries": options.retries,
+        "extractor_retries": options.retries,
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "color": "never",
+        "logger": YtdlpLogger(),
+        "http_headers": dict(HEADERS),
+        # ffmpeg's launcher, under the decoders' memory cap: it reads the media. yt-dlp finds no ffprobe beside it.
+        "ffmpeg_location": environment.ffmpeg,
+        "paths": {"home": str(tmp), "temp": str(tmp)},
+        "outtmpl": {"default": "audio.%(ext)s"},
+        "fixup": "never",
+        "updatetime": False,
+        "cachedir": str(options.ytdlp_cache_dir) if options.ytdlp_cache_dir else False,
+        "js_runtimes": environment.js_runtimes,
+        "extractor_args": extractor_args(options),
+        "proxy": proxy,  # the address guard: every request, redirect and media download of yt-dlp's
+        # ffmpeg fetches the section itself: through the guard too (its launcher sets http_proxy as well), only over
+        # http(s), with its stalls and its output bounded like yt-dlp's own downloads. It keeps only the audio:
+        # re-encoding a video at the cuts is wasted work, and at 720p more memory than its cap.
+        "external_downloader_args": {
+            "ffmpeg_i": [
+                *("-rw_timeout", str(round(options.socket_timeout_s * MICROSECONDS))),
+                *("-http_proxy", proxy, "-protocol_whitelist", FFMPEG_PROTOCOLS),
+            ],
+            "ffmpeg_o": ["-vn", "-sn", "-dn", "-fs", str(options.max_filesize)],
+        },
+    }
+    if options.cookies is not None:
+        # yt-dlp writes its cookie jar back to the file: give it a private copy.
+        try:
+            params["cookiefile"] = str(shutil.copyfile(options.cookies, tmp / "cookies.txt"))
+        except OSError as err:
+            log.error("cannot read the cookies file, fetching without cookies: %s", err)
+    return params
+
+
+class YtdlpLogger:
+    """Routes yt-dlp's output into logging; its errors are raised too, and logged once by the fetch."""
+
+    def debug(self, message: str) -> None:
+        log.debug("yt-dlp: %s", message)
+
+    def warning(self, message: str) -> None:
+        log.info("yt-dlp: %s", message)  # mostly notes ("falling back on generic"); what matters is raised
+
+    info = error = debug
