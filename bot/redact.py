@@ -27,17 +27,32 @@ PLACED_TOKENS = (
 )
 
 
+# A Discord token has about 70 characters, and nothing else in a log holds one. A shorter secret (a placeholder, a
+# mistake) could stand inside ordinary words ("e" in "cannot reach"): it is masked only where it stands whole, not
+# touching a letter, digit, "_" or "-" on either side.
+WHOLE_WORDS_BELOW = 20
+
+
+def _whole_word(secret: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-]){re.escape(secret)}(?![\w-])")
+
+
 class Redactor(logging.Filter):
-    """Replaces each of ``secrets``, and the tokens :data:`PLACED_TOKENS` finds, by :data:`MASK` in a record's
-    message, exception text and stack text."""
+    """Replaces each of ``secrets`` (one under :data:`WHOLE_WORDS_BELOW` characters only where it stands whole),
+    and the tokens :data:`PLACED_TOKENS` finds, by :data:`MASK` in a record's message, exception text and stack
+    text."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # the longest first
+        self._whole = [_whole_word(s) for s in self.secrets if len(s) < WHOLE_WORDS_BELOW]
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
-            text = text.replace(secret, MASK)
+            if len(secret) >= WHOLE_WORDS_BELOW:
+                text = text.replace(secret, MASK)
+        for pattern in self._whole:
+            text = pattern.sub(MASK, text)
         for pattern in PLACED_TOKENS:
             text = pattern.sub(rf"\g<1>{MASK}", text)
         return text

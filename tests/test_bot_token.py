@@ -12,18 +12,20 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import discord.http
 import pytest
 from bot_fixtures import small_world
 from conftest import child_environment
 from discord_standin import StandIn, run
-from test_bot_startup import bot_config
+from test_bot_startup import bot_config, closed_port, start
 
-from bot.redact import MASK, Redactor, redacting
+from bot.redact import MASK, WHOLE_WORDS_BELOW, Redactor, redacting
 
 # Shaped like a real one (user id, timestamp, signature), and found nowhere else.
 TOKEN = "MTQwMDAwMDAwMDAwMDAwMDAwMA.GzKq9f.musrec-Fake-Signature_7Hq2xWb9RvT3pLc8NdYe4Kj"
@@ -172,3 +174,35 @@ def test_interaction_tokens_are_masked_by_their_place() -> None:
     for line in lines:
         assert redactor.redact(line.format(secret)) == line.format(MASK)
     assert redactor.redact("GET /api/v10/users/@me has returned 200") == "GET /api/v10/users/@me has returned 200"
+
+
+def test_a_short_secret_is_masked_only_where_it_stands_whole() -> None:
+    """Issue 26: a placeholder token "e" turned "cannot reach Discord" into "cannot r[token]ach Discord"."""
+    short = Redactor(["e", "abc-1"])
+    assert short.redact("cannot reach Discord: connection refused") == "cannot reach Discord: connection refused"
+    assert short.redact("token e, Bot e; 'e' (e).") == f"token {MASK}, Bot {MASK}; '{MASK}' ({MASK})."
+    assert short.redact("abc-1 abc-12 xabc-1 abc-1_ abc-1.") == f"{MASK} abc-12 xabc-1 abc-1_ {MASK}."
+    assert short.redact("/webhooks/1/e-mail") == f"/webhooks/1/{MASK}"  # placed tokens still go whatever they are
+    # A secret of a real token's length goes wherever it stands, glued to other text or not.
+    assert len(TOKEN) >= WHOLE_WORDS_BELOW
+    assert Redactor([TOKEN]).redact(f"Authorization: Bot{TOKEN}x") == f"Authorization: Bot{MASK}x"
+
+
+def test_a_short_token_leaves_the_bots_own_message_whole(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [k for k in os.environ if k.startswith("MUSREC_") or k.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MUSREC_DISCORD_TOKEN", "e")
+    monkeypatch.chdir(tmp_path)
+    port = closed_port()
+    monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{port}/api/v10")
+    discord_log, client_log = logging.getLogger("discord"), logging.getLogger("discord.client")
+    level, filters = discord_log.level, list(client_log.filters)
+    try:
+        code, err = start(["--config", str(bot_config(tmp_path / "bot", world["index"])), "run"], capsys)
+    finally:
+        discord_log.setLevel(level)
+        client_log.filters = filters
+    assert code == 75
+    assert err.startswith(f"musrec-bot: cannot reach Discord (127.0.0.1) on port {port}: connection refused; "), err
