@@ -12,32 +12,27 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 import socket
 import ssl
 import subprocess
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import quote
 
 import certifi
 import numpy as np
 import pytest
-from youtube_fixtures import MediaServer, dominant_hz, hls, media_server, step_hz, stepped_tones
+from links_fixtures import PUBLIC, TRAP, FakeDNS, Servers, make_certificates, policy, server_pair
+from youtube_fixtures import dominant_hz, hls, step_hz, stepped_tones
 
 from musrec.audio.decode import ffmpeg_executable
 from musrec.errors import UnsupportedLinkError
-from musrec.links.addresses import PRIVATE_ADDRESS, AddressPolicy, IPAddress
+from musrec.links.addresses import PRIVATE_ADDRESS, AddressPolicy
 from musrec.links.errors import FetchError, FetchFailure
 from musrec.links.fetch import FetchOptions, check_url_allowed, fetch_window
 from musrec.links.guard import GuardProxy
 
-PUBLIC = "127.0.0.2"  # counted as public by the injected classifier
-TRAP = "127.0.0.3"  # counted as private: nothing may ever reach it
 RATE = 16000
 WAIT_S = 10.0
 MAX_ANSWER = 1 << 20
@@ -48,65 +43,8 @@ OPTIONS = FetchOptions(
 )
 
 
-class FakeDNS:
-    """Answers for names only the tests know: each name gives its answers in turn, then its last one for good.
-
-    An answer is a comma-separated list of addresses; other names do not resolve. ``asked`` counts lookups.
-    """
-
-    def __init__(self, **rebinding: Sequence[str]) -> None:
-        self.names: dict[str, Sequence[str]] = {
-            "media.test": [PUBLIC],
-            "trap.test": [TRAP],
-            "mixed.test": [f"{PUBLIC},{TRAP}"],
-            **{f"{name}.test": answers for name, answers in rebinding.items()},
-        }
-        self.asked: Counter[str] = Counter()
-
-    def __call__(self, host: str, port: int) -> list[IPAddress]:
-        if host not in self.names:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        answers = self.names[host]
-        answer = answers[min(self.asked[host], len(answers) - 1)]
-        self.asked[host] += 1
-        return [ipaddress.ip_address(a) for a in answer.split(",")]
-
-
-def counted_public(address: IPAddress) -> bool:
-    return str(address) == PUBLIC
-
-
-def policy(dns: FakeDNS) -> AddressPolicy:
-    """Addresses as in production but for what counts as public; any port, as the servers' are ephemeral."""
-    return AddressPolicy(resolve=dns, allowed=counted_public, ports=None)
-
-
 def guard_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("musrec-guard")]
-
-
-@dataclass
-class Servers:
-    """The "public" server on 127.0.0.2 and the trap on 127.0.0.3, at one port, serving the same files."""
-
-    public: MediaServer
-    trap: MediaServer
-
-    def url(self, host: str, path: str) -> str:
-        scheme = self.public.url.split(":", 1)[0]
-        return f"{scheme}://{host}:{self.public.port}{path}"
-
-    def redirect(self, host: str, to: str) -> str:
-        return self.url(host, f"/redirect?to={quote(to, safe='')}")
-
-
-@contextmanager
-def server_pair(root: Path, tls: ssl.SSLContext | None = None) -> Iterator[Servers]:
-    with (
-        media_server(root, host=PUBLIC, tls=tls) as public,
-        media_server(root, host=TRAP, port=public.port, tls=tls) as trap,
-    ):
-        yield Servers(public, trap)
 
 
 @pytest.fixture(scope="module")
@@ -282,27 +220,8 @@ def test_the_early_check_uses_the_same_policy() -> None:
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
-    """A test CA and a certificate for the test names and addresses, made with the openssl command."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make test certificates")
-    d = tmp_path_factory.mktemp("tls")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=musrec test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")  # fmt: skip
-    openssl("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=media.test")
-    (d / "leaf.ext").write_text(
-        "subjectAltName=DNS:media.test,DNS:rebind.test,DNS:trap.test,IP:127.0.0.2,IP:127.0.0.3\n"
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n"
-    )
-    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext")  # fmt: skip
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(d / "leaf.pem", d / "leaf.key")
-    return d / "ca.pem", context
+    """A test CA and a certificate for the test names and addresses."""
+    return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

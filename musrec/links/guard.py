@@ -273,7 +273,10 @@ class GuardProxy:
                     break
             try:
                 sock = self._connect(target, port)
-            except (OSError, UpstreamRefused) as err:
+            except UpstreamRefused as err:  # the operator's proxy said no: its settings, not the link
+                log.warning("guard proxy: the egress proxy %s refused %s port %d: %s", self.upstream, host, port, err)
+                continue
+            except OSError as err:
                 timed_out = isinstance(err, TimeoutError)
                 log.info("guard proxy: cannot connect to %s port %d: %s", host, port, err)
                 continue
