@@ -32,7 +32,7 @@ import discord.http
 from discord import app_commands
 
 from bot.redact import redacting
-from musrec.config import Config, find_config, load_config
+from musrec.config import CONFIG_SEARCH, Config, find_config, load_config
 from musrec.errors import MusrecError
 from musrec.setup.download import NetworkError
 
@@ -70,7 +70,7 @@ class StartupError(Exception):
 def main(argv: Sequence[str] | None = None, *, timeout_s: float = DISCORD_TIMEOUT_S) -> int:
     """The entry point; ``timeout_s`` bounds each exchange with Discord while starting."""
     parser = argparse.ArgumentParser(prog="musrec-bot", description="The musrec Discord bot.")
-    parser.add_argument("--config", type=Path, help="TOML config file (default: $MUSREC_CONFIG or ./config.toml)")
+    parser.add_argument("--config", type=Path, help=f"TOML config file (default: {CONFIG_SEARCH})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the bot (the default)")

@@ -1,5 +1,7 @@
 """Typed configuration: a TOML file, then ``MUSREC_*`` environment overrides, then command-line flags.
 
+The file is ``--config FILE``, else ``$MUSREC_CONFIG``, else ``./config.toml``, else the user's
+``$XDG_CONFIG_HOME/musrec/config.toml`` (:func:`find_config`: the CLI, the bot and ``musrec doctor`` all ask it).
 Each ``[section]`` of the file is a frozen dataclass below; ``config.example.toml`` documents every key. Environment
 variables are named ``MUSREC_<SECTION>_<KEY>`` (``MUSREC_RECOMMEND_TOP_K=5``); lists are comma-separated. A wrong
 key or value is a :class:`~musrec.errors.ConfigError` that names it. Secrets (the Discord token) never live here:
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from musrec.audio.decode import SEARCH_S, WINDOW_S, AudioLimits
 from musrec.audioset.records import SHORT_SEGMENT_POLICIES, SPLITS, SegmentFilter
 from musrec.audioset.representation import REPRESENTATION_DIMS
-from musrec.config.values import apply, at_least, choice, env_overrides, read_toml
+from musrec.config.values import SECTION, apply, at_least, choice, env_overrides, read_toml, section_names
 from musrec.errors import ConfigError
 from musrec.index.build import BuildOptions
 from musrec.index.tune import ANN_KINDS
@@ -290,6 +292,8 @@ class Config:
     setup: SetupConfig = field(default_factory=SetupConfig)
     bot: BotConfig = field(default_factory=BotConfig)
     youtube: YouTubeConfig = field(default_factory=YouTubeConfig)
+    # The TOML file these settings were read from (None: defaults and MUSREC_* variables only); not a [section].
+    file: Path | None = field(default=None, compare=False, metadata={SECTION: False})
 
     @property
     def data_dir(self) -> Path:
@@ -321,17 +325,31 @@ class Config:
 
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
+CONFIG_ENV = "MUSREC_CONFIG"
+# Where the configuration file is looked for, in order: for --help texts and messages.
+CONFIG_SEARCH = f"${CONFIG_ENV}, else ./config.toml, else $XDG_CONFIG_HOME/musrec/config.toml (~/.config/musrec)"
+
+
+def user_config_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The per-user configuration file: ``$XDG_CONFIG_HOME/musrec/config.toml`` or ``~/.config/musrec/config.toml``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "musrec" / DEFAULT_CONFIG_FILE.name
 
 
 def find_config(explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
     """The configuration file to read: ``explicit`` (``--config``), else ``$MUSREC_CONFIG``, else ``./config.toml``
-    when it exists, else none (defaults and ``MUSREC_*`` variables only). The CLI and the bot both ask here."""
+    when it exists, else :func:`user_config_file` when it exists, else none (defaults and ``MUSREC_*`` variables
+    only). The CLI, the bot and the doctor all ask here, so they agree wherever they are started."""
     env = os.environ if environ is None else environ
     if explicit is not None:
         return explicit
-    if env.get("MUSREC_CONFIG"):
-        return Path(env["MUSREC_CONFIG"])
-    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    for candidate in (DEFAULT_CONFIG_FILE, user_config_file(env)):
+        if candidate.is_file():
+            return candidate.absolute()
+    return None
 
 
 def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -339,6 +357,5 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
     env = os.environ if environ is None else environ
     config = Config()
     if path is not None:
-        config = apply(config, read_toml(Path(path)), source=str(path))
-    sections = {f.name for f in dataclasses.fields(Config)}
-    return apply(config, env_overrides(env, sections), source="environment")
+        config = dataclasses.replace(apply(config, read_toml(Path(path)), source=str(path)), file=Path(path))
+    return apply(config, env_overrides(env, section_names(Config)), source="environment")

@@ -7,23 +7,26 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from musrec.errors import ConfigError
 
 ENV_PREFIX = "MUSREC_"
-# Environment variables with this prefix that are not config keys.
-ENV_RESERVED = frozenset(
-    {
-        "MUSREC_CONFIG",
-        "MUSREC_DISCORD_TOKEN",
-        "MUSREC_TF_VERBOSE",
-        "MUSREC_YOUTUBE_PROXY_USER",
-        "MUSREC_YOUTUBE_PROXY_PASSWORD",
-    }
-)
+# Environment variables with this prefix that are not config keys, and what each one chooses. Their readers are the
+# modules named; the configuration only lets them through.
+ENV_RESERVED = {
+    "MUSREC_CONFIG": "the configuration file",
+    "MUSREC_DISCORD_TOKEN": "the Discord bot's token (bot/__main__.py)",
+    "MUSREC_FFMPEG": "the ffmpeg that decodes audio (musrec/audio/decode.py)",
+    "MUSREC_NO_MPG123": "long MP3s scanned with ffmpeg, not mpg123 (musrec/audio/scan.py)",
+    "MUSREC_TF_VERBOSE": "TensorFlow's start-up messages on stderr (musrec/vggish/tfutil.py)",
+    "MUSREC_YOUTUBE_PROXY_USER": "the user name at [youtube] proxy (musrec/links/upstream.py)",
+    "MUSREC_YOUTUBE_PROXY_PASSWORD": "the password at [youtube] proxy (musrec/links/upstream.py)",
+}
+# Config dataclass fields that are not [sections] (field metadata {SECTION: False}).
+SECTION = "section"
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -48,7 +51,18 @@ def read_toml(path: Path) -> dict[str, Any]:
     return flat
 
 
-def env_overrides(environ: Mapping[str, str], sections: set[str]) -> dict[str, str]:
+def section_names(config: DataclassInstance | type[DataclassInstance]) -> list[str]:
+    """The [sections] of a configuration dataclass, in order (fields marked ``{SECTION: False}`` are not)."""
+    return [f.name for f in dataclasses.fields(config) if f.metadata.get(SECTION, True)]
+
+
+def env_name(dotted: str) -> str:
+    """The environment variable that sets ``section.key``: ``MUSREC_SECTION_KEY``."""
+    return ENV_PREFIX + dotted.replace(".", "_").upper()
+
+
+def env_overrides(environ: Mapping[str, str], sections: Collection[str]) -> dict[str, str]:
+    """``{"section.key": value}`` from the ``MUSREC_<SECTION>_<KEY>`` variables; the reserved ones are skipped."""
     out: dict[str, str] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
@@ -56,7 +70,10 @@ def env_overrides(environ: Mapping[str, str], sections: set[str]) -> dict[str, s
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
         if section not in sections or not key:
-            raise ConfigError(f"unknown environment variable {name}: expected MUSREC_<SECTION>_<KEY>")
+            raise ConfigError(
+                f"unknown environment variable {name}: expected MUSREC_<SECTION>_<KEY> for a key of "
+                f"config.example.toml (sections: {', '.join(sections)}), or one of {', '.join(sorted(ENV_RESERVED))}"
+            )
         out[f"{section}.{key}"] = value
     return out
 
@@ -66,7 +83,7 @@ def apply(config: C, flat: Mapping[str, Any], *, source: str) -> C:
     changes: dict[str, dict[str, Any]] = {}
     for dotted, value in flat.items():
         section, _, key = dotted.partition(".")
-        sections = {f.name: f for f in dataclasses.fields(config)}
+        sections = section_names(config)
         if section not in sections:
             raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(sorted(sections))})")
         section_obj = getattr(config, section)
