@@ -104,7 +104,7 @@ def blend_embed(result: Recommendation, *, index_size: int, first_rank: int = 1)
         value = match_value(m) + (f"\nclose to {each}" if each else "")
         embed.add_field(name=match_name(rank, m), value=clip(value, FIELD_VALUE_MAX), inline=False)
     embed.set_footer(
-        text=clip(f"{index_size:,} AudioSet segments searched · similarity = cosine to the blend", FOOTER_MAX)
+        text=clip(f"{index_size:,} AudioSet segments searched · score = cosine to the farthest sound", FOOTER_MAX)
     )
     return fit(embed)
 

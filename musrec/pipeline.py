@@ -37,6 +37,7 @@ from musrec.errors import MusrecError, TooShortError
 from musrec.index.layout import Manifest
 from musrec.index.loaded import Index
 from musrec.links.fetch import LinkTarget, link_target
+from musrec.links.parse import is_link as is_link_text
 from musrec.recommend import (
     AUDIOSET_PREFIX,
     Filters,
@@ -76,7 +77,7 @@ Source = str | Path | bytes | LinkSource
 
 
 def is_link(source: object) -> bool:
-    return isinstance(source, str) and source.strip().lower().startswith(("http://", "https://", "<http"))
+    return isinstance(source, str) and is_link_text(source)
 
 
 def is_segment(source: object) -> bool:
@@ -188,7 +189,12 @@ class Musrec:
             _check_file(data)
         rows, window = self._embed_audio(data, span)
         label = name or (data.name if isinstance(data, Path) else "upload")
-        query = Query(kind="file", source=label, start_s=round(window.start_s, 3), end_s=round(window.end_s, 3))
+        chosen: dict[str, object] = {"window": "loudest" if span.start_s is None else "start"}
+        if span.duration_s is not None:  # a span asked for (musrec embed), not a query window
+            chosen = {}
+        query = Query(
+            kind="file", source=label, start_s=round(window.start_s, 3), end_s=round(window.end_s, 3), extra=chosen
+        )
         return Resolved(rows=rows, query=query)
 
     def check_link(self, text: str) -> LinkTarget:

@@ -22,10 +22,12 @@ from musrec.index.backends import top_n
 from musrec.index.loaded import Index
 from musrec.index.store import SegmentInfo
 from musrec.links.parse import youtube_url
+from musrec.timecode import format_timecode, parse_timecode
 
 AUDIOSET_PREFIX = "audioset:"
 # YouTube ids are 11 characters of [A-Za-z0-9_-]; accept any such token so older ids still resolve.
-_AUDIOSET_REF = re.compile(r"^audioset:(?P<id>[A-Za-z0-9_-]{1,64})(?:@(?P<start>\d+(?:\.\d+)?)s?)?$")
+_AUDIOSET_REF = re.compile(r"^audioset:(?P<id>[A-Za-z0-9_-]{1,64})(?:@(?P<start>[^@\s]+))?$")
+_STARTS_SHOWN = 10  # a video's indexed starts named when the one asked for is not among them
 _OVERFETCH = 4
 # A filter is answered by scoring the items it lets through exactly when that costs less than asking the index for
 # enough candidates: n candidates cost about _RESCORED * n rows scored (IVF re-scores 5x what it returns), the exact
@@ -106,11 +108,14 @@ class Recommendation:
     matches: tuple[Match, ...]
     applied: tuple[str, ...] = ()  # what shaped the results beyond the sound: "only Rock music", "blend of 2 sounds"
     inputs: tuple[Query, ...] = ()  # a blend's sounds, in order
+    ranked_by: str = ""  # what the score is, when it is not the cosine similarity to the query (a blend's)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"query": self.query.to_json(), "matches": [m.to_json() for m in self.matches]}
         if self.applied:
             out["applied"] = list(self.applied)
+        if self.ranked_by:
+            out["ranked_by"] = self.ranked_by
         if self.inputs:
             out["inputs"] = [q.to_json() for q in self.inputs]
         return out
@@ -148,20 +153,38 @@ class Filters:
 
 
 def parse_audioset_ref(text: str) -> tuple[str, float | None]:
-    """``audioset:VIDEO_ID`` or ``audioset:VIDEO_ID@START`` -> (video id, start seconds or None)."""
+    """``audioset:VIDEO_ID`` or ``audioset:VIDEO_ID@START`` -> (video id, start seconds or None). START takes the
+    forms ``--start`` takes (:func:`~musrec.timecode.parse_timecode`: ``590``, ``9:50``, ``9m50s``).
+    QueryError for anything else."""
     m = _AUDIOSET_REF.match(text.strip())
+    start = m.group("start") if m else None
+    try:
+        start_s = parse_timecode(start) if start is not None else None
+    except ValueError:
+        m = None
     if not m:
-        raise QueryError(f"not an AudioSet segment reference: {text!r} (expected audioset:VIDEO_ID[@START])")
-    start = m.group("start")
-    return m.group("id"), float(start) if start is not None else None
+        raise QueryError(
+            f"not an AudioSet segment reference: {text!r} (expected audioset:VIDEO_ID[@START], START as 590, "
+            "9:50 or 9m50s)"
+        )
+    return m.group("id"), start_s
 
 
 def find_segment(index: Index, video_id: str, start_s: float | None) -> SegmentInfo:
+    """The segment of a video at ``start_s`` (within half a second), or its first; UnknownSegmentError if none,
+    naming the starts the video has in the index when it has some."""
     found = index.store.find(video_id, start_s)
-    if not found:
-        where = f" at {start_s:g} s" if start_s is not None else ""
-        raise UnknownSegmentError(f"no indexed segment of video {video_id}{where}")
-    return found[0]
+    if found:
+        return found[0]
+    starts = [seg.start_s for seg in index.store.find(video_id)]
+    if not starts:
+        raise UnknownSegmentError(f"no indexed segment of video {video_id}")
+    shown = ", ".join(f"{s:g} ({format_timecode(s)})" for s in starts[:_STARTS_SHOWN])
+    more = f" and {len(starts) - _STARTS_SHOWN} more" if len(starts) > _STARTS_SHOWN else ""
+    raise UnknownSegmentError(
+        f"no indexed segment of video {video_id} at {start_s:g} s; its indexed starts: {shown}{more} "
+        f"(try audioset:{video_id}@{starts[0]:g})"
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,6 +238,7 @@ def recommend_resolved(
 BLEND_METHODS = ("mean", "rrf")
 _RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009): 1 / (60 + rank)
 _BLEND_POOL = 4  # candidates per result, re-ranked by their similarity to the sound they are farthest from
+BLEND_RANKING = "closeness to the farthest sound: score is the lowest of a match's similarities to the sounds"
 
 
 def blend(
@@ -232,9 +256,9 @@ def blend(
 
     ``mean`` searches once with the normalised mean of the sounds' unit vectors (the direction closest to all of
     them); ``rrf`` searches for each sound and fuses the rankings (reciprocal rank fusion). Either way the
-    candidates are re-ranked by their similarity to the sound they are farthest from. ``bench/blend_bench.py``
-    compares them on that measure: ``mean`` came out ahead for pairs and triples (0.085 against 0.049 for pairs,
-    at a tenth of the time) and is the default.
+    candidates are re-ranked by their similarity to the sound they are farthest from, which is their score
+    (:data:`BLEND_RANKING`). ``bench/blend_bench.py`` compares them on that measure: ``mean`` came out ahead for
+    pairs and triples (0.085 against 0.049 for pairs, at a tenth of the time) and is the default.
     """
     if not 2 <= len(sounds) <= 3:
         raise QueryError("a blend takes two or three sounds")
@@ -250,13 +274,17 @@ def blend(
     else:
         matches = _rank_fusion(vectors, index=index, k=k * _BLEND_POOL, filters=filters, exclude=left_out,
                                labels=labels)  # fmt: skip
-    with_each = [replace(m, similarities=tuple(float(index.item_vector(m.item) @ v) for v in vectors)) for m in matches]
-    # Of the candidates nearest the blend, those closest to the sound they are farthest from: like all of them.
-    with_each.sort(key=lambda m: -min(m.similarities))
-    with_each = with_each[:k]
+    # Of the candidates nearest the blend, those closest to the sound they are farthest from: like all of them. That
+    # closeness is each match's score, so the score is what they are ranked by.
+    with_each = []
+    for m in matches:
+        each = tuple(float(index.item_vector(m.item) @ v) for v in vectors)
+        with_each.append(replace(m, score=min(each), similarities=each))
+    with_each.sort(key=lambda m: (-m.score, m.item))
     query = Query(kind="blend", source=" + ".join(sound.query.source for sound in sounds))
     applied = (f"blend of {len(sounds)} sounds", *filters.describe())
-    return Recommendation(query=query, matches=tuple(with_each), applied=applied, inputs=tuple(s.query for s in sounds))
+    inputs = tuple(s.query for s in sounds)
+    return Recommendation(query, tuple(with_each[:k]), applied, inputs, ranked_by=BLEND_RANKING)
 
 
 def _rank_fusion(

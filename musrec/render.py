@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from musrec.recommend import Recommendation
+from musrec.recommend import Query, Recommendation
+from musrec.timecode import format_timecode
 
 _MAX_LABELS = 60
+_CHOSEN = {"loudest": " (the loudest)", "start": " (from --start)"}  # Query.extra["window"] of a file
 
 
 def render_table(result: Recommendation) -> str:
     q = result.query
-    lines = [f"query: {q.source}"]
-    if q.video_id is not None and q.start_s is not None and q.end_s is not None:
-        lines[0] += f"  ({q.video_id} {q.start_s:g}-{q.end_s:g} s)"
+    lines = [f"query: {q.source}{_where(q)}"]
     for i, sound in enumerate(result.inputs, start=1):
-        lines.append(f"  {i}. {sound.source}" + (f" ({sound.start_s:g}-{sound.end_s:g} s)" if sound.end_s else ""))
+        lines.append(f"  {i}. {sound.source}{_where(sound)}")
     if q.labels:
         lines.append(f"labels: {', '.join(q.labels)}")
     if result.applied:
         lines.append(f"applied: {'; '.join(result.applied)}")
+    if result.ranked_by:
+        lines.append(f"ranked by: {result.ranked_by}")
     if not result.matches:
         lines.append("no matches")
         return "\n".join(lines)
@@ -33,3 +35,13 @@ def render_table(result: Recommendation) -> str:
         close = "  " + "  ".join(f"{s:>6.3f}" for s in m.similarities) if m.similarities else ""
         lines.append(f"{rank:>2}  {m.score:>6.3f}{close}  {segment:<13}  {m.url:<46}  {labels}")
     return "\n".join(lines)
+
+
+def _where(q: Query) -> str:
+    """Which part of a sound was used: a file's window and how it was chosen, a video's segment or window."""
+    if q.start_s is None or q.end_s is None:
+        return ""
+    if q.kind == "file":
+        how = _CHOSEN.get(str(q.extra.get("window")), "")
+        return f"  window {format_timecode(q.start_s)}-{format_timecode(q.end_s)}{how}"
+    return f"  ({q.video_id + ' ' if q.video_id else ''}{q.start_s:g}-{q.end_s:g} s)"

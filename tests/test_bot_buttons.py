@@ -202,6 +202,13 @@ def test_label_autocomplete_and_filters(world: dict[str, Any], tmp_path: Path) -
         wrong = await standin.dispatch_interaction("recommend", {"clip": clip, "label": "Jaz"}, user_id=55)
         await wrong.wait_for_response()
         assert wrong.deferred is None and ephemeral_text(wrong).startswith("Unknown AudioSet label 'Jaz'")
+        # Issue 26: a misspelling gets the names close to it, in the refusal and as the user types.
+        misspelt = await standin.dispatch_interaction("recommend", {"clip": clip, "label": "Rok music"}, user_id=56)
+        await misspelt.wait_for_response()
+        assert ephemeral_text(misspelt).startswith("Unknown AudioSet label 'Rok music': did you mean 'Rock music'?")
+        typo = await standin.autocomplete("recommend", {"label": "rock musik"}, focused="label")
+        await typo.wait_for_response()
+        assert [c["name"] for c in typo.choices or []] == ["Rock music"]
 
     scenario(world, body, tmp_path)
 

@@ -68,7 +68,7 @@ def test_a_label_includes_its_kinds_and_names_are_suggested() -> None:
     assert LABELS.expand(["Music"]) == LABELS.music  # the Music subtree, as the music flag knows it
     assert LABELS.suggest("rock")[:2] == ["Rock and roll", "Rock music"]  # names starting with it, music first
     assert "Progressive rock" in LABELS.suggest("rock") and len(LABELS.suggest("")) == 25
-    with pytest.raises(DataError, match="unknown AudioSet label 'Jaz': did you mean Jazz"):
+    with pytest.raises(DataError, match="unknown AudioSet label 'Jaz': did you mean 'Jazz'"):
         LABELS.index_of("Jaz")
 
 
@@ -147,6 +147,7 @@ def test_a_blend_sounds_like_each_of_its_sounds(index: Index, method: str) -> No
         assert np.allclose(m.similarities, expected, atol=dot_tolerance(1280))
     worst = [min(m.similarities) for m in result.matches]
     assert worst == sorted(worst, reverse=True)  # closest first to the sound each is farthest from
+    assert [m.score for m in result.matches] == worst and result.ranked_by  # the score is what ranks (issue 26)
     if method == "mean":  # candidates: the nearest to the direction between them; kept: the best of them for both
         mean = (va + vb) / np.linalg.norm(va + vb)
         pool = nearest(mean, index=index, k=8 * 4, exclude=(a.item, b.item))
@@ -202,7 +203,7 @@ def test_the_cli_filters_blends_and_says_what_it_applied(index: Index) -> None:
     [
         (["audioset:x"], "musrec: error: several INPUTs need --blend (the segments that sound like all of them)"),
         (["--blend"], "musrec: error: --blend takes two or three INPUTs"),
-        (["--label", "Jaz"], "musrec: error: unknown AudioSet label 'Jaz': did you mean Jazz?"),
+        (["--label", "Jaz"], "musrec: error: unknown AudioSet label 'Jaz': did you mean 'Jazz'?"),
         (
             ["--label", "Thunder"],
             "musrec: error: no indexed segment has those labels: try another label, or fewer filters",

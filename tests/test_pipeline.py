@@ -96,7 +96,7 @@ def test_recommend_a_file_finds_its_own_segment(
         main(["--config", str(config_file), "recommend", str(clips[3]), "--start", "0", "--top-k", "3", "--json"]) == 0
     )
     data = json.loads(capsys.readouterr().out)
-    assert data["query"] == {"kind": "file", "source": "clip3.wav", "start_s": 0.0, "end_s": 10.0}
+    assert data["query"] == {"kind": "file", "source": "clip3.wav", "start_s": 0.0, "end_s": 10.0, "window": "start"}
     top = data["matches"][0]
     # The clip's own segment: cosine 1 up to float32 rounding of a 1280-term dot product (tests/tolerances.py).
     assert top["video_id"] == "clipvideo03" and top["score"] == pytest.approx(1.0, abs=dot_tolerance(1280))

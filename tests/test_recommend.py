@@ -11,6 +11,7 @@ from musrec.errors import QueryError, UnknownSegmentError
 from musrec.index.build import BuildOptions, build_index
 from musrec.index.loaded import Index
 from musrec.recommend import Filters, nearest, parse_audioset_ref, recommend_segment, youtube_url
+from musrec.timecode import format_timecode
 
 LABELS = default_labels()
 
@@ -32,13 +33,19 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Index:
         ("audioset:--PJHxphWEs", ("--PJHxphWEs", None)),
         ("audioset:--PJHxphWEs@30", ("--PJHxphWEs", 30.0)),
         ("audioset:--PJHxphWEs@30.5s", ("--PJHxphWEs", 30.5)),
+        ("audioset:--PJHxphWEs@9:50", ("--PJHxphWEs", 590.0)),  # the forms --start takes (issue 26)
+        ("audioset:--PJHxphWEs@9m50s", ("--PJHxphWEs", 590.0)),
+        ("audioset:--PJHxphWEs@1:00:00", ("--PJHxphWEs", 3600.0)),
     ],
 )
 def test_parse_audioset_ref(text: str, expected: tuple[str, float | None]) -> None:
     assert parse_audioset_ref(text) == expected
 
 
-@pytest.mark.parametrize("text", ["audioset:", "--PJHxphWEs", "audioset:abc@", "audioset:a b", "audioset:x@-3"])
+@pytest.mark.parametrize(
+    "text",
+    ["audioset:", "--PJHxphWEs", "audioset:abc@", "audioset:a b", "audioset:x@-3", "audioset:x@9:75", "audioset:x@1@2"],
+)
 def test_bad_refs(text: str) -> None:
     with pytest.raises(QueryError, match="not an AudioSet segment reference"):
         parse_audioset_ref(text)
@@ -86,8 +93,14 @@ def test_unknown_segment(index: Index) -> None:
     with pytest.raises(UnknownSegmentError, match="no indexed segment of video nosuchvideo"):
         recommend_segment("audioset:nosuchvideo", index=index)
     seg = index.store.get(5)
-    with pytest.raises(UnknownSegmentError, match="at 9999 s"):
+    with pytest.raises(UnknownSegmentError, match="at 9999 s") as err:
         recommend_segment(f"audioset:{seg.video_id}@9999", index=index)
+    assert f"its indexed starts: {seg.start_s:g} (" in str(err.value)  # issue 26: which starts there are
+    first = index.store.get(0)  # a video with three segments, 10 s apart
+    with pytest.raises(UnknownSegmentError) as err:
+        recommend_segment(f"audioset:{first.video_id}@9999", index=index)
+    starts = ", ".join(f"{first.start_s + d:g} ({format_timecode(first.start_s + d)})" for d in (0, 10, 20))
+    assert f"its indexed starts: {starts} (try audioset:{first.video_id}@{first.start_s:g})" in str(err.value)
 
 
 def test_k_larger_than_the_index(tmp_path: Path) -> None:

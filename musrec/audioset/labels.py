@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -44,8 +46,9 @@ class Labels:
         for i, (mid, display) in enumerate(zip(self.ids, self.names, strict=True)):
             if display.casefold() == wanted or mid == name.strip():
                 return i
-        close = self.suggest(name, limit=3)
-        hint = f": did you mean {', '.join(close)}?" if close else " (see class_labels_indices.csv)"
+        close = [repr(n) for n in self.suggest(name, limit=3)]  # quoted: some names hold commas
+        either = f"{', '.join(close[:-1])} or {close[-1]}" if len(close) > 1 else "".join(close)
+        hint = f": did you mean {either}?" if close else " (see class_labels_indices.csv)"
         raise DataError(f"unknown AudioSet label {name!r}{hint}")
 
     def indices_of(self, names: Iterable[str]) -> frozenset[int]:
@@ -64,7 +67,9 @@ class Labels:
 
     def suggest(self, text: str, *, limit: int = 25) -> list[str]:
         """Names for a user typing ``text``: names that start with it, then names with a word that does, then names
-        that contain it; the Music subtree first within each group, then alphabetical. All names for empty text."""
+        that contain it; the Music subtree first within each group, then alphabetical. All names for empty text.
+        When none of these match (a misspelling: "Speach", "rock musik"), the names closest to it
+        (:func:`close_names`)."""
         wanted = text.strip().casefold()
 
         def rank(i: int) -> tuple[int, int, str] | None:
@@ -80,7 +85,41 @@ class Labels:
             return group, 0 if i in self.music else 1, name
 
         ranked = sorted((key, i) for i in range(len(self.names)) if (key := rank(i)) is not None)
-        return [self.names[i] for _, i in ranked[:limit]]
+        return [self.names[i] for _, i in ranked[:limit]] or close_names(text, self.names, limit=limit)
+
+
+# How alike a misspelling and a name must be (difflib's ratio, 0..1) to be suggested: "Speach" and "Speech" are
+# 0.83, "rock musik" and "Rock music" 0.9; "Jaz" and "Buzz" 0.29.
+CLOSE_ENOUGH = 0.75
+_NEAR_THE_BEST = 0.1  # names much less alike than the best one are not worth showing beside it
+_WORD = re.compile(r"[^\W_]+")
+
+
+def close_names(text: str, names: Sequence[str], *, limit: int) -> list[str]:
+    """The names most like ``text`` despite misspellings, best first: compared case-insensitively as wholes and word
+    by word (each word of the text with the name's most alike word, and, weighing less, each word of the name with
+    the text's, so a name with words the text lacks ranks lower); only those at least :data:`CLOSE_ENOUGH` alike,
+    and not much less alike than the best."""
+    wanted = text.strip().casefold()
+    words = _WORD.findall(wanted)
+    if not words:
+        return []
+    scored = []
+    for name in names:
+        folded = name.casefold()
+        whole = SequenceMatcher(None, wanted, folded).ratio()
+        name_words = _WORD.findall(folded) or [folded]
+        ours = sum(max(_ratio(w, n) for n in name_words) for w in words) / len(words)
+        theirs = sum(max(_ratio(n, w) for w in words) for n in name_words) / len(name_words)
+        score = max(whole, (3 * ours + theirs) / 4)
+        if score >= CLOSE_ENOUGH:
+            scored.append((-score, -whole, name))
+    scored.sort()
+    return [name for score, _, name in scored[:limit] if score <= scored[0][0] + _NEAR_THE_BEST]
+
+
+def _ratio(a: str, b: str) -> float:
+    return SequenceMatcher(None, a, b).ratio()
 
 
 def subtree(ontology: list[dict[str, object]], root_id: str) -> set[str]:

@@ -1,7 +1,6 @@
 """The ``musrec`` command line: set up, build and inspect indexes, embed audio, ask for recommendations, serve.
 
-Configuration comes from ``--config FILE`` (or ``$MUSREC_CONFIG``, ``./config.toml``, the user's
-``$XDG_CONFIG_HOME/musrec/config.toml``: :func:`musrec.config.find_config`), then
+Configuration comes from ``--config FILE`` (or ``$MUSREC_CONFIG``, or ``./config.toml`` when present), then
 ``MUSREC_*`` environment variables, then the flags (``parser``). Each command is a function in ``commands``.
 Errors print one line and exit non-zero; a bug prints one line too, and its traceback with ``-v``.
 """
@@ -11,11 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
 from musrec.cli import commands
-from musrec.cli.parser import build_parser, config_overrides
+from musrec.cli.parser import apply_flags, build_parser
 from musrec.config import Config, find_config, load_config
 from musrec.embedder import use_model_threads
 from musrec.errors import MusrecError
@@ -26,6 +26,7 @@ log = logging.getLogger("musrec")
 
 EXIT_ERROR = commands.EXIT_ERROR
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + getattr(signal, "SIGPIPE", 13)  # what a shell reports for a tool that SIGPIPE ended
 
 Command = Callable[[argparse.Namespace, Config], int]
 COMMANDS: dict[tuple[str, str | None], Command] = {
@@ -39,14 +40,19 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:
         if args.command == "doctor":  # a configuration that does not load is one of its findings
-            return commands.doctor(args)
-        config = load_config(find_config(args.config)).with_overrides(config_overrides(args))
+            return _flushed(commands.doctor(args))
+        config = apply_flags(load_config(find_config(args.config)), args, parser)
         use_model_threads(config, config.server.concurrency if args.command == "serve" else 1)
-        return COMMANDS[(args.command, getattr(args, "index_command", None))](args, config)
+        action = getattr(args, "index_command", None)
+        return _flushed(COMMANDS[(args.command, action)](args, config))
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     except MusrecError as err:
         log.debug("error", exc_info=True)
         sys.stderr.write(f"musrec: error: {err}\n")
@@ -60,6 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         return EXIT_ERROR
+
+
+def _flushed(code: int) -> int:
+    """``code``, once what the command printed is written: a closed pipe is found here, not at the interpreter's
+    exit (where Python would print its own complaint)."""
+    sys.stdout.flush()
+    return code
+
+
+def _drop_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's last flush has nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (a test's capture): nothing is flushed to a pipe at exit
+        pass
 
 
 def _configure_logging(verbosity: int) -> None:

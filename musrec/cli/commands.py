@@ -7,10 +7,15 @@ import json
 import logging
 import math
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from musrec.config import Config, find_config
-from musrec.errors import MusrecError
+from musrec.config.values import ENV_PREFIX
+from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError
+
+if TYPE_CHECKING:
+    from musrec.pipeline import Musrec, Resolved
 
 log = logging.getLogger("musrec")
 
@@ -114,7 +119,7 @@ def recommend(args: argparse.Namespace, config: Config) -> int:
             starts = [args.start] * len(args.inputs)
             result = musrec.blend(args.inputs, starts=starts, filters=filters, method=args.blend_method)
         else:
-            result = musrec.search(musrec.resolve(args.inputs[0], start_s=args.start), filters=filters)
+            result = musrec.search(_resolve(musrec, args.inputs[0], start_s=args.start), filters=filters)
     finally:
         musrec.close()
     if args.json:
@@ -134,7 +139,7 @@ def embed(args: argparse.Namespace, config: Config) -> int:
     duration = args.duration or (config.audio.window_s if is_link(args.input) else math.inf)
     musrec = Musrec.from_config(config)
     try:
-        resolved = musrec.resolve(args.input, start_s=args.start, duration_s=duration)
+        resolved = _resolve(musrec, args.input, start_s=args.start, duration_s=duration)
     finally:
         musrec.close()
     rows, query = resolved.rows, resolved.query
@@ -146,6 +151,25 @@ def embed(args: argparse.Namespace, config: Config) -> int:
     for row in rows:
         print(" ".join(str(v) for v in row.tolist()))
     return 0
+
+
+def _resolve(musrec: Musrec, text: str, *, start_s: float | None, duration_s: float | None = None) -> Resolved:
+    """One INPUT as the user typed it, resolved; an error of its audio starts with that INPUT, and one of a file
+    over a limit names the limit's setting. (A blend's errors say which of its sounds they are about.)"""
+    try:
+        return musrec.resolve(text, start_s=start_s, duration_s=duration_s)
+    except (DecodeError, TooLongError, TooShortError) as err:
+        message = str(err) if text in str(err) else f"{text}: {err}"
+        if isinstance(err, TooLongError) and Path(text).is_file():
+            message += f" ({_limit_of(Path(text), musrec.config)})"
+        raise type(err)(message) from err
+
+
+def _limit_of(path: Path, config: Config) -> str:
+    """Which setting refused a file as too long: its size (checked first) or the audio's duration."""
+    key = "audio.max_bytes" if path.stat().st_size > config.audio.max_bytes else "audio.max_duration_s"
+    section, _, name = key.partition(".")
+    return f"the limit is [{section}] {name} in the configuration, or {ENV_PREFIX}{section.upper()}_{name.upper()}"
 
 
 def serve(args: argparse.Namespace, config: Config) -> int:

@@ -12,12 +12,14 @@ from musrec import __version__
 from musrec.config import (
     BACKENDS,
     BUILD_BACKENDS,
-    CONFIG_SEARCH,
     EMBEDDERS,
     REPRESENTATIONS,
     SHORT_SEGMENT_POLICIES,
     SPLITS,
+    Config,
 )
+from musrec.config.values import apply
+from musrec.errors import ConfigError
 from musrec.timecode import parse_timecode
 
 EXIT_USAGE = 2
@@ -34,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="musrec", description="Find sounds that sound like this one, in Google AudioSet.")
     parser.add_argument("--version", action="version", version=f"musrec {__version__}")
-    parser.add_argument("--config", type=Path, help=f"TOML config file (default: {CONFIG_SEARCH})")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: $MUSREC_CONFIG or ./config.toml)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
@@ -280,3 +282,35 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in vars(args).items()
         if "." in key and value is not None
     }
+
+
+def apply_flags(config: Config, args: argparse.Namespace, parser: argparse.ArgumentParser) -> Config:
+    """``config`` with the configuration flags given; a value the configuration refuses is named by its flag
+    (``--top-k must be at least 1, got 0``), as the user typed it, not by its key."""
+    overrides = config_overrides(args)
+    try:
+        return config.with_overrides(overrides)
+    except ConfigError:
+        flags = config_flags(parser, args)
+        for key, value in overrides.items():  # which flag, alone, is refused
+            flag = flags.get(key, "option")
+            try:
+                apply(config, {key: value}, source=flag)
+            except ConfigError as err:
+                raise ConfigError(str(err).replace(f"{flag}: {key}", flag, 1)) from None
+        raise  # only a combination of flags is refused: the keys say which
+
+
+def config_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """The flag that sets each configuration key in the command run (``{"recommend.top_k": "--top-k"}``): one key
+    has other flags in other commands (``index.path``: ``--out`` to build, ``--index`` to search)."""
+    flags: dict[str, str] = {}
+    # argparse lists a parser's arguments only in _actions; its documented Action attributes are read, nothing else.
+    for action in parser._actions:
+        if isinstance(action.choices, dict):  # the commands: follow the one run
+            chosen = action.choices.get(getattr(args, action.dest, None))
+            if isinstance(chosen, argparse.ArgumentParser):
+                flags.update(config_flags(chosen, args))
+        elif "." in action.dest and action.option_strings:
+            flags[action.dest] = max(action.option_strings, key=len)
+    return flags

@@ -38,11 +38,13 @@ _ID_IN_PATH = frozenset({"shorts", "live", "embed", "v", "e", "watch"})
 
 _START_KEYS = ("t", "start", "time_continue")
 
+# A YouTube link written without its scheme ("youtu.be/ID", "www.youtube.com/watch?v=ID").
+_BARE_YOUTUBE = r"(?:(?:www|m|music)\.)?(?:youtube\.com|youtu\.be|youtube-nocookie\.com)/"
 _URL_IN_TEXT = re.compile(
-    r"https?://[^\s<>|`\"']+"
-    r"|(?<![\w.@/-])(?:(?:www|m|music)\.)?(?:youtube\.com|youtu\.be|youtube-nocookie\.com)/[^\s<>|`\"']+",
+    rf"https?://[^\s<>|`\"']+|(?<![\w.@/-]){_BARE_YOUTUBE}[^\s<>|`\"']+",
     re.IGNORECASE,
 )
+_A_LINK = re.compile(rf"<?(?:https?://|{_BARE_YOUTUBE})", re.IGNORECASE)
 
 _TRAILING = ".,;:!?)]}*~"  # not "_" or "-": a video id may end with either
 
@@ -59,6 +61,12 @@ class YouTubeLink:
 def youtube_url(video_id: str, start_s: float) -> str:
     """The watch link of a video at a time (whole seconds, as YouTube's ``t=`` takes them)."""
     return f"https://www.youtube.com/watch?v={video_id}&t={int(start_s)}s"
+
+
+def is_link(text: str) -> bool:
+    """Whether ``text`` is meant as a link rather than a file name: it starts with ``http://`` or ``https://``
+    (in Discord's ``<...>`` too), or is a YouTube link written without them (``youtu.be/ID``)."""
+    return _A_LINK.match(text.strip()) is not None
 
 
 def find_link(text: str) -> str | None:
