@@ -23,7 +23,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY musrec ./musrec
 COPY bot ./bot
-RUN /opt/musrec/bin/pip install .
+# PIP_EXTRAS: optional extras, comma-separated (pot: the PO-token provider's yt-dlp plugin; see compose.yaml).
+ARG PIP_EXTRAS=""
+RUN /opt/musrec/bin/pip install ".${PIP_EXTRAS:+[$PIP_EXTRAS]}"
 
 
 FROM python:3.11-slim

@@ -26,8 +26,9 @@ import ipaddress
 import logging
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -356,15 +357,18 @@ class _BotCheckNotice:
     """Says what an operator can do about YouTube's bot check, at most once per ``every_s``: each refused request
     would otherwise repeat it."""
 
-    def __init__(self, every_s: float = BOT_CHECK_NOTICE_EVERY_S) -> None:
+    def __init__(self, every_s: float = BOT_CHECK_NOTICE_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.every_s = every_s
+        self.clock = clock
         self._said_at: float | None = None
+        self._lock = threading.Lock()  # fetches run in worker threads
 
     def __call__(self) -> None:
-        now = time.monotonic()
-        if self._said_at is not None and now - self._said_at < self.every_s:
-            return
-        self._said_at = now
+        with self._lock:
+            now = self.clock()
+            if self._said_at is not None and now - self._said_at < self.every_s:
+                return
+            self._said_at = now
         log.warning(BOT_CHECK_REMEDIES)
 
 

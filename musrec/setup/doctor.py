@@ -68,6 +68,7 @@ def diagnose(
     checks.append(_index(config, annoy_works=annoy.status == OK))
     if config.embedder.kind == "max":
         checks.append(_max_servers(config))
+    checks.extend(_links(config, env))
     checks.append(_token(env, bot=bot))
     checks.append(_tensorflow(config, quick=quick))
     checks.append(annoy)
@@ -208,6 +209,13 @@ def _max_servers(config: Config) -> Check:
     if bad:
         return Check("max", WARN, f"not answering: {', '.join(bad)}")
     return Check("max", OK, f"{len(config.max.urls)} server(s) answer /model/metadata")
+
+
+def _links(config: Config, env: Mapping[str, str]) -> list[Check]:
+    """Fetching links from this server: yt-dlp's age, the JavaScript runtime, cookies, proxy, PO-token provider."""
+    from musrec.links.health import link_findings
+
+    return [Check(f.name, f.status, f.detail) for f in link_findings(config.youtube, env)]
 
 
 def _token(env: Mapping[str, str], *, bot: bool) -> Check:
