@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio.decode import AudioLimits, Window, cut, decode
+from musrec.audio.decode import AudioLimits, Window, cut, decode, decode_deadline
 from musrec.audio.scan import decode_loudest
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.compare import Comparison, compare_rows
@@ -169,6 +169,7 @@ class Musrec:
         name: str | None = None,
         start_s: float | None = None,
         duration_s: float | None = None,
+        deadline: float | None = None,
     ) -> Resolved:
         """The embedding rows of any source and what they are: an indexed segment (``audioset:VIDEO_ID[@START]``),
         a link (or one :meth:`check_link` passed), a file path, or encoded audio (bytes, shown as ``name``).
@@ -176,6 +177,9 @@ class Musrec:
         Without ``duration_s`` the query window is used: ``audio.window_s`` from ``start_s``, else the loudest
         window of the first ``audio.search_s`` seconds (a link: ``t=``, else its default start). With it, exactly
         that span from ``start_s`` (or the beginning) is embedded.
+
+        Decoding a file has one budget, ``audio.decode_timeout_s``, or less if ``deadline`` (a
+        :func:`time.monotonic` value shared by the sounds of one request) comes first.
         """
         span = _Span(start_s, duration_s)
         if isinstance(source, LinkTarget):
@@ -187,7 +191,7 @@ class Musrec:
         data: Path | bytes = source if isinstance(source, bytes) else Path(source)
         if isinstance(data, Path):
             _check_file(data)
-        rows, window = self._embed_audio(data, span)
+        rows, window = self._embed_audio(data, span, deadline=decode_deadline(self.config.audio, deadline))
         label = name or (data.name if isinstance(data, Path) else "upload")
         chosen: dict[str, object] = {"window": "loudest" if span.start_s is None else "start"}
         if span.duration_s is not None:  # a span asked for (musrec embed), not a query window
@@ -201,22 +205,23 @@ class Musrec:
         """The link in ``text`` if the host policy lets it be fetched (no network); UnsupportedLinkError if not."""
         return link_target(text, options=self.config.youtube)
 
-    def _embed_audio(self, data: Path | bytes, span: _Span) -> tuple[npt.NDArray[np.uint8], Window]:
+    def _embed_audio(self, data: Path | bytes, span: _Span, *, deadline: float) -> tuple[npt.NDArray[np.uint8], Window]:
         """Decode ``data`` and embed the query window (or the span); the window in seconds of the source."""
         a = self.config.audio
         limits: AudioLimits = a
         if span.duration_s is not None:
             whole = math.isinf(span.duration_s)  # to the end, within the duration limit
-            audio = decode(data, start_s=span.start_s, duration_s=None if whole else span.duration_s, limits=limits)
+            duration_s = None if whole else span.duration_s
+            audio = decode(data, start_s=span.start_s, duration_s=duration_s, limits=limits, deadline=deadline)
             window = Window(0.0, audio.duration_s)
         else:
             # With a start only that window is decoded (ffmpeg seeks); without, the first search_s seconds are scanned
             # cheaply and only their loudest window is decoded exactly, so a long file costs little more than a clip.
             if span.start_s is not None:
-                audio = decode(data, start_s=span.start_s, duration_s=a.window_s, limits=limits)
+                audio = decode(data, start_s=span.start_s, duration_s=a.window_s, limits=limits, deadline=deadline)
             else:
                 search_s = min(a.search_s, a.max_duration_s)
-                audio = decode_loudest(data, duration_s=a.window_s, search_s=search_s, limits=limits)
+                audio = decode_loudest(data, duration_s=a.window_s, search_s=search_s, limits=limits, deadline=deadline)
             window = Window(0.0, audio.duration_s)
         rows = self.embedder.embed(cut(audio.samples, window), SAMPLE_RATE)
         if len(rows) == 0:
@@ -352,12 +357,16 @@ class Musrec:
         starts: Sequence[float | None] = (),
     ) -> list[Resolved]:
         """Several sounds resolved in turn (a blend's, a comparison's). A user's error names the sound it came from
-        ("the second sound (b.ogg): the file is empty"), so whoever gave three knows which one to fix."""
+        ("the second sound (b.ogg): the file is empty"), so whoever gave three knows which one to fix. The sounds
+        share one decoding budget, ``audio.decode_timeout_s`` in all (a request holds a worker for that long at
+        most, however many sounds it has)."""
+        deadline = decode_deadline(self.config.audio)
         sounds = []
         for i, source in enumerate(sources):
             name = names[i] if i < len(names) else None
+            start_s = starts[i] if i < len(starts) else None
             try:
-                sounds.append(self.resolve(source, name=name, start_s=starts[i] if i < len(starts) else None))
+                sounds.append(self.resolve(source, name=name, start_s=start_s, deadline=deadline))
             except MusrecError as err:
                 if err.expected:
                     err.args = (f"the {_ORDINALS[i]} sound ({_shown_name(source, name)}): {err}",)

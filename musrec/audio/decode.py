@@ -5,10 +5,12 @@ channel count, samples become ``int16 / 32768.0``, channels are averaged, and
 :func:`musrec.audio.resample.resample` converts to 16 kHz. ffmpeg is the binary shipped by imageio-ffmpeg (or
 ``MUSREC_FFMPEG``, or the one on PATH: :func:`ffmpeg_executable`); ffprobe is never needed.
 
-Safety: ffmpeg runs under a timeout and a memory cap (:data:`DECODER_MEMORY_BYTES` of address space), opens
-local files only (``-protocol_whitelist file,pipe``: a crafted HLS, SDP or concat file cannot reach the network)
-and decodes at most the allowed duration, so a 3-hour upload is refused after about ten minutes of audio have been
-decoded, not three hours.
+Safety: ffmpeg runs under a timeout and a memory cap (:data:`DECODER_MEMORY_BYTES` of address space), with an
+environment that holds none of musrec's secrets (:func:`~musrec.childenv.child_environment`), opens local files only
+(``-protocol_whitelist file,pipe``: a crafted HLS, SDP or concat file cannot reach the network), reads only audio and
+video containers (``-format_whitelist``: a DASH or HLS manifest named ``x.mp4`` cannot make it open other local
+files) and decodes at most the allowed duration, so a 3-hour upload is refused after about ten minutes of audio have
+been decoded, not three hours.
 
 :func:`read_wav` is the path without ffmpeg, for 16-bit PCM WAVs (``musrec serve``'s uploads), under the same
 limits: they are checked against the header, before a sample is read (issue 14).
@@ -38,6 +40,7 @@ import numpy.typing as npt
 
 from musrec.audio.resample import TARGET_RATE, resample
 from musrec.audio.wav import INT16_SCALE, check_format, is_wav, read_wav_bytes, read_wav_header, wav_format
+from musrec.childenv import child_environment
 from musrec.errors import DecodeError, TooLongError, TooShortError
 from musrec.timecode import format_timecode
 
@@ -63,6 +66,13 @@ MAGIC_BYTES = 32
 # file's audio track, needs under 256 MiB; a crafted file that makes it allocate more fails to decode instead.
 DECODER_MEMORY_BYTES = 1 << 30
 WAV_PROBE_BYTES = 32 * 1024  # ffmpeg's probe of a WAV: its header and a little of the samples
+# The demuxers ffmpeg may use on a user's file: audio and video containers and raw audio streams. Left out are those
+# that only point at other files or URLs (dash, hls, concat, webm_dash_manifest, sdp...), images and lavfi.
+# ffmpeg matches any of a demuxer's names: "mov" admits mov,mp4,m4a,3gp; "matroska" admits matroska,webm.
+ALLOWED_DEMUXERS = (
+    "wav,w64,aiff,caf,au,voc,mp3,aac,ac3,eac3,dts,dtshd,truehd,mlp,loas,flac,ogg,mov,matroska,asf,xwma,avi,flv,"
+    "mpeg,mpegts,mxf,rm,amr,amrnb,amrwb,ape,wv,tta,tak,mpc,mpc8,shn,dsf,oma,gsm,qcp,nut"
+)
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
@@ -144,6 +154,7 @@ def decode(
     duration_s: float | None = None,
     sample_rate: int = TARGET_RATE,
     limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
+    deadline: float | None = None,
 ) -> Audio:
     """Decode a file path or encoded bytes (any format ffmpeg reads; its first audio track) to 16 kHz mono.
 
@@ -158,6 +169,9 @@ def decode(
     Raises DecodeError (missing, empty, corrupt, not audio, no audio track, silent), TooLongError (over
     ``max_bytes``, or over ``max_duration_s``) and TooShortError (under ``min_duration_s``, or a start past
     the end): their messages are safe to show users. ValueError for a negative start or duration.
+
+    ``deadline`` (a :func:`time.monotonic` value, see :func:`decode_deadline`) ends the decode sooner than
+    ``limits.decode_timeout_s`` would: one budget for every decode of a request. Past it, DecodeError.
     """
     if start_s is not None and not (math.isfinite(start_s) and start_s >= 0):
         raise ValueError(f"start_s must be a non-negative number, got {start_s}")
@@ -169,7 +183,9 @@ def decode(
     out_rate = None if sample_rate == TARGET_RATE else sample_rate
     started = time.monotonic()
     with source_file(source, limits) as path:
-        mono, rate = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=out_rate)
+        mono, rate = _decode_file(
+            path, start_s=start_s, span_s=span_s, deadline=decode_deadline(limits, deadline), out_rate=out_rate
+        )
 
     decoded_s = len(mono) / rate
     offset = start_s or 0.0
@@ -224,13 +240,21 @@ def check_file(path: Path, limits: AudioLimits) -> None:
 
 
 def decode_pcm(
-    path: Path, *, start_s: float | None, span_s: float, sample_rate: int, limits: AudioLimits
+    path: Path, *, start_s: float | None, span_s: float, sample_rate: int, deadline: float
 ) -> npt.NDArray[np.float64]:
     """Up to ``span_s`` seconds of ``path`` from ``start_s`` as mono float64 at ``sample_rate`` (ffmpeg's resampling),
     for scanning: no duration or silence checks, and a start past the end gives no samples. Call :func:`check_file`
-    first. DecodeError if ffmpeg cannot read it, or runs past ``limits.decode_timeout_s``."""
-    mono, _ = _decode_file(path, start_s=start_s, span_s=span_s, limits=limits, out_rate=sample_rate)
+    first. DecodeError if ffmpeg cannot read it, or runs past ``deadline`` (see :func:`decode_deadline`)."""
+    mono, _ = _decode_file(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=sample_rate)
     return mono
+
+
+def decode_deadline(limits: AudioLimits, deadline: float | None = None) -> float:
+    """When decoding that starts now must end (a :func:`time.monotonic` value): ``limits.decode_timeout_s`` from now,
+    or ``deadline`` if that comes first. A request computes one and hands it to each of its decodes, so a sound that
+    needs several (an envelope, then exact spans; each sound of a blend) has one budget in all, not one per step."""
+    own = time.monotonic() + limits.decode_timeout_s
+    return own if deadline is None else min(own, deadline)
 
 
 def read_wav(
@@ -293,10 +317,9 @@ class Pcm:
 
 
 def _decode_file(
-    path: Path, *, start_s: float | None, span_s: float, limits: AudioLimits, out_rate: int | None
+    path: Path, *, start_s: float | None, span_s: float, deadline: float, out_rate: int | None
 ) -> tuple[npt.NDArray[np.float64], int]:
     """Mono float64 at ``out_rate`` or the native rate (at most MAX_NATIVE_RATE), channels averaged as the reference."""
-    deadline = time.monotonic() + limits.decode_timeout_s
     pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=out_rate)
     if pcm is None and out_rate is None:
         pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=MAX_NATIVE_RATE)
@@ -316,7 +339,7 @@ def _run_ffmpeg(
 ) -> Pcm | None:
     """Up to ``span_s`` seconds from ``start_s``; None if ``out_rate`` is None and the native rate is too high."""
     cmd = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error"]
-    cmd += ["-protocol_whitelist", "file,pipe"]
+    cmd += ["-protocol_whitelist", "file,pipe", "-format_whitelist", ALLOWED_DEMUXERS]
     if _is_wav(path):
         # A WAV's header says all there is to know: probing its default 5 MB of samples would double ffmpeg's time.
         cmd += ["-probesize", str(WAV_PROBE_BYTES)]
@@ -356,7 +379,9 @@ def run_decoder(
     timed_out = threading.Event()
     with tempfile.TemporaryFile() as errfile:  # a file, not a pipe: a flood of errors cannot stall the decoder
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, env=child_environment()
+            )
         except OSError as err:
             log.error("cannot run %s: %s", cmd[0], err)
             raise DecodeError("audio decoding is not available on this server") from None

@@ -48,6 +48,7 @@ from musrec.audio.decode import (
     Source,
     check_file,
     decode,
+    decode_deadline,
     decode_pcm,
     refuse_short,
     refuse_silent,
@@ -107,28 +108,31 @@ def decode_loudest(
     duration_s: float = WINDOW_S,
     search_s: float = SEARCH_S,
     limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
+    deadline: float | None = None,
 ) -> Audio:
     """The loudest ``duration_s`` of the first ``search_s`` seconds, decoded exactly as :func:`decode` does.
 
     The window is the one :func:`~musrec.audio.decode.choose_window` picks on the full decode (see the module's
     notes for the one exception, a plateau of near-equal windows). ``offset_s`` of the result is where the window
     starts in the source. Errors are those of :func:`decode`: a corrupt, silent, too short or too large input
-    costs one cheap pass.
+    costs one cheap pass. All the decoding (envelope and exact spans) shares one budget: ``limits.decode_timeout_s``,
+    or less if ``deadline`` (see :func:`~musrec.audio.decode.decode_deadline`) comes first.
     """
     started = time.monotonic()
+    deadline = decode_deadline(limits, deadline)
     with source_file(source, limits) as path:
         head = _read_head(path)
         if head.seconds is not None and head.seconds <= duration_s + SHORT_SLACK_S:  # nothing to choose (within slack)
-            return decode(path, duration_s=duration_s, limits=limits)
-        envelope = scan_envelope(path, search_s=search_s, limits=limits, head=head)
+            return decode(path, duration_s=duration_s, limits=limits, deadline=deadline)
+        envelope = scan_envelope(path, search_s=search_s, limits=limits, head=head, deadline=deadline)
         rate = envelope.rate
         width = min(round(duration_s * rate), len(envelope.samples))
         if width == len(envelope.samples):  # a clip no longer than the window is used whole
-            return decode(path, duration_s=duration_s, limits=limits)
+            return decode(path, duration_s=duration_s, limits=limits, deadline=deadline)
         starts, energies = window_energies(envelope.samples, sample_rate=rate, width=width, search_s=search_s)
         scanned = time.monotonic()
         candidates = _candidates(starts / rate, energies, duration_s=duration_s)
-        audio = _loudest_exactly(path, candidates, duration_s=duration_s, limits=limits)
+        audio = _loudest_exactly(path, candidates, duration_s=duration_s, limits=limits, deadline=deadline)
     log.debug(
         "envelope (%s) of %.1f s in %.2f s; %d candidates; window at %.1f s decoded in %.2f s",
         envelope.decoder,
@@ -147,21 +151,25 @@ def scan_envelope(
     search_s: float = SEARCH_S,
     limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
     head: Head | None = None,
+    deadline: float | None = None,
 ) -> Envelope:
     """The first ``search_s`` seconds of ``path`` at a low rate: by mpg123 for MP3 where it is installed, else ffmpeg.
 
-    ``head`` is the file's :class:`Head`, if the caller has read it. DecodeError (silent, corrupt, ...), TooShortError
-    and TooLongError as :func:`decode` raises them.
+    ``head`` is the file's :class:`Head`, if the caller has read it; ``deadline`` as for :func:`decode`. DecodeError
+    (silent, corrupt, ...), TooShortError and TooLongError as :func:`decode` raises them.
     """
     check_file(path, limits)
+    deadline = decode_deadline(limits, deadline)
     head = head or _read_head(path)
     parts = _parts(head.seconds, search_s)
     mpg123 = mpg123_executable()
     if mpg123 and head.mp3_rate:
-        envelope = _mpg123_envelope(mpg123, path, head.mp3_rate, parts=parts, search_s=search_s, limits=limits)
+        envelope = _mpg123_envelope(
+            mpg123, path, head.mp3_rate, parts=parts, search_s=search_s, limits=limits, deadline=deadline
+        )
         if envelope is not None:
             return envelope
-    return _ffmpeg_envelope(path, parts=parts, search_s=search_s, limits=limits)
+    return _ffmpeg_envelope(path, parts=parts, search_s=search_s, limits=limits, deadline=deadline)
 
 
 @lru_cache(maxsize=1)
@@ -241,7 +249,7 @@ def _mp3_frame(data: bytes, at: int) -> tuple[int, int, int] | None:
 
 
 def _mpg123_envelope(
-    mpg123: str, path: Path, native: int, *, parts: int, search_s: float, limits: AudioLimits
+    mpg123: str, path: Path, native: int, *, parts: int, search_s: float, limits: AudioLimits, deadline: float
 ) -> Envelope | None:
     """mpg123's mono, subband-limited decode (a quarter or half of ``native``, at least 8 kHz); None if it failed.
 
@@ -252,7 +260,6 @@ def _mpg123_envelope(
     frame_samples = 1152 if native >= 32000 else 576  # MPEG-1 frames hold two granules, MPEG-2 and 2.5 one
     frames = math.ceil(search_s * native / frame_samples) + 2  # + the encoder's delay, which mpg123 trims
     per_part = math.ceil(frames / parts)
-    deadline = time.monotonic() + limits.decode_timeout_s
 
     def part(index: int) -> tuple[Pcm | None, int | None]:
         cmd = [mpg123, "--quiet", "--mono", *([f"-{factor}"] if factor > 1 else [])]
@@ -275,14 +282,14 @@ def _mpg123_envelope(
     return _checked(samples, pieces[0].rate, "mpg123", limits)
 
 
-def _ffmpeg_envelope(path: Path, *, parts: int, search_s: float, limits: AudioLimits) -> Envelope:
+def _ffmpeg_envelope(path: Path, *, parts: int, search_s: float, limits: AudioLimits, deadline: float) -> Envelope:
     """ffmpeg's decode at SCAN_RATE, in ``parts`` spans at once (joined where ffmpeg's seek lands: within a codec
     frame of the boundary, which moves no window's energy by more than that frame's share)."""
     edges = [search_s * i / parts for i in range(parts + 1)]
 
     def part(index: int) -> npt.NDArray[np.float64]:
         start, end = edges[index], edges[index + 1]
-        return decode_pcm(path, start_s=start or None, span_s=end - start, sample_rate=SCAN_RATE, limits=limits)
+        return decode_pcm(path, start_s=start or None, span_s=end - start, sample_rate=SCAN_RATE, deadline=deadline)
 
     pieces = _at_once(part, range(parts))
     # A part that ends short of its span met the end of the file, so the parts after it lie past the end. They are
@@ -345,7 +352,9 @@ def _spans(starts_s: list[float], duration_s: float) -> list[tuple[float, float]
     return spans
 
 
-def _loudest_exactly(path: Path, candidates: list[float], *, duration_s: float, limits: AudioLimits) -> Audio:
+def _loudest_exactly(
+    path: Path, candidates: list[float], *, duration_s: float, limits: AudioLimits, deadline: float
+) -> Audio:
     """Decode the spans around ``candidates`` exactly (at once); the loudest candidate window, cut from its span.
 
     The envelope's idea of where the file ends is an estimate: a seek lands on a codec frame, and codecs pad their
@@ -356,9 +365,11 @@ def _loudest_exactly(path: Path, candidates: list[float], *, duration_s: float, 
     """
     width = round(duration_s * TARGET_RATE)
     spans = _spans(candidates, duration_s)
-    decoded = _at_once(lambda span: _decode_span(path, span, duration_s=duration_s, limits=limits), spans)
+    decoded = _at_once(
+        lambda span: _decode_span(path, span, duration_s=duration_s, limits=limits, deadline=deadline), spans
+    )
     if any(span is None for span in decoded):  # the whole file is shorter than the window: it is used whole
-        return decode(path, duration_s=duration_s, limits=limits)
+        return decode(path, duration_s=duration_s, limits=limits, deadline=deadline)
     best: tuple[float, Audio, int] | None = None  # energy, span, first sample
     for (span_start, span_end), span in zip(spans, decoded, strict=True):
         assert span is not None
@@ -380,7 +391,9 @@ def _loudest_exactly(path: Path, candidates: list[float], *, duration_s: float, 
     return Audio(samples, offset_s=offset, source_duration_s=span.source_duration_s if reached_end else None)
 
 
-def _decode_span(path: Path, span: tuple[float, float], *, duration_s: float, limits: AudioLimits) -> Audio | None:
+def _decode_span(
+    path: Path, span: tuple[float, float], *, duration_s: float, limits: AudioLimits, deadline: float
+) -> Audio | None:
     """The span decoded exactly, holding at least one whole window; None if the file is shorter than a window.
 
     A span that comes back too short has met the end of the file: it is decoded again from :data:`TAIL_LEAD_S`
@@ -388,14 +401,14 @@ def _decode_span(path: Path, span: tuple[float, float], *, duration_s: float, li
     """
     width = round(duration_s * TARGET_RATE)
     start, end = span
-    audio = _decode_or_none(path, start_s=start, duration_s=end - start, limits=limits)
+    audio = _decode_or_none(path, start_s=start, duration_s=end - start, limits=limits, deadline=deadline)
     if audio is not None and len(audio.samples) >= width:
         return audio
     ends_at = start + (audio.duration_s if audio is not None else 0.0)
     earlier = max(0.0, ends_at - duration_s - TAIL_LEAD_S)
     if earlier >= start:  # nothing earlier to read: a start past the end of what the envelope saw
         earlier = max(0.0, start - duration_s - TAIL_LEAD_S)
-    audio = _decode_or_none(path, start_s=earlier, duration_s=end - earlier, limits=limits)
+    audio = _decode_or_none(path, start_s=earlier, duration_s=end - earlier, limits=limits, deadline=deadline)
     if audio is None or len(audio.samples) < width:
         if earlier > 0:
             raise TooShortError("the audio is shorter than its first decode said")
@@ -403,9 +416,11 @@ def _decode_span(path: Path, span: tuple[float, float], *, duration_s: float, li
     return audio
 
 
-def _decode_or_none(path: Path, *, start_s: float, duration_s: float, limits: AudioLimits) -> Audio | None:
+def _decode_or_none(
+    path: Path, *, start_s: float, duration_s: float, limits: AudioLimits, deadline: float
+) -> Audio | None:
     """:func:`decode` of a span, or None where the span holds no audio (it starts at or past the end)."""
     try:
-        return decode(path, start_s=start_s or None, duration_s=duration_s, limits=limits)
+        return decode(path, start_s=start_s or None, duration_s=duration_s, limits=limits, deadline=deadline)
     except TooShortError:
         return None
