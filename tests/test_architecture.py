@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first. A module may import its own part and anything in a lower layer.
 LAYERS: list[set[str]] = [
     # foundations, label files
-    {"musrec", "musrec.data", "musrec.errors", "musrec.timecode", "musrec.progress", "musrec.cores"},
+    {"musrec", "musrec.data", "musrec.errors", "musrec.timecode", "musrec.progress", "musrec.cores", "musrec.childenv"},
     {"musrec.audio"},  # decoding, WAV, resampling
     {"musrec.vggish"},  # the model: front end, network, PCA
     {"musrec.embedding", "musrec.audioset", "musrec.cache"},  # embedders; AudioSet's data; cached embeddings

@@ -24,9 +24,8 @@ from musrec.config.values import SECTION, apply, at_least, choice, env_overrides
 from musrec.errors import ConfigError
 from musrec.index.build import BuildOptions
 from musrec.index.tune import ANN_KINDS
-from musrec.links.fetch import FetchOptions
+from musrec.links.options import FetchOptions, parse_extractor_args
 from musrec.links.upstream import check_proxy_url
-from musrec.links.ytdlp_params import parse_extractor_args
 
 if TYPE_CHECKING:
     from musrec.audioset.labels import Labels
@@ -174,7 +173,7 @@ class ServerConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class YouTubeConfig(FetchOptions):
-    """The link-fetching policy (:class:`~musrec.links.fetch.FetchOptions`) and the embedding cache of links."""
+    """The link-fetching policy (:class:`~musrec.links.options.FetchOptions`) and the embedding cache of links."""
 
     cache_path: Path | None = None  # None: <data dir>/embeddings.sqlite3
     cache_max_entries: int = 10_000

@@ -42,26 +42,18 @@ from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError,
 from musrec.links.addresses import AddressPolicy
 from musrec.links.errors import FetchError, FetchFailure, ytdlp_failure
 from musrec.links.guard import GuardProxy
-from musrec.links.parse import YOUTUBE_HOSTS, find_link, normal_host, parse_youtube_url, split_link
-from musrec.links.upstream import check_proxy_url, upstream_proxy
+from musrec.links.options import DEFAULT_START_S, FetchOptions
+from musrec.links.parse import YOUTUBE_HOSTS, find_link, parse_youtube_url, split_link
+from musrec.links.upstream import upstream_proxy
 from musrec.links.ytdlp_env import fetch_environment
-from musrec.links.ytdlp_params import parse_extractor_args, ydl_params
+from musrec.links.ytdlp_params import ydl_params
 from musrec.timecode import format_timecode as clock
 
 log = logging.getLogger(__name__)
 
-DEFAULT_START_S: Final = 30.0
-MARGIN_S: Final = 2.0  # fetched on either side of the window, then trimmed away
-MAX_VIDEO_S: Final = 3 * 3600.0
-MAX_FILESIZE_MB: Final = 20.0  # a 14-second section is a few hundred kB; this only stops runaways
-SOCKET_TIMEOUT_S: Final = 15.0
-# A whole fetch (yt-dlp's requests, then ffmpeg's download of the section) takes a few seconds; a server that keeps
-# a download trickling would otherwise hold a worker for as long as it likes (see musrec.links.guard).
-FETCH_TIMEOUT_S: Final = 120.0
 # What a fetch may receive besides the media (max_filesize): YouTube's watch page, player script and API answers
 # come to a few MB; yt-dlp holds pages whole in memory, so a page that never ends must not be read for ever.
 PAGES_BYTES: Final = 64 * 2**20
-RETRIES: Final = 1
 BOT_CHECK_NOTICE_EVERY_S: Final = 3600.0
 BOT_CHECK_REMEDIES: Final = (
     "YouTube asks this server to sign in to confirm it is not a bot, so links fail here; the remedies, in the"
@@ -84,51 +76,6 @@ _GUARD_ANSWERS: Final = frozenset(
         FetchFailure.FAILED,
     }
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class FetchOptions:
-    """What may be fetched and how. The defaults are the production policy: YouTube only, public addresses only.
-
-    ``allowed_hosts`` are exact host names (or IP literals). ``allow_private_addresses`` lets connections reach
-    any address (the guard stays in the path): only for tests against a loopback server, never in production.
-    ``js_runtimes`` names JavaScript runtimes yt-dlp may use for YouTube's player challenges.
-    ``ytdlp_cache_dir`` keeps yt-dlp's player cache between fetches (None: no cache, nothing written).
-    ``proxy`` is an egress proxy that the guard connects through (:mod:`musrec.links.upstream`; its credentials
-    come from the environment). ``pot_provider_url`` is a PO-token provider's server (bgutil-ytdlp-pot-provider)
-    and ``extractor_args`` more of yt-dlp's extractor arguments (:mod:`musrec.links.ytdlp_params`).
-    """
-
-    allowed_hosts: tuple[str, ...] = YOUTUBE_HOSTS
-    allow_private_addresses: bool = False
-    max_video_s: float = MAX_VIDEO_S
-    max_filesize_mb: float = MAX_FILESIZE_MB
-    margin_s: float = MARGIN_S
-    socket_timeout_s: float = SOCKET_TIMEOUT_S
-    fetch_timeout_s: float = FETCH_TIMEOUT_S
-    retries: int = RETRIES
-    default_start_s: float = DEFAULT_START_S
-    cookies: Path | None = None
-    js_runtimes: tuple[str, ...] = ("deno", "node")
-    ytdlp_cache_dir: Path | None = None
-    proxy: str | None = None
-    pot_provider_url: str | None = None
-    extractor_args: str = ""
-
-    def __post_init__(self) -> None:
-        if self.proxy:
-            check_proxy_url(self.proxy)
-        parse_extractor_args(self.extractor_args)
-        if min(self.max_video_s, self.max_filesize_mb, self.socket_timeout_s, self.fetch_timeout_s) <= 0:
-            raise ValueError("max_video_s, max_filesize_mb, socket_timeout_s and fetch_timeout_s must be positive")
-        if self.margin_s < 0 or self.retries < 0 or self.default_start_s < 0:
-            raise ValueError("margin_s, retries and default_start_s must not be negative")
-        object.__setattr__(self, "allowed_hosts", tuple(normal_host(h) for h in self.allowed_hosts))
-
-    @property
-    def max_filesize(self) -> int:
-        """The largest download, in bytes."""
-        return int(self.max_filesize_mb * 2**20)
 
 
 @dataclass(frozen=True, eq=False)

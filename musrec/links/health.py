@@ -21,14 +21,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from musrec.childenv import child_environment
+from musrec.links.options import FetchOptions
 from musrec.links.upstream import UpstreamRefused, upstream_proxy
 from musrec.links.ytdlp_env import find_js_runtimes
-
-if TYPE_CHECKING:
-    from musrec.links.fetch import FetchOptions
 
 OK, WARN, PROBLEM = "ok", "warn", "problem"
 YTDLP_MAX_AGE_DAYS: Final = 60

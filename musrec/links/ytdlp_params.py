@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from musrec.links.guard import FFMPEG_PROTOCOLS
+from musrec.links.options import FetchOptions, parse_extractor_args
 from musrec.links.ytdlp_env import FetchEnvironment
-
-if TYPE_CHECKING:
-    from musrec.links.fetch import FetchOptions
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +26,6 @@ FORMAT: Final = f"bestaudio{_DIRECT}/bestaudio/best{_DIRECT}/best"
 POT_PROVIDER_KEY: Final = "youtubepot-bgutilhttp"  # the bgutil plugin's HTTP provider, as yt-dlp names it
 # Pages uncompressed: yt-dlp inflates a compressed page whole, past what the address guard counted.
 HEADERS: Final = {"Accept-Encoding": "identity"}
-
-
-def parse_extractor_args(text: str) -> dict[str, dict[str, list[str]]]:
-    """yt-dlp's ``--extractor-args`` syntax, several separated by spaces: ``KEY:ARG=V1,V2;ARG2=V`` ->
-    ``{key: {arg: [v1, v2], arg2: [v]}}`` (keys lower-cased, ``-`` in argument names read as ``_``, as yt-dlp
-    does). ValueError, naming the part, for what is not that."""
-    parsed: dict[str, dict[str, list[str]]] = {}
-    for part in text.split():
-        key, colon, args = part.partition(":")
-        if not colon or not key or not args:
-            raise ValueError(f"{part!r} is not KEY:ARG=VALUE")
-        into = parsed.setdefault(key.lower(), {})
-        for arg in args.split(";"):
-            name, equals, values = arg.partition("=")
-            if not equals or not name.strip():
-                raise ValueError(f"{arg!r} in {part!r} is not ARG=VALUE")
-            into[name.strip().lower().replace("-", "_")] = values.split(",")
-    return parsed
 
 
 def extractor_args(options: FetchOptions) -> dict[str, dict[str, list[str]]]:
