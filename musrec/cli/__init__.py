@@ -1,6 +1,7 @@
 """The ``musrec`` command line: set up, build and inspect indexes, embed audio, ask for recommendations, serve.
 
-Configuration comes from ``--config FILE`` (or ``$MUSREC_CONFIG``, or ``./config.toml`` when present), then
+Configuration comes from ``--config FILE`` (or ``$MUSREC_CONFIG``, ``./config.toml``, the user's
+``$XDG_CONFIG_HOME/musrec/config.toml``: :func:`musrec.config.find_config`), then
 ``MUSREC_*`` environment variables, then the flags (``parser``). Each command is a function in ``commands``.
 Errors print one line and exit non-zero; a bug prints one line too, and its traceback with ``-v``.
 """

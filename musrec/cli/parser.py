@@ -12,6 +12,7 @@ from musrec import __version__
 from musrec.config import (
     BACKENDS,
     BUILD_BACKENDS,
+    CONFIG_SEARCH,
     EMBEDDERS,
     REPRESENTATIONS,
     SHORT_SEGMENT_POLICIES,
@@ -36,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="musrec", description="Find sounds that sound like this one, in Google AudioSet.")
     parser.add_argument("--version", action="version", version=f"musrec {__version__}")
-    parser.add_argument("--config", type=Path, help="TOML config file (default: $MUSREC_CONFIG or ./config.toml)")
+    parser.add_argument("--config", type=Path, help=f"TOML config file (default: {CONFIG_SEARCH})")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
