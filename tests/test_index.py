@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,76 @@ def test_metadata_and_music_mask(tmp_path: Path) -> None:
     assert index.store.find(info.video_id)[0] == info
     assert index.store.find(info.video_id, info.start_s + 0.2)[0] == info
     assert index.store.find(info.video_id, info.start_s + 3) == []
+
+
+# ---- what `musrec index build` read, and `musrec index info` (issue 26) -----------------------------------------
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from musrec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _rows(text: str) -> dict[str, str]:
+    """`index info`'s rows: {key: value}."""
+    return {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in text.splitlines()}
+
+
+@pytest.mark.parametrize("structure", ["annoy", "ivf"])
+def test_index_info_names_only_the_splits_that_were_read(tmp_path: Path, structure: str) -> None:
+    """Issue 26: `index info` listed all three splits (the filter asked for) for an index of the eval split alone."""
+    from audioset_fixtures import write_layout
+
+    tree = write_layout(tmp_path / "features", {"eval": make_segments(70, split="eval", seed=4)})
+    out = tmp_path / "idx"
+    code, _, err = _cli(["index", "build", str(tree), "--out", str(out), "--backend", structure, "--no-progress"])
+    assert code == 0, err
+    code, text, _ = _cli(["index", "info", str(out)])
+    rows = _rows(text)
+    assert code == 0 and rows["splits"] == "eval 70"
+    assert "unbal_train" not in text and "bal_train" not in text
+    assert rows["structure"].startswith(structure) and "splits=" not in rows["filters"]
+    # An index built before splits were counted says what its build asked for, and that it is not a count.
+    manifest = json.loads((out / MANIFEST).read_text())
+    del manifest["ingest"]["splits"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    code, text, _ = _cli(["index", "info", str(out)])
+    assert _rows(text)["splits"] == "bal_train, eval, unbal_train (asked for; not counted by this build)"
+
+
+def test_a_truncated_tarball_is_an_error_that_says_what_was_read_and_lost(tmp_path: Path) -> None:
+    """Issue 26: `index build` exited 0 with "0 corrupt records skipped; damaged: features.tar.gz (truncated)"."""
+    from audioset_fixtures import make_tarball, truncate, write_layout
+
+    root = tmp_path / "features"
+    write_layout(
+        root,
+        {
+            "bal_train": make_segments(40, split="bal_train", seed=2, start=1000),
+            "eval": make_segments(60, split="eval"),
+        },
+    )
+    tarball = make_tarball(root, tmp_path / "features.tar.gz")
+    truncate(tarball, 0.6)
+    out = tmp_path / "idx"
+    code, text, err = _cli(["index", "build", str(tarball), "--out", str(out), "--no-progress"])
+    assert code == 1 and text == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("musrec: error: features.tar.gz ends early or is damaged (")
+    read = re.search(r"after (\d+) whole TFRecord files \(bal_train (\d+)(?:, eval (\d+))?; (\d+) records\)", err)
+    assert read, err
+    files, bal, eval_, records = (int(g or 0) for g in read.groups())
+    assert 0 < files < 100 and files == bal + eval_ and records >= files  # part of its 100 files, one or more each
+    assert "whatever followed in the archive is lost (0.00 GB on disk; AudioSet's features.tar.gz is 2.4 GB)" in err
+    assert err.rstrip().endswith(
+        "Nothing was built: download the file again, or copy it whole (`musrec setup` fetches AudioSet's and checks "
+        "it to the end), then build again"
+    )
+    assert not out.exists() and not list(tmp_path.glob(".idx.*"))

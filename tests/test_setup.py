@@ -252,10 +252,11 @@ def test_a_corrupted_file_is_reported_and_kept_then_fetched_again_once_moved_awa
     pca.write_bytes(b"\0" * pca.stat().st_size)  # same size, new mtime: the state file no longer vouches for it
     r = run(["--config", str(config), "setup", "--models-only", "--no-progress"])
     assert r.code == 1
-    assert r.err.strip() == (
-        f"musrec: error: {pca} is not the file [setup] pca_sha512 names and was left as it is: for a model of your "
-        'own, set [setup] pca_sha512 = ""; to fetch the file it names instead, move this one away and run '
-        "`musrec setup --models-only` (without network: `musrec setup --from DIR`)"
+    assert r.err.strip() == (  # issue 26: the configuration file to edit, and the variable that does the same
+        f"musrec: error: {pca} is not the file [setup] pca_sha512 names; left as it is. For a model of your own, "
+        f'set pca_sha512 = "" under [setup] in {config} (or MUSREC_SETUP_PCA_SHA512= in the environment); to fetch '
+        "the published file instead, move it away and run `musrec setup --models-only` (without network: "
+        "`musrec setup --from DIR`)"
     )
     assert pca.read_bytes() == b"\0" * pca.stat().st_size and len(server.hits(PCA_PATH)) == 1
     pca.rename(tmp_path / "mine.npz")
@@ -289,7 +290,7 @@ def test_features_mirrors_are_tried_in_turn(tmp_path: Path, server: FileServer, 
     order = [h.path for h in server.hits() if "features" in h.path]
     assert order == ["/us/features.tar.gz", "/eu/features.tar.gz", FEATURES_PATH]
     assert "features: downloaded (" in r.out and server.url(FEATURES_PATH) in r.out
-    assert re.search(r"^index: built \(60 segments at .* \(eval\)", r.out, re.M), r.out
+    assert re.search(r"^index: built \(60 segments at .* \(eval 60\)", r.out, re.M), r.out
 
 
 def test_a_broken_features_tarball_is_rejected(tmp_path: Path, server: FileServer, files: SetupFiles) -> None:
@@ -354,7 +355,27 @@ def test_setup_from_a_directory_downloads_nothing(
     # Other [build] settings rebuild the index from the features already in place, still without a download.
     r = run(["--config", str(config), "setup", "--splits", "eval", "--music-only", "--no-progress"])
     assert r.code == 0, r.err
-    assert "features: present" in r.out and re.search(r"^index: built \(30 segments .*eval, music only", r.out, re.M)
+    assert "index: rebuilding ([build] settings changed: music_only false -> true; splits bal_train, eval, " in r.out
+    assert "features: present" in r.out and re.search(r"^index: built \(30 segments .*eval 30, music only", r.out, re.M)
+    assert server.hits() == []
+    # Issue 26: a plain rerun keeps that choice, and says what the [build] settings would change.
+    manifest = data / "index" / "manifest.json"
+    built = manifest.stat().st_mtime_ns
+    r = run(["--config", str(config), "setup", "--no-progress"])
+    assert r.code == 0, r.err
+    assert re.search(
+        r"^index: kept \(30 segments at .* \(eval 30, music only\); .*, as `musrec setup --music-only --splits eval` "
+        r"chose; the \[build\] settings would change music_only true -> false; splits eval -> bal_train, eval, "
+        r"unbal_train: `musrec setup --rebuild` builds that\)$",
+        r.out,
+        re.M,
+    ), r.out
+    assert manifest.stat().st_mtime_ns == built
+    r = run(["--config", str(config), "setup", "--rebuild", "--no-progress"])
+    assert r.code == 0, r.err
+    assert re.search(r"^index: built \(100 segments .*\(eval 60, bal_train 40\)", r.out, re.M), r.out
+    r = run(["--config", str(config), "setup", "--no-progress"])
+    assert re.search(r"^index: up to date \(100 segments", r.out, re.M), r.out
     assert server.hits() == []
 
 

@@ -143,11 +143,14 @@ def with_index(config: Path, shared_index: Path) -> None:
     shutil.copytree(shared_index, load_config(config, environ={}).index_path)
 
 
-def mismatch_line(mine: Mine) -> str:
+def mismatch_line(mine: Mine, config: Path) -> str:
+    """Issue 26: both files in one run, the configuration file to edit and the variables that do the same."""
     return (
-        f"{mine.checkpoint} is not the file [setup] checkpoint_sha512 names and was left as it is: for a model of "
-        'your own, set [setup] checkpoint_sha512 = ""; to fetch the file it names instead, move this one away and '
-        "run `musrec setup --models-only` (without network: `musrec setup --from DIR`)"
+        f"{mine.checkpoint} is not the file [setup] checkpoint_sha512 names, and {mine.pca} is not the file [setup] "
+        'pca_sha512 names; left as they are. For a model of your own, set checkpoint_sha512 = "" and pca_sha512 = "" '
+        f"under [setup] in {config} (or MUSREC_SETUP_CHECKPOINT_SHA512= MUSREC_SETUP_PCA_SHA512= in the "
+        "environment); to fetch the published files instead, move them away and run `musrec setup --models-only` "
+        "(without network: `musrec setup --from DIR`)"
     )
 
 
@@ -175,7 +178,7 @@ def test_setup_stops_in_one_line_and_keeps_the_files(
     config = config_file(tmp_path, server, files, mine, own=False)
     r = run(["--config", str(config), "setup", "--no-progress", *options])
     assert r.code == 1
-    assert r.err == f"musrec: error: {mismatch_line(mine)}\n"
+    assert r.err == f"musrec: error: {mismatch_line(mine, config)}\n"
     assert mine.unchanged()
     assert no_model_fetched(server) and not server.hits(FEATURES_PATH)
 
@@ -191,7 +194,7 @@ def test_setup_from_a_directory_copies_nothing_over_them(
     config = config_file(tmp_path, server, files, mine, own=False)
     r = run(["--config", str(config), "setup", "--from", str(published), "--no-progress"])
     assert r.code == 1
-    assert r.err == f"musrec: error: {mismatch_line(mine)}\n"
+    assert r.err == f"musrec: error: {mismatch_line(mine, config)}\n"
     assert mine.unchanged()
     assert server.hits() == []
 
@@ -208,7 +211,7 @@ def test_ensure_ready_as_the_bot_calls_it_raises_one_line(
         with_index(config, shared_index)
     with pytest.raises(ChecksumMismatchError) as raised:
         ensure_ready(loaded(config), progress=True)
-    assert str(raised.value) == mismatch_line(mine)
+    assert str(raised.value) == mismatch_line(mine, config)
     assert mine.unchanged()
     assert server.hits() == []
 
@@ -233,7 +236,7 @@ def test_the_bot_entry_point_prints_one_line_and_exits_1(
     code = bot_main(["--config", str(config), "run"])
     err = capsys.readouterr().err
     assert code == 1
-    assert err == f"musrec-bot: {mismatch_line(mine)}\n"
+    assert err == f"musrec-bot: {mismatch_line(mine, config)}\n"
     assert mine.unchanged()
     assert server.hits() == []
 
@@ -250,7 +253,7 @@ def test_a_second_start_does_not_hash_the_file_again(
     real = musrec.setup.models.sha512_file
     monkeypatch.setattr(musrec.setup.models, "sha512_file", lambda path, **kw: hashed.append(path) or real(path, **kw))
     r = run(["--config", str(config), "setup", "--models-only", "--no-progress"])
-    assert r.code == 1 and r.err == f"musrec: error: {mismatch_line(mine)}\n"
+    assert r.code == 1 and r.err == f"musrec: error: {mismatch_line(mine, config)}\n"
     assert hashed == []
     assert mine.unchanged()
 
@@ -268,10 +271,61 @@ def test_doctor_reports_and_keeps_them(tmp_path: Path, server: FileServer, files
     assert checkpoint_line().startswith("warn") and "not verified: run `musrec setup`" in checkpoint_line()
     assert run(["--config", str(config), "setup", "--models-only", "--no-progress"]).code == 1
     line = checkpoint_line()
-    named = rf"{re.escape(str(mine.checkpoint))} \(.* MB\) is not the file setup\.checkpoint_sha512 names"
-    assert line.startswith("warn") and re.search(named, line), line
+    named = (
+        f"{mine.checkpoint} is not the file [setup] checkpoint_sha512 names; left as it is. For a model of your own, "
+        f'set checkpoint_sha512 = "" under [setup] in {config} (or MUSREC_SETUP_CHECKPOINT_SHA512= in the '
+        "environment); "
+    )
+    assert line.startswith("problem") and named in line and re.search(r"\(\d+\.\d MB\)$", line), line
     assert mine.unchanged()
     assert server.hits() == []
+
+
+def test_the_health_check_fails_where_the_bot_refuses(
+    tmp_path: Path,
+    server: FileServer,
+    files: SetupFiles,
+    mine: Mine,
+    shared_index: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 26: a model of one's own, set up with `sha512 = ""` in a config file, then started where no config.toml
+    is (the settings from the environment only). `scripts/bot` refuses; so must Docker's health check, with the
+    same finding, and both pass once the environment says the model is one's own."""
+    config = config_file(tmp_path, server, files, mine, own=True)
+    with_index(config, shared_index)
+    assert run(["--config", str(config), "setup", "--models-only", "--no-progress"]).code == 0
+    assert not Path("config.toml").exists()
+    for name, value in {
+        "MUSREC_DATA_DIR": str(tmp_path / "data"),
+        "MUSREC_EMBEDDER_CHECKPOINT": str(mine.checkpoint),
+        "MUSREC_EMBEDDER_PCA_PARAMS": str(mine.pca),
+        "MUSREC_SETUP_CHECKPOINT_URLS": server.url(CHECKPOINT_PATH),
+        "MUSREC_SETUP_PCA_URLS": server.url(PCA_PATH),
+        "MUSREC_SETUP_BUNDLE_URLS": server.url(BUNDLE_PATH),
+        "MUSREC_DISCORD_TOKEN": "a.token.never.sent",
+    }.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert bot_main(["run"]) == 1
+    refused = capsys.readouterr().err
+    health = run(["doctor", "--quick", "--bot", "--quiet"])
+    assert health.code == 1
+    problems = {line.split()[1]: line for line in health.out.splitlines() if line.startswith("problem")}
+    assert set(problems) == {"checkpoint", "pca"}, health.out  # "pca params": split on spaces
+    for path, key in ((mine.checkpoint, "checkpoint_sha512"), (mine.pca, "pca_sha512")):
+        finding = f"{path} is not the file [setup] {key} names"
+        assert finding in refused and any(finding in line for line in problems.values())
+        assert f"MUSREC_SETUP_{key.upper()}=" in refused
+    assert "MUSREC_SETUP_CHECKPOINT_SHA512= in the environment" in problems["checkpoint"]
+    assert mine.unchanged() and no_model_fetched(server)
+    # Said in the environment, the model is one's own: the health check passes, and the bot's start finds it ready.
+    monkeypatch.setenv("MUSREC_SETUP_CHECKPOINT_SHA512", "")
+    monkeypatch.setenv("MUSREC_SETUP_PCA_SHA512", "")
+    health = run(["doctor", "--quick", "--bot", "--quiet"])
+    assert health.code == 0 and health.out == "", health.out
+    assert check_ready(load_config(None)) == []
 
 
 # ---- the configuration says the model is the user's (sha512 = ""): success, nothing touched --------------------

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from musrec.audioset.labels import Labels
 from musrec.audioset.representation import SEGMENT_ROWS, fit_rows
-from musrec.errors import DataError
+from musrec.errors import DataError, is_disk_full
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 from musrec.vggish.tfutil import import_tensorflow
 
@@ -76,6 +76,8 @@ class IngestReport:
     filtered: dict[str, int] = field(default_factory=dict)
     corrupt_records: int = 0
     damaged_files: list[str] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)  # segments kept, by split ("" when the path names none)
+    truncated: list[str] = field(default_factory=list)  # tarballs that end early: what was read, what is lost
 
     def count_filtered(self, reason: str) -> None:
         self.filtered[reason] = self.filtered.get(reason, 0) + 1
@@ -132,8 +134,14 @@ def iter_record_files(
 
 
 def _iter_tar(path: Path, *, splits: frozenset[str], report: IngestReport) -> Iterator[_RecordFile]:
-    """Stream a (gzipped) tarball: each wanted shard is copied to a temporary file, read, then deleted."""
+    """Stream a (gzipped) tarball: each wanted shard is copied to a temporary file, read, then deleted.
+
+    A tarball that ends early (a truncated download) or is damaged mid-way keeps what was read before; what was
+    read and what was lost are added to ``report.truncated``.
+    """
     found = False
+    records_before = report.records
+    shards: dict[str, int] = {}  # shards read in full, by split
     try:
         with (
             tempfile.TemporaryDirectory(prefix="musrec-shard-") as tmp,
@@ -155,15 +163,34 @@ def _iter_tar(path: Path, *, splits: frozenset[str], report: IngestReport) -> It
                     while chunk := src.read(1 << 20):
                         dst.write(chunk)
                 yield _RecordFile(f"{path.name}:{member.name}", shard, split)
+                shards[split or "other"] = shards.get(split or "other", 0) + 1
     except (tarfile.TarError, EOFError, OSError) as err:
+        if isinstance(err, OSError) and is_disk_full(err):
+            raise  # writing the shard's temporary copy, not reading the tarball
         if not found:
             raise DataError(f"{path.name} is not a readable tarball: {err}") from None
         # A truncated download: what was read stands, the loss is reported.
         log.warning("tarball %s is truncated or damaged: %s", path, err)
         report.damaged_files.append(f"{path.name} (truncated)")
+        report.truncated.append(_truncation(path, err, shards, report.records - records_before))
         return
     if not found:
         raise DataError(f"{path.name} contains no {TFRECORD_SUFFIX} files")
+
+
+def _truncation(path: Path, err: BaseException, shards: dict[str, int], records: int) -> str:
+    """What a tarball that ends early gave, and what it lost, in one sentence."""
+    by_split = ", ".join(f"{split} {n:,}" for split, n in sorted(shards.items()))
+    read = (
+        f"{sum(shards.values()):,} whole TFRecord files ({by_split}; {records:,} records)"
+        if shards
+        else "no whole file"
+    )
+    return (
+        f"{path.name} ends early or is damaged ({err or type(err).__name__}) after {read}: "
+        f"whatever followed in the archive is lost ({path.stat().st_size / 1e9:.2f} GB on disk; AudioSet's "
+        "features.tar.gz is 2.4 GB)"
+    )
 
 
 # ---- reading records ----------------------------------------------------------------------------------------
@@ -238,6 +265,7 @@ def read_segments(
             kept = _filter(segment, labels=labels, filt=filt, report=report)
             if kept is not None:
                 report.kept += 1
+                report.splits[kept.split] = report.splits.get(kept.split, 0) + 1
                 yield kept
         if damaged:
             report.damaged_files.append(rf.name)

@@ -92,7 +92,8 @@ def index_info(args: argparse.Namespace, config: Config) -> int:
             + f" (target {m.target_recall})",
         ),
         ("backend", f"{m.preferred_backend} by default; {_format_ms(m.query_ms)}"),
-        ("filters", ", ".join(f"{k}={v}" for k, v in sorted(m.filters.items())) or "none"),
+        ("splits", m.splits()),
+        ("filters", ", ".join(f"{k}={v}" for k, v in sorted(m.filters.items()) if k != "splits") or "none"),
         ("sources", ", ".join(m.sources) or "-"),
         ("built", f"{m.built_at} in {m.build_seconds:.1f} s by musrec {m.musrec_version}"),
     ]
@@ -207,6 +208,9 @@ def setup(args: argparse.Namespace, config: Config) -> int:
         rebuild=args.rebuild,
         recheck=args.recheck,
         progress=not args.no_progress,
+        chosen=frozenset(
+            k.removeprefix("build.") for k, v in vars(args).items() if k.startswith("build.") and v is not None
+        ),
     )
     print(f"data directory: {config.data_dir}", flush=True)
     setup(config, options, on_step=lambda step: print(step, flush=True))

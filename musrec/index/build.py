@@ -268,7 +268,7 @@ def build_from_sources(
     }
     report = IngestReport()
     manifest = build_index(
-        read_segments(list(sources), labels=labels, filt=filt, report=report),
+        _whole(read_segments(list(sources), labels=labels, filt=filt, report=report), report),
         out,
         labels=labels,
         options=options,
@@ -279,3 +279,13 @@ def build_from_sources(
         progress=progress,
     )
     return manifest, report
+
+
+def _whole(segments: Iterator[Segment], report: IngestReport) -> Iterator[Segment]:
+    """``segments``, then a DataError if a tarball ended early: an index of part of an archive is not published."""
+    yield from segments
+    if report.truncated:
+        raise DataError(
+            "; ".join(report.truncated) + ". Nothing was built: download the file again, or copy it whole (`musrec "
+            "setup` fetches AudioSet's and checks it to the end), then build again"
+        )

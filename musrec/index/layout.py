@@ -117,6 +117,16 @@ class Manifest:
         except TypeError as err:
             raise IndexFormatError(f"{path} is malformed: {err}") from None
 
+    def splits(self) -> str:
+        """The AudioSet splits the index holds, for people: "eval 120, bal_train 80", counted when it was built
+        (splits asked for but absent from the sources are not listed). Indexes built before the count say which
+        splits their build asked for."""
+        counted = self.ingest.get("splits")
+        if not isinstance(counted, dict):
+            return ", ".join(self.filters.get("splits", [])) + " (asked for; not counted by this build)"
+        named = {split or "no split named": n for split, n in counted.items()}
+        return ", ".join(f"{split} {n:,}" for split, n in sorted(named.items(), key=lambda kv: -kv[1])) or "none"
+
     def structure(self) -> str:
         """The approximate structure and its tuned parameter, for people: "ivf, 2048 lists, nprobe 6, ..."."""
         if self.ann == "ivf":

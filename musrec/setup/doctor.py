@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from musrec.config import Config, load_config
+from musrec.config import Config, load_config, user_config_file
+from musrec.config.values import ENV_PREFIX, ENV_RESERVED
 from musrec.errors import MusrecError
 
 OK, WARN, PROBLEM = "ok", "warn", "problem"
@@ -84,8 +85,11 @@ def _config(path: Path | None, env: Mapping[str, str]) -> tuple[Config, Check]:
         config = load_config(path, env)
     except MusrecError as err:
         return Config(), Check("config", PROBLEM, f"{err} (the other checks use the defaults)")
-    where = str(path) if path is not None else "no config file: defaults and MUSREC_* variables"
-    overrides = sorted(k for k in env if k.startswith("MUSREC_") and k not in ("MUSREC_CONFIG", TOKEN_ENV))
+    if path is None:
+        where = f"no config file (no ./config.toml, no {user_config_file(env)}): defaults and MUSREC_* variables"
+    else:
+        where = str(path) + (" (no ./config.toml here)" if path == user_config_file(env) else "")
+    overrides = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in ENV_RESERVED)
     return config, Check("config", OK, where + (f"; environment: {', '.join(overrides)}" if overrides else ""))
 
 
@@ -130,37 +134,33 @@ def _mpg123() -> Check:
 
 
 def _models(config: Config) -> list[Check]:
+    """What the bot's start (``check_ready``) sees of each VGGish file: a file it refuses is a problem here too."""
     from musrec.progress import human_bytes
-    from musrec.setup.models import model_files
+    from musrec.setup.models import CHANGED, MISMATCH, MISSING, VERIFIED, mismatch_message, model_files, model_state
     from musrec.setup.state import SetupState
 
     needed = config.embedder.kind == "local"
     state = SetupState(config.data_dir)
     checks = []
-    for mf in model_files(config):
-        if not mf.path.is_file():
+    for ms in (model_state(mf, state) for mf in model_files(config)):
+        mf = ms.file
+        if ms.status == MISSING:
             if needed:
                 checks.append(Check(mf.name, PROBLEM, f"{mf.path} is missing: run `musrec setup --models-only`"))
             else:
                 checks.append(Check(mf.name, WARN, f"{mf.path} is missing (not needed: embedder.kind = max)"))
             continue
         size = human_bytes(mf.path.stat().st_size)
-        record = state.lookup(mf.path)
-        if record is None:
-            known = state.files.get(state.key(mf.path)) is not None
-            detail = (
-                "changed since it was verified: run `musrec setup`" if known else "not verified: run `musrec setup`"
-            )
-            checks.append(Check(mf.name, WARN, f"{mf.path} ({size}), {detail}"))
-        elif mf.sha512 and record.get("sha512") != mf.sha512:
-            checks.append(Check(mf.name, WARN, f"{mf.path} ({size}) is not the file setup.{_sha_key(mf.name)} names"))
-        else:
+        if ms.status == MISMATCH:
+            detail = f"{mismatch_message([mf], config.file)} ({size})"
+            checks.append(Check(mf.name, PROBLEM if needed else WARN, detail))
+        elif ms.status == VERIFIED and ms.record is not None:
+            record = ms.record
             checks.append(Check(mf.name, OK, f"{mf.path} ({size}), {record.get('verified')} on {record.get('at')}"))
+        else:
+            detail = "changed since it was verified" if ms.status == CHANGED else "not verified"
+            checks.append(Check(mf.name, WARN, f"{mf.path} ({size}), {detail}: run `musrec setup`"))
     return checks
-
-
-def _sha_key(name: str) -> str:
-    return "checkpoint_sha512" if name == "checkpoint" else "pca_sha512"
 
 
 def _index(config: Config, *, annoy_works: bool) -> Check:
@@ -178,10 +178,9 @@ def _index(config: Config, *, annoy_works: bool) -> Check:
             Index(path, backend=m.ann).close()
         except MusrecError as err:
             return Check("index", PROBLEM, f"{path} does not load: {err} (run `musrec setup --rebuild`)")
-    splits = ",".join(m.filters.get("splits", [])) or "all"
-    music = " music-only" if m.filters.get("music_only") else ""
+    music = ", music only" if m.filters.get("music_only") else ""
     detail = (
-        f"{path}: {m.count:,} segments ({splits}{music}), {m.representation} {m.dimension}-d, {m.structure()}, "
+        f"{path}: {m.count:,} segments ({m.splits()}{music}), {m.representation} {m.dimension}-d, {m.structure()}, "
         f"recall@10 {m.recall_at_10:.3f}, {m.preferred_backend} preferred, built {m.built_at}"
     )
     left = debris(path)

@@ -24,7 +24,7 @@ from musrec.config import Config
 from musrec.errors import DataError, DownloadError
 from musrec.progress import Meter
 from musrec.setup.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceError
-from musrec.setup.files import fetch_file, find_file, link_or_copy
+from musrec.setup.files import NotInSourceError, Wanted, fetch_file, find_file, link_or_copy
 from musrec.setup.state import TFRECORD, SetupOptions, SetupState, Step
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,11 @@ def ensure_features(
         return dest
     if not options.features:
         return None
+    if options.source is not None:  # --from: nothing is downloaded
+        url = next(iter(config.setup.features_urls), "")
+        raise NotInSourceError(
+            options.source, [Wanted(f"{FEATURES_TARBALL} (2.4 GB) or its unpacked {EMBEDDINGS_DIR}/", url)]
+        )
     return _download_features(config, tarball, state, options, emit)
 
 

@@ -2,7 +2,8 @@
 
 Downloads use the ``[setup]`` timeout and retries. A file the user has (``musrec setup --from DIR``) is found by
 name and goes in through a ``.part``, like a download, so nothing half-written ever sits under a final name: a
-hard link where the file systems allow one (instant, no extra space), else a copy.
+hard link where the file systems allow one (instant, no extra space), else a copy. With ``--from`` nothing is ever
+downloaded: what DIR lacks is a :class:`NotInSourceError` naming each file and where to get it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from musrec.config import SetupConfig
+from musrec.errors import DataError
 from musrec.progress import Meter
 from musrec.setup.download import CHUNK, Downloaded, discard_partial, fetch_first, part_path, publish
 
@@ -39,6 +42,32 @@ def fetch_file(
         progress=progress,
         check=check,
     )
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A file set-up needs that ``--from DIR`` does not hold: what it is called there, and where to get it."""
+
+    names: str  # "vggish_model.ckpt", "features.tar.gz (2.4 GB) or its unpacked audioset_v1_embeddings/"
+    url: str
+
+    def __str__(self) -> str:
+        return f"{self.names} from {self.url}" if self.url else self.names
+
+
+class NotInSourceError(DataError):
+    """``--from DIR`` lacks files set-up needs; nothing was downloaded. ``wanted`` names each (several stages add
+    theirs, so one run names everything missing)."""
+
+    def __init__(self, source: Path, wanted: Sequence[Wanted]) -> None:
+        self.source = source
+        self.wanted = tuple(wanted)
+        super().__init__(
+            f"--from {source} does not hold what set-up still needs, and nothing was downloaded: "
+            + "; ".join(str(w) for w in self.wanted)
+            + f". Copy them into {source} (any folder below it will do) from a machine with network; or let "
+            "`musrec setup` without --from download them"
+        )
 
 
 def find_file(directory: Path | None, name: str) -> Path | None:

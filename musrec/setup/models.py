@@ -11,6 +11,10 @@ without network) to get Google's file. That holds for a file musrec downloaded i
 since: a path, a size and a time cannot tell it from a file of the user's, so every file in place is the user's.
 Only musrec's own leftovers are removed: the ``.part`` files of unfinished downloads and extractions, and a MAX
 bundle it fetched to extract from (a bundle found in the models directory is used and kept).
+
+With ``--from DIR`` nothing is downloaded: the files come from DIR (or a MAX bundle in it), and those it lacks are
+named with where to get them (:class:`~musrec.setup.files.NotInSourceError`). :func:`model_state` is what set-up
+knows of a file without hashing it: ``check_ready`` (the bot's start) and ``musrec doctor`` both ask it.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ import logging
 import shutil
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from musrec.config import Config
+from musrec.config import Config, user_config_file
+from musrec.config.values import env_name
 from musrec.errors import DataError, DownloadError
 from musrec.setup.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceError, part_path, publish, sha512_file
-from musrec.setup.files import fetch_file, find_file, link_or_copy
+from musrec.setup.files import Wanted, fetch_file, find_file, link_or_copy
 from musrec.setup.state import SetupOptions, SetupState, Step
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,48 @@ def model_files(config: Config) -> list[ModelFile]:
     ]
 
 
+# What a model file in place is, as far as set-up knows without hashing it again.
+MISSING, UNVERIFIED, CHANGED, MISMATCH, VERIFIED = "missing", "not verified", "changed", "mismatch", "verified"
+
+
+@dataclass(frozen=True)
+class ModelFileState:
+    """A VGGish file in place and what ``setup-state.json`` says of it: ``status`` is one of MISSING, UNVERIFIED
+    (never hashed, or checked against other [setup] settings), CHANGED (since it was verified), MISMATCH (its
+    recorded sha512 is not the configured one: set-up and the bot's start refuse it) or VERIFIED."""
+
+    file: ModelFile
+    status: str
+    record: dict[str, Any] | None = None
+
+
+def model_state(mf: ModelFile, state: SetupState) -> ModelFileState:
+    """What set-up knows of ``mf`` now (nothing is hashed): the one answer for ``check_ready`` and the doctor."""
+    if not mf.path.is_file():
+        return ModelFileState(mf, MISSING)
+    record = state.lookup(mf.path)
+    if record is None:
+        return ModelFileState(mf, CHANGED if state.key(mf.path) in state.files else UNVERIFIED)
+    if mf.sha512 and record.get("sha512") != mf.sha512:
+        return ModelFileState(mf, MISMATCH, record)
+    return ModelFileState(mf, VERIFIED if verified_record(mf, state) else UNVERIFIED, record)
+
+
+def mismatch_message(files: Sequence[ModelFile], config_file: Path | None) -> str:
+    """What to do about model files in place that are not the ones ``[setup]`` names, all of them in one line."""
+    where = str(config_file) if config_file is not None else f"{user_config_file()} or ./config.toml"
+    settings = " and ".join(f'{mf.sha_key} = ""' for mf in files)
+    variables = " ".join(f"{env_name(f'setup.{mf.sha_key}')}=" for mf in files)
+    what = ", and ".join(f"{mf.path} is not the file [setup] {mf.sha_key} names" for mf in files)
+    them = "them" if len(files) > 1 else "it"
+    return (
+        f"{what}; left as {'they are' if len(files) > 1 else 'it is'}. For a model of your own, set {settings} "
+        f"under [setup] in {where} (or {variables} in the environment); to fetch the published "
+        f"{'files' if len(files) > 1 else 'file'} instead, move {them} away and run `musrec setup --models-only` "
+        "(without network: `musrec setup --from DIR`)"
+    )
+
+
 def verified_record(mf: ModelFile, state: SetupState) -> dict[str, Any] | None:
     """The state record of ``mf`` if setup verified the file as it is now, against the sha512 configured now."""
     record = state.lookup(mf.path)
@@ -88,30 +135,50 @@ def verified_record(mf: ModelFile, state: SetupState) -> dict[str, Any] | None:
     return record
 
 
-def ensure_models(config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]) -> None:
+def ensure_models(
+    config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]
+) -> list[Wanted]:
     """Make both VGGish files present and verified, reporting each through ``emit``; DownloadError if it cannot.
 
-    A file in place that does not match is an error (:class:`ChecksumMismatchError`) and is left as it is.
+    Files in place that do not match are one error (:class:`ChecksumMismatchError`, naming each) and are left as
+    they are. With ``options.source`` nothing is downloaded: the files it lacks are returned (empty: none).
     """
     try:
-        _ensure_models(config, state, options, emit)
+        return _ensure_models(config, state, options, emit)
     except (NotEnoughSpaceError, ChecksumMismatchError):
         raise
     except DownloadError as err:
         raise type(err)(f"{err}; {FROM_ELSEWHERE}") from None
 
 
-def _ensure_models(config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]) -> None:
+def _ensure_models(
+    config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]
+) -> list[Wanted]:
     s = config.setup
+    files = model_files(config)
+    # Every file in place is checked before anything is fetched, and every mismatch is named at once.
+    present = {mf.name: _verified_file(mf, state, options) for mf in files if mf.path.is_file()}
+    wrong = [mf for mf in files if mf.name in present and present[mf.name] is None]
+    if wrong:
+        raise ChecksumMismatchError(mismatch_message(wrong, config.file))
     failed: dict[str, DownloadError] = {}
-    for mf in model_files(config):
-        record = _verified_file(mf, state, options)
+    supplied_wrong: list[str] = []
+    absent: list[ModelFile] = []
+    for mf in files:
+        record = present.get(mf.name)
         if record is not None:
             emit(Step(mf.name, "present", f"{mf.path}, {record['verified']}"))
             continue
         found = find_file(options.source, mf.member) if options.source else None
         if found is not None:
-            emit(_adopt_file(found, mf, state, progress=options.progress))
+            step = _adopt_file(found, mf, state, progress=options.progress)
+            if isinstance(step, str):
+                supplied_wrong.append(step)
+            else:
+                emit(step)
+            continue
+        if options.source is not None:
+            absent.append(mf)
             continue
         try:
             got = fetch_file(s, mf.urls, mf.path, what=mf.path.name, sha512=mf.sha512, progress=options.progress)
@@ -122,19 +189,32 @@ def _ensure_models(config: Config, state: SetupState, options: SetupOptions, emi
             continue
         state.record(mf.path, sha512=got.sha512, verified=_how(mf), source=got.url)
         emit(Step(mf.name, "downloaded", f"{got.summary()}; {_how(mf)}"))
+    if supplied_wrong:
+        raise ChecksumMismatchError("; ".join(supplied_wrong) + " (nothing was copied)")
+    if absent:
+        bundle = _local_bundle(config, options)
+        if bundle is None:
+            return _wanted(config, absent)
+        _from_bundle(config, absent, {}, state, options, emit, local=bundle)
     if failed:
-        wanted = [mf for mf in model_files(config) if mf.name in failed]
-        _from_bundle(config, wanted, failed, state, options, emit)
+        wanted = [mf for mf in files if mf.name in failed]
+        _from_bundle(config, wanted, failed, state, options, emit, local=_local_bundle(config, options))
+    return []
+
+
+def _wanted(config: Config, absent: list[ModelFile]) -> list[Wanted]:
+    """What to fetch for the files ``--from`` lacks: each file, and MAX's bundle that holds both."""
+    wanted = [Wanted(mf.member, next(iter(mf.urls), "")) for mf in absent]
+    if config.setup.bundle_urls:
+        both = " (instead of both files)" if len(absent) > 1 else f" (instead of {absent[0].member})"
+        wanted.append(Wanted(f"or MAX's {BUNDLE_FILE}{both}", config.setup.bundle_urls[0]))
+    return wanted
 
 
 def _verified_file(mf: ModelFile, state: SetupState, options: SetupOptions) -> dict[str, Any] | None:
-    """The state record of a present file whose checksum matches (hashing it if unknown), None if there is none.
-
-    A file that does not match raises :class:`ChecksumMismatchError`; it stays as it is, and its sha512 is recorded
-    (``musrec doctor`` reports the mismatch, the next run does not hash it again).
-    """
-    if not mf.path.is_file():
-        return None
+    """The state record of a present file whose checksum matches (hashing it if unknown), None if it does not
+    match: the file stays as it is, and its sha512 is recorded (``musrec doctor`` and the bot's start see the
+    mismatch without hashing it again)."""
     record = None if options.recheck else state.lookup(mf.path)
     known = record.get("sha512") if record is not None else None
     digest = known if isinstance(known, str) else sha512_file(mf.path, progress=options.progress)
@@ -142,11 +222,7 @@ def _verified_file(mf: ModelFile, state: SetupState, options: SetupOptions) -> d
     if mf.sha512 and digest != mf.sha512:
         if record is None or record.get("sha512") != digest:
             state.record(mf.path, sha512=digest, verified=f"does not match setup.{mf.sha_key}", source=source)
-        raise ChecksumMismatchError(
-            f"{mf.path} is not the file [setup] {mf.sha_key} names and was left as it is: for a model of your own, "
-            f'set [setup] {mf.sha_key} = ""; to fetch the file it names instead, move this one away and run '
-            "`musrec setup --models-only` (without network: `musrec setup --from DIR`)"
-        )
+        return None
     if record is not None and record.get("sha512") == digest and record.get("verified") == _how(mf):
         return record
     return state.record(mf.path, sha512=digest, verified=_how(mf), source=source)
@@ -156,17 +232,26 @@ def _how(mf: ModelFile) -> str:
     return "sha512 verified" if mf.sha512 else "no checksum configured"
 
 
-def _adopt_file(src: Path, mf: ModelFile, state: SetupState, *, progress: bool) -> Step:
-    """Use a file the user has: verify it, then hard-link it into place (a copy across file systems)."""
+def _adopt_file(src: Path, mf: ModelFile, state: SetupState, *, progress: bool) -> Step | str:
+    """Use a file the user has: verify it, then hard-link it into place (a copy across file systems). A file that
+    does not match is not used: what to do about it is returned instead."""
     digest = sha512_file(src, progress=progress)
     if mf.sha512 and digest != mf.sha512:
-        raise ChecksumMismatchError(
-            f"{src} does not match the published sha512 of {mf.member} (nothing was copied): for a model of your "
-            f'own, set [setup] {mf.sha_key} = ""'
+        return (
+            f"{src} does not match the published sha512 of {mf.member}: for a model of your own, set "
+            f'[setup] {mf.sha_key} = "" (or {env_name(f"setup.{mf.sha_key}")}= in the environment)'
         )
     how = link_or_copy(src, mf.path, progress=progress)
     state.record(mf.path, sha512=digest, verified=_how(mf), source=str(src))
     return Step(mf.name, how, f"from {src}; {_how(mf)}")
+
+
+def _local_bundle(config: Config, options: SetupOptions) -> Path | None:
+    """MAX's bundle in ``--from DIR``, else one the user put in the models directory (used, and kept)."""
+    local = find_file(options.source, BUNDLE_FILE) if options.source else None
+    if local is None and (config.models_dir / BUNDLE_FILE).is_file():
+        local = config.models_dir / BUNDLE_FILE
+    return local
 
 
 def _from_bundle(
@@ -176,12 +261,12 @@ def _from_bundle(
     state: SetupState,
     options: SetupOptions,
     emit: Callable[[Step], None],
+    *,
+    local: Path | None,
 ) -> None:
-    """Extract the files Google's URLs did not give from IBM's MAX bundle (``assets.tar.gz``)."""
+    """Extract the files Google's URLs (or ``--from``) did not give from IBM's MAX bundle (``assets.tar.gz``):
+    ``local`` when the user has one, else downloaded."""
     s = config.setup
-    local = find_file(options.source, BUNDLE_FILE) if options.source else None
-    if local is None and (config.models_dir / BUNDLE_FILE).is_file():
-        local = config.models_dir / BUNDLE_FILE  # put there by the user: used, and kept
     if local is None and not s.bundle_urls:
         raise next(iter(failed.values()))
     bundle = local or config.models_dir / BUNDLE_FILE

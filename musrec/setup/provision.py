@@ -29,8 +29,18 @@ from musrec.config import Config
 from musrec.errors import DataError, MusrecError
 from musrec.index.layout import MANIFEST, Manifest, problem, remove_debris
 from musrec.setup.features import ensure_features
-from musrec.setup.models import ensure_models, model_files, verified_record
-from musrec.setup.state import SetupOptions, SetupState, Step, now, signature
+from musrec.setup.files import NotInSourceError, Wanted
+from musrec.setup.models import MISMATCH, MISSING, VERIFIED, ensure_models, mismatch_message, model_files, model_state
+from musrec.setup.state import (
+    SetupOptions,
+    SetupState,
+    Step,
+    changed_keys,
+    describe_changes,
+    now,
+    setup_flags,
+    signature,
+)
 
 if TYPE_CHECKING:
     from musrec.audioset.labels import Labels
@@ -56,13 +66,19 @@ def setup(config: Config, options: SetupOptions, *, on_step: Callable[[Step], No
 
     if options.source is not None and not options.source.is_dir():
         raise DataError(f"--from {options.source}: not a directory")
+    wanted: list[Wanted] = []  # what --from lacks, named together at the end
     with _locked(config.data_dir):
         state = SetupState(config.data_dir)
         if options.models:
-            ensure_models(config, state, options, emit)
+            wanted += ensure_models(config, state, options, emit)
         _check_labels(emit)
         if options.index:
-            _ensure_index(config, state, options, emit)
+            try:
+                _ensure_index(config, state, options, emit)
+            except NotInSourceError as err:
+                wanted += err.wanted
+    if wanted and options.source is not None:
+        raise NotInSourceError(options.source, wanted)
     return steps
 
 
@@ -71,12 +87,15 @@ def check_ready(config: Config) -> list[str]:
     problems = []
     if config.embedder.kind == "local":
         state = SetupState(config.data_dir)
-        for mf in model_files(config):
-            if not mf.path.is_file():
+        for ms in (model_state(mf, state) for mf in model_files(config)):
+            mf = ms.file
+            if ms.status == MISSING:
                 problems.append(
                     f"VGGish {mf.name} not found ({mf.path}): run `musrec setup --models-only`, or set {mf.key}"
                 )
-            elif verified_record(mf, state) is None:
+            elif ms.status == MISMATCH:
+                problems.append(mismatch_message([mf], config.file))
+            elif ms.status != VERIFIED:
                 problems.append(f"VGGish {mf.name} {mf.path} is not verified: run `musrec setup --models-only`")
     trouble = problem(config.index_path)
     if trouble:
@@ -129,20 +148,49 @@ def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit
         if trouble is None and not ours:
             emit(Step("index", "kept", f"{path} was not built by musrec setup; --rebuild replaces it"))
             return
-        if trouble is None and state.index.get("build") == wanted:
+        built_with = state.index.get("build") or {}
+        if trouble is None and built_with == wanted:
             emit(Step("index", "up to date", _summary(Manifest.read(path), path)))
             return
+        changes = describe_changes(built_with, wanted)
         if trouble is None and not options.refresh_index:
-            emit(Step("index", "kept", f"{path}, built with other [build] settings; `musrec setup` rebuilds it"))
+            emit(
+                Step(
+                    "index",
+                    "kept",
+                    f"{path}, built with other [build] settings ({changes}): `musrec setup` rebuilds it",
+                )
+            )
+            return
+        chosen = set(state.index.get("chosen") or ())
+        if trouble is None and not options.chosen and set(changed_keys(built_with, wanted)) <= chosen:
+            # Built with options given to an earlier `musrec setup`: a plain rerun keeps that choice.
+            flags = setup_flags({key: built_with[key] for key in chosen if key in built_with})
+            emit(
+                Step(
+                    "index",
+                    "kept",
+                    f"{_summary(Manifest.read(path), path)}, as `musrec setup {flags}` chose; the [build] settings "
+                    f"would change {changes}: `musrec setup --rebuild` builds that",
+                )
+            )
             return
         if trouble is not None and not ours:
             raise DataError(trouble)
+        if trouble is None and ours:
+            emit(Step("index", "rebuilding", f"[build] settings changed: {changes}"))
     source = ensure_features(config, state, options, emit)
     if source is None:
         emit(Step("index", "skipped", "no AudioSet features here: run `musrec setup` without --skip-features"))
         return
     manifest = _build(config, source, progress=options.progress)
-    state.index = {"path": str(path.absolute()), "build": wanted, "manifest": _manifest_stamp(path), "at": now()}
+    state.index = {
+        "path": str(path.absolute()),
+        "build": wanted,
+        "chosen": sorted(options.chosen),
+        "manifest": _manifest_stamp(path),
+        "at": now(),
+    }
     state.save()
     emit(Step("index", "built", f"{_summary(manifest, path)}, in {manifest.build_seconds:.1f} s"))
 
@@ -166,10 +214,9 @@ def _manifest_stamp(directory: Path) -> dict[str, Any] | None:
 
 
 def _summary(m: Manifest, path: Path) -> str:
-    splits = ", ".join(m.filters.get("splits", [])) or "all splits"
     music = ", music only" if m.filters.get("music_only") else ""
     return (
-        f"{m.count:,} segments at {path} ({splits}{music}); {m.representation} {m.dimension}-d, "
+        f"{m.count:,} segments at {path} ({m.splits()}{music}); {m.representation} {m.dimension}-d, "
         f"{m.structure()}, recall@10 {m.recall_at_10:.3f}"
     )
 

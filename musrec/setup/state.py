@@ -41,6 +41,7 @@ class SetupOptions:
     refresh_index: bool = True  # rebuild an index setup built when the [build] settings changed
     recheck: bool = False  # re-hash files even if the state file says they are verified
     progress: bool = False
+    chosen: frozenset[str] = frozenset()  # [build] keys given for this run (--splits, --music-only): remembered
 
 
 class SetupState:
@@ -103,3 +104,37 @@ def signature(path: Path) -> dict[str, int]:
 def now() -> str:
     """The time for a state record: UTC, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---- what changed between two [build] fingerprints ----------------------------------------------------------
+
+
+def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The [build] keys whose values differ between two fingerprints (as JSON gives them back)."""
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+def describe_changes(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """``music_only true -> false; splits eval -> bal_train, eval, unbal_train``."""
+    keys = changed_keys(before, after)
+    return "; ".join(f"{k} {_shown(before.get(k))} -> {_shown(after.get(k))}" for k in keys) or "none"
+
+
+def setup_flags(values: dict[str, Any]) -> str:
+    """The `musrec setup` options that choose these [build] values: ``--music-only --splits eval``."""
+    flags = []
+    for key, value in sorted(values.items()):
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags += [flag] if value else []
+        else:
+            flags.append(f"{flag} {' '.join(str(v) for v in value) if isinstance(value, list) else value}")
+    return " ".join(flags)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "unset" if value is None else str(value)
