@@ -62,7 +62,8 @@ def recording_standins(directory: Path, log: Path) -> Path:
     directory.mkdir()
     record = (
         f'printf "%s\\t%s\\n" "$1" "$(grep {shlex.quote(ADDRESS_SPACE)} /proc/self/limits)"'
-        f" >> {shlex.quote(str(log))}; env > {shlex.quote(str(log.parent))}/env-$$"
+        f" >> {shlex.quote(str(log))}; env > {shlex.quote(str(log.parent))}/env-$$;"
+        f' echo "$*" > {shlex.quote(str(log.parent))}/args-$$'
     )
     for name, then in (("ffmpeg", f'exec {shlex.quote(ffmpeg_executable())} "$@"'), ("ffprobe", "exit 1")):
         script = directory / name
@@ -89,8 +90,8 @@ def test_every_ffmpeg_of_a_fetch_runs_under_the_cap_without_secrets(
     server: MediaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 23, point 6: the token and other secrets in this process's environment never reach the ffmpeg that
-    yt-dlp starts, nor does ``no_proxy``; it gets the guard as its proxy. Issue 22: nothing in ``os.environ``
-    changes while a fetch runs."""
+    yt-dlp starts, nor does ``no_proxy``; it gets the guard as its proxy, in its environment (a command line is
+    readable by every local user). Issue 22: nothing in ``os.environ`` changes while a fetch runs."""
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("no_proxy", "localhost")
@@ -112,6 +113,8 @@ def test_every_ffmpeg_of_a_fetch_runs_under_the_cap_without_secrets(
         assert "no_proxy" not in environ and "NO_PROXY" not in environ
         assert environ["http_proxy"].startswith("http://") and "@127.0.0.1:" in environ["http_proxy"]
         assert environ["PATH"] == before["PATH"] and environ["HOME"] == before["HOME"]
+    arguments = [path.read_text() for path in tmp_path.glob("args-*")]
+    assert len(arguments) == len(runs) and not [a for a in arguments if "@127.0.0.1" in a]  # the guard's password
     assert dict(os.environ) == before
 
 
@@ -203,7 +206,7 @@ def test_without_a_shell_programs_run_as_themselves_and_that_is_said_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(ytdlp_env, "SHELL", str(tmp_path / "no-shell"))
-    monkeypatch.setattr(ytdlp_env, "_warned", False)  # the warning is once per process
+    monkeypatch.setattr(ytdlp_env, "_warned", set())  # the warning is once per process
     monkeypatch.delenv("no_proxy", raising=False)
     with caplog.at_level(logging.WARNING, logger=ytdlp_env.__name__):
         for _ in range(2):

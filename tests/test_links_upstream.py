@@ -10,6 +10,8 @@ answer is private.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from links_fixtures import (
     FakeDNS,
     Servers,
     StandinProxy,
+    counted_public,
     make_certificates,
     policy,
     server_pair,
@@ -29,9 +32,10 @@ from youtube_fixtures import dominant_hz, step_hz, stepped_tones
 
 from musrec.config import load_config
 from musrec.errors import ConfigError, UnsupportedLinkError
-from musrec.links.addresses import PRIVATE_ADDRESS
+from musrec.links.addresses import OTHER_PORT, PRIVATE_ADDRESS, AddressPolicy
 from musrec.links.errors import FetchError, FetchFailure
 from musrec.links.fetch import FetchOptions, fetch_window
+from musrec.links.guard import GuardProxy
 from musrec.links.upstream import PASSWORD_ENV, USER_ENV, upstream_proxy
 
 RATE = 16000
@@ -158,3 +162,17 @@ def test_the_proxy_setting(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=says) as caught:
             load_config(None, {"MUSREC_YOUTUBE_PROXY": url})
         assert "secret" not in str(caught.value)
+
+
+def test_socks5h_still_allows_only_the_webs_ports(signed_in: None) -> None:
+    """A name the local resolver does not know goes to the proxy as it is, but never at another port."""
+    web_only = AddressPolicy(resolve=FakeDNS(), allowed=counted_public, ports=frozenset({443}))
+    with standin_proxy("socks5", user=USER, password=PASSWORD) as proxy:
+        upstream = upstream_proxy(proxy.url.replace("socks5", "socks5h", 1), os.environ)
+        with GuardProxy(web_only, timeout_s=5.0, upstream=upstream) as guard:
+            signed = f"Proxy-Authorization: {guard.authorization}\r\n"
+            with socket.create_connection(("127.0.0.1", guard.port), timeout=5.0) as client:
+                client.sendall(f"CONNECT far.test:8443 HTTP/1.1\r\n{signed}\r\n".encode())
+                assert client.recv(1024).startswith(b"HTTP/1.1 403")
+            assert str(guard.stopped()) == OTHER_PORT
+    assert proxy.targets == []

@@ -292,6 +292,7 @@ class GuardProxy:
         the name itself, once the port and any local answers passed (a name with none still goes to the proxy)."""
         if self.upstream is None or not self.upstream.resolves_names:
             return self.policy.addresses(host, port)
+        self.policy.check_port(port)  # checked here too: a name with no local answer skips the rest
         with contextlib.suppress(FetchError):  # no local answer: the proxy's resolver is the only one
             self.policy.addresses(host, port)
         return [host]

@@ -82,7 +82,7 @@ class FetchEnvironment:
     environ: dict[str, str] = field(repr=False)
 
 
-_warned = False
+_warned: set[str] = set()  # what was said once already
 
 
 @contextmanager
@@ -111,23 +111,31 @@ def fetch_environment(ffmpeg: str, *, proxy: str, js_runtimes: tuple[str, ...] =
         if problem is not None:
             got = _without_launchers(ffmpeg, runtimes, problem)
         # yt-dlp's own command line sets this for --ffmpeg-location; a context variable, so only this thread sees it.
-        token = FFmpegPostProcessor._ffmpeg_location.set(got.ffmpeg)
+        location = getattr(FFmpegPostProcessor, "_ffmpeg_location", None)
+        if location is None:  # another yt-dlp: its check for ffmpeg looks on PATH, so sections may be refused
+            _warn_once("this yt-dlp has no ffmpeg_location context variable: sections need ffmpeg on PATH")
+            yield got
+            return
+        token = location.set(got.ffmpeg)
         try:
             yield got
         finally:
-            FFmpegPostProcessor._ffmpeg_location.reset(token)
+            location.reset(token)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
 def _without_launchers(ffmpeg: str, runtimes: dict[str, str], problem: str) -> FetchEnvironment:
-    global _warned
-    if not _warned:
-        _warned = True
-        log.warning(
-            "programs started by yt-dlp run without a memory cap and with this process's environment (no launcher: %s)",
-            problem,
-        )
+    _warn_once(
+        "programs started by yt-dlp run without a memory cap and with this process's environment"
+        f" (no launcher: {problem})"
+    )
     if "no_proxy" in os.environ:
         log.error("links cannot be fetched: ffmpeg would read no_proxy and connect past the address guard")
         raise FetchError(FetchFailure.NO_FFMPEG)

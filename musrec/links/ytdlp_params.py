@@ -66,13 +66,15 @@ def ydl_params(
         "js_runtimes": environment.js_runtimes,
         "extractor_args": extractor_args(options),
         "proxy": proxy,  # the address guard: every request, redirect and media download of yt-dlp's
-        # ffmpeg fetches the section itself: through the guard too (its launcher sets http_proxy as well), only over
-        # http(s), with its stalls and its output bounded like yt-dlp's own downloads. It keeps only the audio:
-        # re-encoding a video at the cuts is wasted work, and at 720p more memory than its cap.
+        # ffmpeg fetches the section itself: through the guard too, which its environment names as http_proxy (its
+        # http and tls protocols read it; the launcher and yt-dlp both set it; not -http_proxy, which would show the
+        # guard's credentials to every local user in its command line), only over http(s), with its stalls and its
+        # output bounded like yt-dlp's own downloads. It keeps only the audio: re-encoding a video at the cuts is
+        # wasted work, and at 720p more memory than its cap.
         "external_downloader_args": {
             "ffmpeg_i": [
                 *("-rw_timeout", str(round(options.socket_timeout_s * MICROSECONDS))),
-                *("-http_proxy", proxy, "-protocol_whitelist", FFMPEG_PROTOCOLS),
+                *("-protocol_whitelist", FFMPEG_PROTOCOLS),
             ],
             "ffmpeg_o": ["-vn", "-sn", "-dn", "-fs", str(options.max_filesize)],
         },
