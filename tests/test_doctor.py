@@ -87,11 +87,15 @@ def test_everything_ready(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "checkpoint",
         "pca params",
         "index",
+        "yt-dlp",
+        "js runtime",
+        "cookies",
         "token",
         "tensorflow",
         "annoy",
     }
-    assert all(status == "ok" for status, _ in checks.values()), lines
+    # yt-dlp's check warns once the installed release is 60 days older than today: not this set-up's doing.
+    assert all(status == "ok" for name, (status, _) in checks.items() if name != "yt-dlp"), lines
     assert checks["config"][1] == str(ready)
     assert "(system)" in checks["ffmpeg"][1] or "(bundled by imageio-ffmpeg)" in checks["ffmpeg"][1]
     assert "sha512 verified on " in checks["checkpoint"][1]
