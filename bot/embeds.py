@@ -11,6 +11,7 @@ from musrec.compare import Comparison
 from musrec.pipeline import Manifest
 from musrec.recommend import Match, Query, Recommendation
 from musrec.timecode import format_timecode
+from musrec.videos.store import StoreCounts
 
 # Discord's embed limits.
 TITLE_MAX = 256
@@ -20,6 +21,7 @@ FIELD_NAME_MAX = 256
 FIELD_VALUE_MAX = 1024
 FOOTER_MAX = 2048
 EMBED_TOTAL_MAX = 6000
+VIDEO_NAME_MAX = 100  # characters of a video's title or channel shown (fit() keeps the embed within its total)
 
 COLOUR = discord.Colour(0x5865F2)
 GENERIC_LABELS = frozenset({"Music"})  # true of nearly every match: it explains nothing
@@ -125,7 +127,14 @@ def match_name(rank: int, m: Match) -> str:
 
 
 def match_value(m: Match) -> str:
-    return clip(f"[youtu.be/{m.video_id}]({m.url}) · {span(m.start_s, m.end_s)}", FIELD_VALUE_MAX)
+    """The match's link, named by its video's title and channel when they are known, else by its id."""
+    link = f"[youtu.be/{m.video_id}]({m.url})"
+    if m.video is not None and m.video.title:  # YouTube's text: no markdown or mention of its own
+        named = (escape(clip(m.video.title, VIDEO_NAME_MAX)), escape(clip(m.video.channel or "", VIDEO_NAME_MAX)))
+        link = f"[{discord.utils.escape_mentions(named[0])}]({m.url})" + (
+            f" · {discord.utils.escape_mentions(named[1])}" if named[1] else ""
+        )
+    return clip(f"{link} · {span(m.start_s, m.end_s)}", FIELD_VALUE_MAX)
 
 
 def comparison_embed(comparison: Comparison, first: Query, second: Query, *, image: str | None) -> discord.Embed:
@@ -144,7 +153,7 @@ def comparison_embed(comparison: Comparison, first: Query, second: Query, *, ima
     return fit(embed)
 
 
-def about_embed(manifest: Manifest, *, embedder: str) -> discord.Embed:
+def about_embed(manifest: Manifest, *, embedder: str, videos: StoreCounts | None = None) -> discord.Embed:
     embed = discord.Embed(
         title="musrec: find music that sounds like this",
         description=(
@@ -159,6 +168,10 @@ def about_embed(manifest: Manifest, *, embedder: str) -> discord.Embed:
     embed.add_field(name="Index", value=f"{manifest.count:,} segments ({manifest.representation})", inline=True)
     embed.add_field(name="Recall@10", value=f"{manifest.recall_at_10:.2f} (measured)", inline=True)
     embed.add_field(name="Model", value=embedder, inline=True)
+    if videos is not None:  # the check of matches' videos is on
+        seen = f"{videos.checked:,} checked, {100 * videos.gone_share:.0f}% of them gone" if videos.checked else None
+        value = f"{seen or 'none checked yet'}; gone ones are left out of answers"
+        embed.add_field(name="Videos", value=value, inline=False)
     embed.set_footer(text=ATTRIBUTION)
     return fit(embed)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +49,8 @@ from musrec.recommend import (
     resolve_segment,
 )
 from musrec.vggish.frontend import SAMPLE_RATE
+from musrec.videos.checker import VideoChecker
+from musrec.videos.live import live_result
 
 if TYPE_CHECKING:
     from musrec.audioset.labels import Labels
@@ -102,11 +104,13 @@ class Musrec:
         index: Index | None = None,
         embedder: Embedder | None = None,
         labels: Labels | None = None,
+        videos: VideoChecker | None = None,
     ) -> None:
         self.config = config
         self._index = index
         self._embedder = embedder
         self._labels = labels
+        self._videos, self._videos_opened = videos, videos is not None
         self._cache: EmbeddingCache | None = None
         self._cache_opened = False
         self._lock = threading.Lock()
@@ -152,6 +156,16 @@ class Musrec:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self._cache = EmbeddingCache(path, max_entries=self.config.youtube.cache_max_entries)
             return self._cache
+
+    @property
+    def videos(self) -> VideoChecker | None:
+        """The check of matches' videos, made on first use (None when ``[videos] check`` is off)."""
+        with self._lock:
+            if not self._videos_opened:
+                self._videos_opened = True
+                if self.config.videos.check:
+                    self._videos = VideoChecker.from_config(self.config.videos, path=self.config.videos_path)
+            return self._videos
 
     def warm_up(self) -> None:
         """Load both parts, touch the index pages and trace the model, so the first request is as fast as the rest."""
@@ -325,15 +339,20 @@ class Musrec:
         exclude: Collection[int] = (),
     ) -> Recommendation:
         """Recommendations for a query already resolved (its rows kept, nothing embedded again), leaving out
-        ``exclude`` (indexed items already shown): "more like this" and "more" of the same query."""
-        return recommend_resolved(
-            resolved,
-            index=self.index,
-            k=self.config.recommend.top_k if k is None else k,
-            filters=filters or self.filters(),
+        ``exclude`` (indexed items already shown): "more like this" and "more" of the same query. Matches whose
+        videos are known to be gone are left out (:func:`~musrec.videos.live.live_result`)."""
+        filters = filters or self.filters()
+        return self._live(
+            lambda n, left_out: recommend_resolved(resolved, index=self.index, k=n, filters=filters, exclude=left_out,
+                                                   labels=self.labels),  # fmt: skip
+            k=k,
             exclude=exclude,
-            labels=self.labels,
         )
+
+    def _live(self, search: Callable[[int, Collection[int]], Recommendation], *, k: int | None,
+              exclude: Collection[int]) -> Recommendation:  # fmt: skip
+        k = self.config.recommend.top_k if k is None else k
+        return live_result(search, k=k, exclude=exclude, checker=self.videos, budget_s=self.config.videos.budget_s)
 
     def blend(
         self,
@@ -383,14 +402,12 @@ class Musrec:
         exclude: Collection[int] = (),
     ) -> Recommendation:
         """A blend of sounds already resolved (nothing embedded again), leaving out ``exclude`` (indexed items
-        already shown): "more" of the same blend."""
-        return blend(
-            sounds,
-            index=self.index,
-            k=self.config.recommend.top_k if k is None else k,
-            filters=filters or self.filters(),
-            labels=self.labels,
-            method=method,
+        already shown): "more" of the same blend. Gone videos are left out, as in :meth:`search`."""
+        filters = filters or self.filters()
+        return self._live(
+            lambda n, left_out: blend(sounds, index=self.index, k=n, filters=filters, labels=self.labels,
+                                      method=method, exclude=left_out),  # fmt: skip
+            k=k,
             exclude=exclude,
         )
 
@@ -411,6 +428,8 @@ class Musrec:
             self._index.close()
         if self._cache is not None:
             self._cache.close()
+        if self._videos is not None:
+            self._videos.close()
         close = getattr(self._embedder, "close", None)
         if callable(close):
             close()

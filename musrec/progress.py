@@ -24,10 +24,12 @@ def human_bytes(n: float) -> str:
 
 
 class Meter:
-    """Byte progress: a tqdm bar on stderr when it is a terminal, else a log line every ``LOG_INTERVAL_S``."""
+    """Progress in bytes (or in ``unit``s, counted): a tqdm bar on stderr when it is a terminal, with the time
+    left, else a log line every ``LOG_INTERVAL_S``."""
 
-    def __init__(self, desc: str, *, total: int | None, initial: int = 0, enabled: bool) -> None:
+    def __init__(self, desc: str, *, total: int | None, initial: int = 0, enabled: bool, unit: str = "B") -> None:
         self.desc = desc
+        self.unit = unit
         self.total = total
         self.done = initial
         self.enabled = enabled
@@ -40,8 +42,8 @@ class Meter:
                 desc=desc,
                 total=total,
                 initial=initial,
-                unit="B",
-                unit_scale=True,
+                unit=unit if unit == "B" else f" {unit}",
+                unit_scale=unit == "B",
                 unit_divisor=1000,  # as the summary lines: MB, GB
                 file=sys.stderr,
                 mininterval=0.5,
@@ -54,8 +56,9 @@ class Meter:
             self._bar.update(n)
         elif self.enabled and time.monotonic() - self._last_log >= LOG_INTERVAL_S:
             self._last_log = time.monotonic()
-            of = f" of {human_bytes(self.total)} ({100 * self.done / self.total:.0f}%)" if self.total else ""
-            log.info("%s: %s%s", self.desc, human_bytes(self.done), of)
+            size = human_bytes if self.unit == "B" else lambda n: f"{n:,} {self.unit}"
+            of = f" of {size(self.total)} ({100 * self.done / self.total:.0f}%)" if self.total else ""
+            log.info("%s: %s%s", self.desc, size(self.done), of)
 
     def close(self) -> None:
         if self._bar is not None:

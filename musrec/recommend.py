@@ -23,6 +23,7 @@ from musrec.index.loaded import Index
 from musrec.index.store import SegmentInfo
 from musrec.links.parse import youtube_url
 from musrec.timecode import format_timecode, parse_timecode
+from musrec.videos.status import VideoStatus
 
 AUDIOSET_PREFIX = "audioset:"
 # YouTube ids are 11 characters of [A-Za-z0-9_-]; accept any such token so older ids still resolve.
@@ -50,6 +51,7 @@ class Match:
     score: float
     item: int
     similarities: tuple[float, ...] = ()  # a blend's: how close the match is to each of its sounds
+    video: VideoStatus | None = None  # what is known of the video (musrec.videos.live); None: not asked
 
     @property
     def url(self) -> str:
@@ -66,6 +68,8 @@ class Match:
         }
         if self.similarities:
             out["similarities"] = [round(s, 6) for s in self.similarities]
+        if self.video is not None:
+            out.update(title=self.video.title, channel=self.video.channel, available=self.video.available)
         return out
 
 

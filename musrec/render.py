@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from musrec.recommend import Query, Recommendation
 from musrec.timecode import format_timecode
+from musrec.videos.status import clean_text
 
 _MAX_LABELS = 60
 _CHOSEN = {"loudest": " (the loudest)", "start": " (from --start)"}  # Query.extra["window"] of a file
@@ -34,6 +35,8 @@ def render_table(result: Recommendation) -> str:
         segment = f"{m.start_s:g}-{m.end_s:g} s"
         close = "  " + "  ".join(f"{s:>6.3f}" for s in m.similarities) if m.similarities else ""
         lines.append(f"{rank:>2}  {m.score:>6.3f}{close}  {segment:<13}  {m.url:<46}  {labels}")
+        if m.video is not None and m.video.title:  # its name, on a line of its own (already one line of plain text)
+            lines.append(f"{'':>10}{clean_text(' · '.join(filter(None, (m.video.title, m.video.channel))))}")
     return "\n".join(lines)
 
 

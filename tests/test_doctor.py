@@ -90,6 +90,7 @@ def test_everything_ready(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "yt-dlp",
         "js runtime",
         "cookies",
+        "videos",
         "token",
         "tensorflow",
         "annoy",
@@ -174,6 +175,31 @@ def test_changed_model_file_and_max_servers(ready: Path, tmp_path: Path, files: 
     )
     assert checks["max"][0] == PROBLEM and "no MAX server answers" in checks["max"][1]
     assert checks["index"][0] == "ok"
+
+
+@pytest.mark.parametrize("trouble", ["swapped", "damaged pca"])
+def test_model_files_the_bot_refuses_are_a_problem(tmp_path: Path, files: SetupFiles, trouble: str) -> None:
+    """Issue 26: a model of one's own (no sha512 configured) that the in-process embedder refuses at the bot's
+    start, before the network loads: files given the wrong way round, a PCA file that does not read."""
+    from musrec.embedding.local import LocalEmbedder
+    from musrec.errors import EmbedderError
+
+    checkpoint, pca = files.checkpoint, files.pca
+    if trouble == "swapped":
+        checkpoint, pca = pca, checkpoint
+    else:
+        pca = tmp_path / "vggish_pca_params.npz"
+        pca.write_bytes(files.pca.read_bytes()[:200])  # an .npz cut short: its ZIP directory is gone
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"[data]\ndir = {str(tmp_path / 'data')!r}\n[embedder]\ncheckpoint = {str(checkpoint)!r}\n"
+        f'pca_params = {str(pca)!r}\n[setup]\ncheckpoint_sha512 = ""\npca_sha512 = ""\n'
+    )
+    with pytest.raises(EmbedderError) as refused:
+        LocalEmbedder(checkpoint, pca)  # what the bot's start does with them
+    code, lines = doctor(["--config", str(config), "doctor", "--quick", "--quiet"])
+    assert code == 1
+    assert by_name(lines)["model"] == (PROBLEM, f"{refused.value}: the bot's start stops there")
 
 
 def test_a_token_with_quotes_is_a_problem(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -186,7 +186,8 @@ class Sounds(commands.Cog):
         """What this bot does, the data it searches, and where that data comes from."""
         musrec = self.bot.musrec
         model = type(musrec.embedder).__name__.replace("Embedder", "") or "VGGish"
-        embed = embeds.about_embed(musrec.index.manifest, embedder=f"VGGish ({model.lower()})")
+        videos = await asyncio.to_thread(lambda: musrec.videos.counts() if musrec.videos is not None else None)
+        embed = embeds.about_embed(musrec.index.manifest, embedder=f"VGGish ({model.lower()})", videos=videos)
         await interaction.response.send_message(embed=embed)
 
     # ---- posted clips and links -----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("recommend", None): commands.recommend,
     ("embed", None): commands.embed,
     ("serve", None): commands.serve,
+    ("videos", "check"): commands.videos_check,
 }
 
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _flushed(commands.doctor(args))
         config = apply_flags(load_config(find_config(args.config)), args, parser)
         use_model_threads(config, config.server.concurrency if args.command == "serve" else 1)
-        action = getattr(args, "index_command", None)
+        action = getattr(args, "index_command", None) or getattr(args, "videos_command", None)
         return _flushed(COMMANDS[(args.command, action)](args, config))
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         _drop_stdout()

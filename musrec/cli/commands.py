@@ -195,6 +195,43 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+# ---- videos -------------------------------------------------------------------------------------------------
+
+
+def videos_check(args: argparse.Namespace, config: Config) -> int:
+    from musrec.index.layout import SEGMENTS_FILE, check
+    from musrec.index.store import SegmentStore
+    from musrec.progress import Meter
+    from musrec.videos.bulk import check_index, to_check
+    from musrec.videos.checker import VideoChecker
+
+    if args.limit is not None and args.limit < 1:
+        raise MusrecError("--limit must be at least 1")
+    if not config.videos.check:
+        raise MusrecError("videos.check is off in the configuration: nothing is checked")
+    check(config.index_path)
+    segments = SegmentStore(config.index_path / SEGMENTS_FILE)
+    checker = VideoChecker.from_config(config.videos, path=config.videos_path)
+    try:
+        videos, known = to_check(segments, checker)
+        total = videos - known if args.limit is None else min(videos - known, args.limit)
+        meter = Meter("checking videos", total=total, enabled=not args.no_progress, unit="videos")
+        try:
+            report = check_index(segments, checker, rate_per_s=config.videos.rate_per_s, limit=args.limit,
+                                 counted=(videos, known), progress=meter.update)  # fmt: skip
+        finally:
+            meter.close()
+        counts = checker.counts()
+    finally:
+        segments.close()
+        checker.close()
+    print(f"checked {report.checked:,} videos: {report.gone:,} gone, {report.unknown:,} unknown (asked again later)")
+    print(f"{counts.checked:,} videos known of {videos:,} in the index, {100 * counts.gone_share:.1f}% of them gone")
+    if report.stopped:
+        print("YouTube stopped answering: run `musrec videos check` again later to go on", file=sys.stderr)
+    return 0
+
+
 # ---- setup / doctor -----------------------------------------------------------------------------------------
 
 

@@ -124,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("directory", type=Path, nargs="?", metavar="DIR", help="index directory (default: from config)")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
+    videos = commands.add_parser("videos", help="check which of the index's videos still play on YouTube")
+    videos_commands = videos.add_subparsers(
+        dest="videos_command", required=True, parser_class=_Parser, metavar="ACTION"
+    )
+    check = videos_commands.add_parser(
+        "check", help="check every video of the index ahead of time (resumable: known videos are skipped)"
+    )
+    check.add_argument("--limit", type=int, metavar="N", help="check at most N videos not yet known")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     model = _Parser(add_help=False)
     group = model.add_argument_group("embedding model")
     group.add_argument(

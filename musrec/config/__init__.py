@@ -26,6 +26,7 @@ from musrec.index.build import BuildOptions
 from musrec.index.tune import ANN_KINDS
 from musrec.links.options import FetchOptions, parse_extractor_args
 from musrec.links.upstream import check_proxy_url
+from musrec.videos.checker import VideoOptions
 
 if TYPE_CHECKING:
     from musrec.audioset.labels import Labels
@@ -202,6 +203,20 @@ class YouTubeConfig(FetchOptions):
         super().__post_init__()
 
 
+@dataclass(frozen=True, kw_only=True)
+class VideosConfig(VideoOptions):
+    """Checking that matches' videos still play (:class:`~musrec.videos.checker.VideoOptions`)."""
+
+    def __post_init__(self) -> None:
+        for name in ("oembed_url", "api_url"):
+            if not getattr(self, name).startswith(("http://", "https://")):
+                raise ConfigError(f"videos.{name}: {getattr(self, name)!r} is not an http(s) URL")
+        for name in ("budget_s", "timeout_s", "alive_days", "gone_days", "rate_per_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"videos.{name} must be positive")
+        at_least("videos.concurrency", self.concurrency, 1)
+
+
 REPLY_MODES = ("reply", "thread")
 DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
 
@@ -291,6 +306,7 @@ class Config:
     setup: SetupConfig = field(default_factory=SetupConfig)
     bot: BotConfig = field(default_factory=BotConfig)
     youtube: YouTubeConfig = field(default_factory=YouTubeConfig)
+    videos: VideosConfig = field(default_factory=VideosConfig)
     # The TOML file these settings were read from (None: defaults and MUSREC_* variables only); not a [section].
     file: Path | None = field(default=None, compare=False, metadata={SECTION: False})
 
@@ -305,6 +321,10 @@ class Config:
     @property
     def cache_path(self) -> Path:
         return self.youtube.cache_path or self.data_dir / "embeddings.sqlite3"
+
+    @property
+    def videos_path(self) -> Path:
+        return self.videos.cache_path or self.data_dir / "videos.sqlite3"
 
     @property
     def models_dir(self) -> Path:

@@ -22,6 +22,7 @@ ENV_RESERVED = {
     "MUSREC_FFMPEG": "the ffmpeg that decodes audio (musrec/audio/decode.py)",
     "MUSREC_NO_MPG123": "long MP3s scanned with ffmpeg, not mpg123 (musrec/audio/scan.py)",
     "MUSREC_TF_VERBOSE": "TensorFlow's start-up messages on stderr (musrec/vggish/tfutil.py)",
+    "MUSREC_YOUTUBE_API_KEY": "the YouTube Data API key of the video check (musrec/videos/checker.py)",
     "MUSREC_YOUTUBE_PROXY_USER": "the user name at [youtube] proxy (musrec/links/upstream.py)",
     "MUSREC_YOUTUBE_PROXY_PASSWORD": "the password at [youtube] proxy (musrec/links/upstream.py)",
 }

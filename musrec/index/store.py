@@ -130,6 +130,19 @@ class SegmentStore:
             rows = self._db.execute(sql + " ORDER BY start_s", args).fetchall()
         return [_info(r) for r in rows]
 
+    def video_ids(self, *, after: str = "", limit: int = 1000) -> list[str]:
+        """Up to ``limit`` of the indexed videos, each once, in order of id from the first after ``after``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT video_id FROM segments WHERE video_id > ? ORDER BY video_id LIMIT ?", (after, limit)
+            ).fetchall()
+        return [video_id for (video_id,) in rows]
+
+    def video_count(self) -> int:
+        """How many videos the indexed segments come from."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(DISTINCT video_id) FROM segments").fetchone()[0])
+
     def item_labels(self) -> ItemLabels:
         """Every item's labels, read from the table (indexes built before ``labels.npz``)."""
         lists: list[tuple[int, ...]] = []

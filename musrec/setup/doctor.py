@@ -2,9 +2,9 @@
 
 Checks: the configuration (loads, from where), the data directory, ffmpeg (system or bundled), mpg123 (optional),
 the VGGish files (present, their checksum state as ``musrec setup`` recorded it), the index (loads; a summary of
-its manifest), the MAX servers when they are the embedder, the Discord token (present or not: never shown),
-TensorFlow and Annoy. Annoy is tried in a child process: a build compiled for another CPU dies of an illegal
-instruction, and the doctor must live to say so.
+its manifest), how many of its videos have been checked and what share is gone, the MAX servers when they are the
+embedder, the Discord token (present or not: never shown), TensorFlow and Annoy. Annoy is tried in a child
+process: a build compiled for another CPU dies of an illegal instruction, and the doctor must live to say so.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def diagnose(
     checks.extend(_models(config))
     annoy = _annoy()
     checks.append(_index(config, annoy_works=annoy.status == OK))
+    checks.append(_videos(config, env))
     if config.embedder.kind == "max":
         checks.append(_max_servers(config))
     checks.extend(_links(config, env))
@@ -193,6 +194,35 @@ def _index(config: Config, *, annoy_works: bool) -> Check:
             "`musrec setup` removes them unless a build is running",
         )
     return Check("index", OK, detail)
+
+
+def _videos(config: Config, env: Mapping[str, str]) -> Check:
+    """How many of the index's videos have been checked, and what share of them is gone."""
+    from musrec.index.layout import SEGMENTS_FILE, problem
+    from musrec.index.store import SegmentStore
+    from musrec.videos.status import API_KEY_ENV
+    from musrec.videos.store import VideoStore
+
+    if not config.videos.check:
+        return Check("videos", OK, "not checked (videos.check = false): gone videos are shown too")
+    source = f"the YouTube Data API ({API_KEY_ENV} is set)" if env.get(API_KEY_ENV) else "YouTube oEmbed"
+    if not config.videos_path.is_file():
+        return Check("videos", OK, f"none checked yet (checked by {source} as answers need them; "
+                     "`musrec videos check` checks the whole index ahead)")  # fmt: skip
+    store = VideoStore(config.videos_path)
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    of = ""
+    if problem(config.index_path) is None:
+        segments = SegmentStore(config.index_path / SEGMENTS_FILE)
+        try:
+            of = f" of {segments.video_count():,} in the index"
+        finally:
+            segments.close()
+    return Check("videos", OK, f"{counts.checked:,} videos checked{of}, {100 * counts.gone_share:.1f}% of them gone "
+                 f"(by {source}; `musrec videos check` checks the rest)")  # fmt: skip
 
 
 def _max_servers(config: Config) -> Check:
