@@ -144,6 +144,16 @@ def test_issue_23_the_machines_own_public_addresses_are_refused(server: MediaSer
         assert str(guard.stopped()) == OWN_ADDRESS
 
 
+@pytest.mark.parametrize("written", ["198.51.100.7", "::ffff:198.51.100.7", "64:ff9b::c633:6407", "2002:c633:6407::1"])
+def test_the_machines_own_address_in_any_form(written: str) -> None:
+    own = {ipaddress.ip_address("198.51.100.7")}
+    policy = AddressPolicy(resolve=resolve, allowed=lambda address: True, own=lambda: own, ports=None)
+    with pytest.raises(UnsupportedLinkError) as caught:
+        policy.addresses(written, 443)
+    assert str(caught.value) == OWN_ADDRESS
+    assert policy.addresses("198.51.100.8", 443) == [ipaddress.ip_address("198.51.100.8")]
+
+
 def test_this_machines_addresses_are_read() -> None:
     """The interfaces' addresses include loopback's; only the public ones are kept for the policy."""
     found = interface_addresses()

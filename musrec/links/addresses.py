@@ -30,6 +30,7 @@ PRIVATE_ADDRESS: Final = "this link points to a private network address, which i
 OWN_ADDRESS: Final = "this link points to this server itself, which is not allowed"
 WEB_PORTS: Final = frozenset({80, 443})
 OTHER_PORT: Final = "only links to the web's ports (80 and 443) are accepted"
+NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: its last 32 bits are an IPv4 address
 OWN_ADDRESSES_TTL_S: Final = 60.0  # interfaces change rarely; a new one is seen within a minute
 _FIB_TRIE: Final = Path("/proc/net/fib_trie")  # Linux: the IPv4 routing table, local addresses marked "/32 host LOCAL"
 _IF_INET6: Final = Path("/proc/net/if_inet6")  # Linux: every IPv6 address of every interface
@@ -83,6 +84,15 @@ class _OwnAddresses:
 own_public_addresses = _OwnAddresses()
 
 
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (IPv4-mapped, 6to4, NAT64's 64:ff9b::/96), which reaches that host."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.ipv4_mapped or address.sixtofour
+
+
 def _any_address(address: IPAddress) -> bool:
     return True
 
@@ -120,7 +130,8 @@ class AddressPolicy:
         if not self.allowed(address):
             log.warning("refused %s: it resolves to %s", host, address)
             raise UnsupportedLinkError(PRIVATE_ADDRESS)
-        if address in self.own():
+        own = self.own()
+        if address in own or _embedded_ipv4(address) in own:
             log.warning("refused %s: it resolves to %s, an address of this machine", host, address)
             raise UnsupportedLinkError(OWN_ADDRESS)
 
