@@ -161,7 +161,25 @@ def _models(config: Config) -> list[Check]:
         else:
             detail = "changed since it was verified" if ms.status == CHANGED else "not verified"
             checks.append(Check(mf.name, WARN, f"{mf.path} ({size}), {detail}: run `musrec setup`"))
+    if needed and all(c.status != PROBLEM for c in checks):
+        trouble = _unloadable(config)
+        if trouble is not None:
+            checks.append(Check("model", PROBLEM, trouble))
     return checks
+
+
+def _unloadable(config: Config) -> str | None:
+    """What the in-process embedder refuses before it loads the network (files swapped, a PCA file that does not
+    read), which stops the bot's start; None when it would go on. Cheap: file heads and a 128x128 array."""
+    from musrec.vggish.checkpoint import check_model_files
+    from musrec.vggish.postprocess import load_pca_params
+
+    try:
+        check_model_files(config.checkpoint_path, config.pca_params_path)
+        load_pca_params(config.pca_params_path)
+    except MusrecError as err:
+        return f"{err}: the bot's start stops there"
+    return None
 
 
 def _index(config: Config, *, annoy_works: bool) -> Check:
