@@ -13,6 +13,7 @@ VGGish with random weights: the real model's cost), what the bot answers most.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -154,7 +155,7 @@ def compare(what: str, off: Any, on: Any, sources: list[Any], served: list[int],
         for i, source in enumerate(sources):
             start = 0.0 if isinstance(source, bytes) else None
             for musrec, times in ((off, baseline), (on, warm))[:: 1 if (round_ + i) % 2 else -1]:
-                times += timed(lambda s, m=musrec: m.recommend(s, k=K, start_s=start), [source])
+                times += timed(functools.partial(musrec.recommend, k=K, start_s=start), [source])
     asked_warm = served[0] - before - asked_cold
     base = statistics.median(baseline)
     print(f"{what}: no check: median {base * 1000:.2f} ms an answer ({len(baseline)} answers)")

@@ -101,6 +101,7 @@ def test_answers_and_their_buttons_leave_gone_videos_out(
 
             about = await standin.dispatch_interaction("about")
             await about.wait_for_response()
+            assert about.original is not None
             videos = next(f for f in about.original.embeds[0]["fields"] if f["name"] == "Videos")
             checked = len(youtube.requests)
             share = round(100 * len(gone & set(youtube.requests)) / checked)

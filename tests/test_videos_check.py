@@ -139,3 +139,18 @@ def test_the_pace_is_polite_and_slows_when_youtube_stops_answering(
     # A quarter of a second between requests while YouTube answers, then twice as long after each refusal.
     assert clock.sleeps[1:4] == [0.25, 0.25, 0.25]
     assert clock.sleeps[4:8] == [0.5, 1.0, 2.0, 4.0] and max(clock.sleeps) == SLOWEST_S
+
+
+def test_the_doctor_reads_the_store_without_changing_it(
+    index_dir: Path, tmp_path: Path, youtube: YouTubeStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, index_dir, youtube)
+    assert main(["--config", str(config), "doctor", "--quick"]) in (0, 1)
+    assert "none checked yet" in capsys.readouterr().out and not (tmp_path / "data" / "videos.sqlite3").exists()
+    damaged = tmp_path / "data" / "videos.sqlite3"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"not a database" * 100)
+    assert main(["--config", str(config), "doctor", "--quick"]) in (0, 1)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.split()[1:2] == ["videos"])
+    assert line.startswith("warn") and "cannot be read: it is started afresh at the next answer" in line
+    assert damaged.read_bytes() == b"not a database" * 100

@@ -219,7 +219,7 @@ def _videos(config: Config, env: Mapping[str, str]) -> Check:
     from musrec.index.layout import SEGMENTS_FILE, problem
     from musrec.index.store import SegmentStore
     from musrec.videos.status import API_KEY_ENV
-    from musrec.videos.store import VideoStore
+    from musrec.videos.store import read_counts
 
     if not config.videos.check:
         return Check("videos", OK, "not checked (videos.check = false): gone videos are shown too")
@@ -227,11 +227,9 @@ def _videos(config: Config, env: Mapping[str, str]) -> Check:
     if not config.videos_path.is_file():
         return Check("videos", OK, f"none checked yet (checked by {source} as answers need them; "
                      "`musrec videos check` checks the whole index ahead)")  # fmt: skip
-    store = VideoStore(config.videos_path)
-    try:
-        counts = store.counts()
-    finally:
-        store.close()
+    counts = read_counts(config.videos_path)
+    if counts is None:
+        return Check("videos", WARN, f"{config.videos_path} cannot be read: it is started afresh at the next answer")
     of = ""
     if problem(config.index_path) is None:
         segments = SegmentStore(config.index_path / SEGMENTS_FILE)

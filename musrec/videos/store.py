@@ -119,10 +119,7 @@ class VideoStore:
             conn.executemany("INSERT OR REPLACE INTO videos VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def _counts(self, conn: sqlite3.Connection) -> StoreCounts:
-        checked, gone = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(state = 'gone'), 0) FROM videos WHERE expires_at > ?", (self._clock(),)
-        ).fetchone()
-        return StoreCounts(int(checked), int(gone))
+        return _counts(conn, self._clock())
 
     def _run(
         self, operation: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -179,3 +176,22 @@ class VideoStore:
             conn.close()
             raise
         return conn
+
+
+def read_counts(path: Path) -> StoreCounts | None:
+    """What the store at ``path`` holds, read without changing it (``musrec doctor``); None if it cannot be read."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            return _counts(conn, time.time())
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _counts(conn: sqlite3.Connection, now: float) -> StoreCounts:
+    checked, gone = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(state = 'gone'), 0) FROM videos WHERE expires_at > ?", (now,)
+    ).fetchone()
+    return StoreCounts(int(checked), int(gone))
