@@ -4,6 +4,7 @@ the name of its embedding space (cached link embeddings are never reused across 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from musrec.embedding.local import Embedder
 
 __all__ = ["embedder_identity", "make_embedder", "model_threads", "use_model_threads"]
+
+log = logging.getLogger(__name__)
 
 
 def model_threads(config: Config, concurrent: int = 1) -> int:
@@ -76,6 +79,7 @@ def _local_embedder(checkpoint: Path, pca_params: Path, relu: bool, *stamps: tup
     from musrec.embedding.local import LocalEmbedder
     from musrec.vggish.tfutil import import_tensorflow
 
+    log.info("loading VGGish (%s, relu=%s)", checkpoint.name, relu)
     import_tensorflow()  # quietly, before the model's own import
     return LocalEmbedder(checkpoint, pca_params, relu=relu)
 

@@ -12,7 +12,9 @@ import ctypes
 import gc
 import io
 import socket
+import subprocess
 import threading
+import time
 import wave
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -125,6 +127,20 @@ def serving(loop: LoopThread, app: web.Application) -> Iterator[Served]:
         yield served
     finally:
         loop.run(runner.cleanup())
+
+
+def wait_for_health(url: str, proc: subprocess.Popen[bytes], *, log: Path, wait_s: float = WAIT_S) -> None:
+    """Wait (at most ``wait_s``) until the server process ``proc`` answers ``GET /health`` at ``url``; fail with its
+    ``log`` if it ends first."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            request("GET", url + "/health")
+            return
+        except aiohttp.ClientConnectionError:
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.1)
 
 
 def dead_url() -> str:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -26,11 +27,13 @@ from max_fixtures import (
     int16_clip,
     request,
     serving,
+    wait_for_health,
     wav_bytes,
 )
 from vggish_fixtures import shared_vggish_files
 
 from musrec.audio.decode import AudioLimits
+from musrec.embedding.listen import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
 from musrec.embedding.local import LocalEmbedder
 from musrec.embedding.server import DEFAULT_MAX_PENDING, MODEL_METADATA, make_app
 
@@ -272,15 +275,24 @@ def test_serve_takes_its_queue_from_the_config(tmp_path: Path, monkeypatch: pyte
     from musrec.cli import main
     from musrec.config import ServerConfig
 
-    assert ServerConfig().max_pending == DEFAULT_MAX_PENDING  # the documented default is the server's own
+    assert ServerConfig().max_pending == DEFAULT_MAX_PENDING  # the documented defaults are the server's own
+    assert ServerConfig().max_connections == DEFAULT_MAX_CONNECTIONS
+    assert ServerConfig().header_timeout_s == DEFAULT_HEADER_TIMEOUT_S
     config = tmp_path / "musrec.toml"
-    config.write_text("[server]\nconcurrency = 2\nmax_pending = 3\n", encoding="utf-8")
-    ran: dict[str, object] = {}
+    config.write_text(
+        "[server]\nport = 0\nconcurrency = 2\nmax_pending = 3\nmax_connections = 5\nheader_timeout_s = 2.5\n",
+        encoding="utf-8",
+    )
+    ran: dict[str, Any] = {}
     monkeypatch.setattr("musrec.cli.use_model_threads", lambda config, concurrent: 1)  # this process's TensorFlow
     monkeypatch.setattr("musrec.embedder.make_embedder", lambda config: object())
     monkeypatch.setattr("musrec.embedding.server.run_server", lambda embedder, **options: ran.update(options))
     assert main(["--config", str(config), "serve"]) == 0
     assert ran["concurrency"] == 2 and ran["max_pending"] == 3
+    assert ran["max_connections"] == 5 and ran["header_timeout_s"] == 2.5
+    for sock in ran["sockets"]:  # bound before the model loaded
+        assert sock.getsockname()[1] > 0
+        sock.close()
 
 
 def test_make_app_rejects_bad_limits(local_embedder: LocalEmbedder) -> None:
@@ -360,15 +372,7 @@ def test_musrec_serve_takes_the_audio_limits_of_its_configuration(
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
-        deadline = time.monotonic() + 120  # TensorFlow's import and the checkpoint's load, on a slow machine
-        while True:
-            try:
-                request("GET", url + "/health")
-                break
-            except aiohttp.ClientConnectionError:
-                assert proc.poll() is None, log.read_text(errors="replace")
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.2)
+        wait_for_health(url, proc, log=log, wait_s=120)  # TensorFlow's import and the checkpoint's load, slowly
         served = Served(url)
         wav = wav_bytes(int16_clip(3.0), rate=16000)
         one_hz = wav[:24] + (1).to_bytes(4, "little") + (2).to_bytes(4, "little") + wav[32:]
@@ -387,6 +391,10 @@ def test_musrec_serve_takes_the_audio_limits_of_its_configuration(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(WAIT_S)
+    # Issue 26: its start-up line is information, not a warning, and the user who runs it sees it without -v.
+    lines = log.read_text(errors="replace").splitlines()
+    assert f"INFO musrec.embedding.server: serving the MAX audio embedding API on {url}" in lines
+    assert not [line for line in lines if line.startswith("WARNING") and "serving" in line]
 
 
 def test_a_trickled_upload_cannot_hold_a_place(server_loop: LoopThread, local_embedder: LocalEmbedder) -> None:

@@ -175,22 +175,26 @@ def _limit_of(path: Path, config: Config) -> str:
 
 def serve(args: argparse.Namespace, config: Config) -> int:
     from musrec.embedder import make_embedder
+    from musrec.embedding.listen import listen
     from musrec.embedding.server import run_server
 
     if config.embedder.kind != "local":
         raise MusrecError("musrec serve runs VGGish in this process: use --embedder local")
-    embedder = make_embedder(config)
     srv = config.server
-    log.warning("serving the MAX embedding API on http://%s:%d (relu=%s)", srv.host, srv.port, config.embedder.relu)
+    # The server's own lines (loading, ready, refusals) are what a user who runs it watches: shown without -v.
+    for name in ("musrec.embedder", "musrec.embedding"):
+        logging.getLogger(name).setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    sockets = listen(srv.host, srv.port)  # before the model loads: a busy port is one line, at once
     # [audio] limits what a clip may be (size, duration), as for every other input; [server] max_bytes the request.
     run_server(
-        embedder,
-        host=srv.host,
-        port=srv.port,
+        make_embedder(config),
+        sockets=sockets,
         limits=config.audio,
         max_bytes=srv.max_bytes,
         concurrency=srv.concurrency,
         max_pending=srv.max_pending,
+        max_connections=srv.max_connections,
+        header_timeout_s=srv.header_timeout_s,
     )
     return 0
 

@@ -163,6 +163,8 @@ class ServerConfig:
     max_bytes: int = 64 * 1024 * 1024
     concurrency: int = 1
     max_pending: int = 16  # predictions that may wait for a worker; more are answered 503 (busy)
+    max_connections: int = 64  # open connections; more are answered 503 and closed
+    header_timeout_s: float = 30.0  # a request's line and headers must arrive within this, else it is closed
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -170,6 +172,9 @@ class ServerConfig:
         at_least("server.max_bytes", self.max_bytes, 1)
         at_least("server.concurrency", self.concurrency, 1)
         at_least("server.max_pending", self.max_pending, 0)
+        at_least("server.max_connections", self.max_connections, 1)
+        if not self.header_timeout_s > 0:
+            raise ConfigError(f"server.header_timeout_s must be positive, got {self.header_timeout_s}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,6 +21,7 @@ server's own state is a 5xx:
 - 400: not a WAV this server reads: not RIFF/WAVE, cut short, missing chunks, not 16-bit PCM, or a sample rate
   or channel count no recording has (:func:`musrec.audio.wav.check_format`); also an empty file or a malformed
   multipart body.
+- 411 and 415: a body of unknown length (chunked) or a compressed one; both are refused before they are read.
 - 413: too large (the request over ``max_bytes``, the file over ``limits.max_bytes``) or too long (over
   ``limits.max_duration_s`` of audio).
 - 422: a readable WAV too short to embed (under ``limits.min_duration_s``; IBM's server answers an empty
@@ -31,7 +32,9 @@ server's own state is a 5xx:
 The limits are those of :class:`~musrec.audio.decode.AudioLimits` (``musrec serve`` uses the ``[audio]``
 section) and are checked against the WAV header before a sample is read, so a header claiming hours, or a rate
 of 1 Hz, costs nothing. Memory is bounded by the limits: each of the ``concurrency`` workers holds at most one
-clip within the limits; waiting requests hold only their upload (spooled to disk beyond 1 MiB).
+clip within the limits; waiting requests hold only their upload (spooled to disk beyond 1 MiB). The form is read as
+it arrives (:mod:`musrec.embedding.upload`): only the ``audio`` file is kept, other fields are read past and
+dropped. Connections are capped and a request's head has a deadline (:mod:`musrec.embedding.listen`).
 
 The model runs in a thread pool of ``concurrency`` workers, never on the event loop, so a long clip does not
 hold up metadata or health requests.
@@ -49,8 +52,9 @@ import json
 import logging
 import math
 import re
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
@@ -59,6 +63,8 @@ import numpy as np
 from aiohttp import web
 
 from musrec.audio.decode import AudioLimits, read_wav
+from musrec.embedding.listen import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, listen, serve
+from musrec.embedding.upload import BodyRefused, check_body, receive
 from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError
 
 if TYPE_CHECKING:
@@ -157,6 +163,7 @@ def make_app(
         raise ValueError(
             f"need max_bytes > 0, concurrency >= 1 and max_pending >= 0, not {body_limit}, {concurrency}, {max_pending}"
         )
+    # client_max_size bounds the bodies aiohttp reads whole (none here: predict streams its own).
     app = web.Application(client_max_size=body_limit, middlewares=[_json_errors])
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="musrec-embed")
     app[_STATE] = _ServerState(
@@ -183,24 +190,41 @@ def run_server(
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    sockets: Sequence[socket.socket] | None = None,
     limits: AudioLimits = DEFAULT_LIMITS,
     max_bytes: int | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     max_pending: int = DEFAULT_MAX_PENDING,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
     warm_up: bool = True,
 ) -> None:
     """Serve the MAX-compatible API until interrupted (SIGINT/SIGTERM).
 
-    With ``warm_up`` the embedder (if it has a ``warm_up()`` method) builds its graph before the port opens,
-    so the first request is not slow and a health check does not pass before the model can answer.
+    ``sockets`` are listening sockets from :func:`~musrec.embedding.listen.listen` (bind before loading a model, so
+    a busy port is known at once); without them ``host`` and ``port`` are bound here (ConfigError if they cannot
+    be). With ``warm_up`` the embedder (if it has a ``warm_up()`` method) builds its graph before connections are
+    accepted, so the first request is not slow and a health check does not pass before the model can answer.
+    ``max_connections`` and ``header_timeout_s`` bound open connections and the time a request's head may take
+    (:mod:`musrec.embedding.listen`).
     """
-    warm = getattr(embedder, "warm_up", None)
-    if warm_up and callable(warm):
-        log.info("warming up the embedder")
-        warm()
     app = make_app(embedder, limits=limits, max_bytes=max_bytes, concurrency=concurrency, max_pending=max_pending)
-    log.info("serving the MAX audio embedding API on http://%s:%d", host, port)
-    web.run_app(app, host=host, port=port, print=None, handle_signals=True)
+    listening = list(sockets) if sockets is not None else listen(host, port)
+    try:
+        warm = getattr(embedder, "warm_up", None)
+        if warm_up and callable(warm):
+            log.info("warming up the embedder")
+            warm()
+        serve(
+            app,
+            listening,
+            max_connections=max_connections,
+            header_timeout_s=header_timeout_s,
+            on_ready=lambda where: log.info("serving the MAX audio embedding API on %s", ", ".join(where)),
+        )
+    finally:
+        for sock in listening:
+            sock.close()
 
 
 # -- handlers --------------------------------------------------------------------------------------------
@@ -230,30 +254,31 @@ async def _predict(request: web.Request) -> web.Response:
 
 async def _predict_counted(request: web.Request, state: _ServerState) -> web.Response:
     try:
+        check_body(request, max_bytes=state.max_bytes)
         async with asyncio.timeout(state.read_timeout_s):
-            form = await request.post()
+            upload = await receive(
+                request, field=PREDICT_FIELD, max_bytes=state.max_bytes, max_file_bytes=state.limits.max_bytes
+            )
+    except BodyRefused as refused:
+        return _error(refused.status, str(refused))
     except TimeoutError:
         log.info("predict body not received within %.0f s", state.read_timeout_s)
         response = _error(408, MSG_READ_TIMEOUT)
         response.force_close()  # the rest of the body is not waited for
         return response
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"Request body too large: the limit is {state.max_bytes} bytes")
-    except ValueError as err:  # aiohttp's multipart parser reports malformed bodies this way
+    except (ValueError, AssertionError, RuntimeError) as err:  # how aiohttp's multipart reader reports bad bodies
         log.info("malformed predict body: %s", err)
         return _error(400, MSG_MALFORMED)
-    handed_off: IO[bytes] | None = None  # the worker closes the file it reads, even after a cancellation
+    if upload is None:
+        return web.json_response(
+            {"errors": {PREDICT_FIELD: MSG_MISSING_AUDIO}, "message": MSG_VALIDATION_FAILED}, status=400
+        )
+    handed_off = False  # the worker closes the file it reads, even after a cancellation
     try:
-        # As in MAX, only a part with a filename counts as the uploaded file.
-        upload = form.get(PREDICT_FIELD)
-        if not isinstance(upload, web.FileField):
-            return web.json_response(
-                {"errors": {PREDICT_FIELD: MSG_MISSING_AUDIO}, "message": MSG_VALIDATION_FAILED}, status=400
-            )
         if not WAV_CONTENT_TYPE.match(upload.content_type.lower()):
             return _error(400, MSG_INVALID_TYPE)
         loop = asyncio.get_running_loop()
-        handed_off = upload.file
+        handed_off = True
         try:
             body = await loop.run_in_executor(state.executor, _embed_upload, state.embedder, upload.file, state.limits)
         except (DecodeError, TooLongError, TooShortError) as err:
@@ -267,9 +292,8 @@ async def _predict_counted(request: web.Request, state: _ServerState) -> web.Res
             return _error(500, str(err))
         return web.Response(body=body, content_type="application/json")
     finally:
-        for value in form.values():
-            if isinstance(value, web.FileField) and value.file is not handed_off:
-                value.file.close()
+        if not handed_off:
+            upload.file.close()
 
 
 def _input_status(err: MusrecError) -> int:
