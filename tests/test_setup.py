@@ -379,6 +379,23 @@ def test_setup_from_a_directory_downloads_nothing(
     assert server.hits() == []
 
 
+def test_the_start_keeps_an_index_built_with_other_settings_and_says_what_applies_them(
+    tmp_path: Path, server: FileServer, files: SetupFiles
+) -> None:
+    """Issue 26: the bot's start (refresh_index=False) never rebuilds; it says what differs and what rebuilds."""
+    from musrec.setup.provision import SetupOptions, setup
+
+    serve_all(server, files)
+    path = small_config(tmp_path, server, files)
+    assert run(["--config", str(path), "setup", "--splits", "eval", "--no-progress"]).code == 0
+    steps = setup(load_config(path, environ={}), SetupOptions(refresh_index=False))
+    kept = [str(step) for step in steps if step.name == "index"]
+    assert kept == [
+        f"index: kept ({tmp_path / 'data' / 'index'}, built with other [build] settings (splits eval -> bal_train, "
+        "eval, unbal_train): `musrec setup --rebuild` applies them)"
+    ]
+
+
 def test_setup_from_an_unpacked_features_directory(tmp_path: Path, server: FileServer, files: SetupFiles) -> None:
     mine = tmp_path / "mine"
     shutil.copytree(files.embeddings_dir, mine / "audioset_v1_embeddings")

@@ -158,7 +158,7 @@ def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit
                 Step(
                     "index",
                     "kept",
-                    f"{path}, built with other [build] settings ({changes}): `musrec setup` rebuilds it",
+                    f"{path}, built with other [build] settings ({changes}): `musrec setup --rebuild` applies them",
                 )
             )
             return
