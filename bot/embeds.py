@@ -8,10 +8,9 @@ from collections.abc import Sequence
 import discord
 
 from musrec.compare import Comparison
-from musrec.pipeline import Manifest
+from musrec.pipeline import Manifest, StoreCounts
 from musrec.recommend import Match, Query, Recommendation
 from musrec.timecode import format_timecode
-from musrec.videos.store import StoreCounts
 
 # Discord's embed limits.
 TITLE_MAX = 256

@@ -50,6 +50,7 @@ from musrec.recommend import (
 )
 from musrec.vggish.frontend import SAMPLE_RATE
 from musrec.videos.checker import VideoChecker
+from musrec.videos.store import StoreCounts
 from musrec.videos.live import live_result
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ __all__ = [
     "Recommendation",
     "Resolved",
     "Source",
+    "StoreCounts",
     "is_link",
     "make_embedder",
     "model_threads",

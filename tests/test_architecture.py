@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"musrec.vggish"},  # the model: front end, network, PCA
     {"musrec.embedding", "musrec.audioset", "musrec.cache"},  # embedders; AudioSet's data; cached embeddings
     {"musrec.index", "musrec.links"},  # the searchable index; links as input
-    {"musrec.config", "musrec.recommend", "musrec.compare"},  # the options of all of the above; results
+    {"musrec.config", "musrec.recommend", "musrec.compare", "musrec.videos"},  # options of all above; results, live
     {"musrec.embedder", "musrec.pipeline", "musrec.render", "musrec.setup"},  # the pipeline, its parts, first run
     {"musrec.cli"},
 ]
