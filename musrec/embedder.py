@@ -89,7 +89,8 @@ def embedder_identity(config: Config) -> str:
     if config.embedder.kind == "max":
         return "max:" + ",".join(config.max.urls)
     stamp = "-".join(str(v) for p in (config.checkpoint_path, config.pca_params_path) for v in _stamp_or_none(p))
-    return f"local:relu={config.embedder.relu}:{stamp}"
+    # "pcm16": the input is embedded as 16-bit PCM (issue 26), so links cached before that are embedded afresh.
+    return f"local:relu={config.embedder.relu}:pcm16:{stamp}"
 
 
 def _stamp_or_none(path: Path) -> tuple[int, int]:

@@ -70,8 +70,8 @@ def check_model_files(checkpoint: Path, pca_params: Path) -> None:
     if checkpoint_kind == "pca" and pca_kind == "checkpoint":
         raise EmbedderError(
             f"the VGGish files are swapped: {Path(checkpoint).name}, given as the checkpoint, is the PCA file, and "
-            f"{Path(pca_params).name}, given as the PCA file, is the checkpoint; exchange embedder.checkpoint and "
-            "embedder.pca_params"
+            f"{Path(pca_params).name}, given as the PCA file, is the checkpoint; exchange them (embedder.checkpoint "
+            "and embedder.pca_params, or --checkpoint and --pca-params)"
         )
     if checkpoint_kind == "pca":
         raise EmbedderError(
