@@ -55,7 +55,14 @@ LOCK_FILE = ".setup.lock"
 
 
 def setup(config: Config, options: SetupOptions, *, on_step: Callable[[Step], None] | None = None) -> list[Step]:
-    """Fetch, verify and build whatever is missing; returns (and reports through ``on_step``) what was done."""
+    """Fetch, verify and build whatever is missing; returns (and reports through ``on_step``) what was done.
+
+    With ``options.source`` (``--from DIR``) nothing is downloaded: what DIR lacks is one
+    :class:`~musrec.setup.files.NotInSourceError` at the end, naming every file. Model files in place that are not
+    the configured ones are one :class:`~musrec.setup.download.ChecksumMismatchError` naming each; failed downloads
+    are a :class:`~musrec.errors.DownloadError` (a :class:`~musrec.setup.download.NetworkError` when probably
+    temporary); other trouble with the files or the build is a :class:`~musrec.errors.DataError`.
+    """
     steps: list[Step] = []
 
     def emit(step: Step) -> None:
