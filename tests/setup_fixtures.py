@@ -323,6 +323,18 @@ backend = {backend!r}
     return path
 
 
+def small_config(tmp_path: Path, server: FileServer, files: SetupFiles, **kwargs: Any) -> Path:
+    """:func:`write_config` at ``tmp_path/musrec.toml``, data in ``tmp_path/data``, naming ``files``' sha512."""
+    return write_config(
+        tmp_path / "musrec.toml",
+        server,
+        data_dir=tmp_path / "data",
+        checkpoint_sha512=files.checkpoint_sha512,
+        pca_sha512=files.pca_sha512,
+        **kwargs,
+    )
+
+
 def leftovers(directory: Path) -> list[Path]:
     """Partial downloads and temporary files left anywhere under ``directory``."""
     patterns = ("*.part", "*.part.json", "*.tmp", ".*.building-*")

@@ -27,6 +27,7 @@ from setup_fixtures import (
     serve_all,
     setup_files,
     sha512,
+    small_config,
     write_config,
 )
 from vggish_fixtures import music_like, shared_vggish_files
@@ -54,17 +55,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> SetupFiles:
 def server() -> Iterator[FileServer]:
     with FileServer() as srv:
         yield srv
-
-
-def small_config(tmp_path: Path, server: FileServer, files: SetupFiles, **kwargs: object) -> Path:
-    return write_config(
-        tmp_path / "musrec.toml",
-        server,
-        data_dir=tmp_path / "data",
-        checkpoint_sha512=files.checkpoint_sha512,
-        pca_sha512=files.pca_sha512,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 # ---- a fresh machine: interrupted, resumed, then idempotent -------------------------------------------------

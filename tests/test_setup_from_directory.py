@@ -23,7 +23,7 @@ from setup_fixtures import (
     SetupFiles,
     run,
     setup_files,
-    write_config,
+    small_config,
 )
 
 from musrec.audioset.labels import default_labels
@@ -47,16 +47,6 @@ def server(files: SetupFiles) -> Iterator[FileServer]:
         yield srv
 
 
-def config_for(tmp_path: Path, server: FileServer, files: SetupFiles) -> Path:
-    return write_config(
-        tmp_path / "musrec.toml",
-        server,
-        data_dir=tmp_path / "data",
-        checkpoint_sha512=files.checkpoint_sha512,
-        pca_sha512=files.pca_sha512,
-    )
-
-
 def directory(tmp_path: Path, *paths: Path) -> Path:
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -68,7 +58,7 @@ def directory(tmp_path: Path, *paths: Path) -> Path:
 def test_only_the_model_files_fetches_no_features(tmp_path: Path, server: FileServer, files: SetupFiles) -> None:
     """Issue 26: it went to the features mirrors for 2.4 GB."""
     mine = directory(tmp_path, files.checkpoint, files.pca)
-    r = run(["--config", str(config_for(tmp_path, server, files)), "setup", "--from", str(mine), "--no-progress"])
+    r = run(["--config", str(small_config(tmp_path, server, files)), "setup", "--from", str(mine), "--no-progress"])
     assert r.code == 1
     assert server.hits() == []
     assert "checkpoint: linked (from " in r.out and "pca params: linked (from " in r.out  # what DIR had was used
@@ -86,7 +76,7 @@ def test_an_empty_directory_fetches_nothing_and_names_everything(
 ) -> None:
     """Issue 26: it went to Google for the model, and offline suggested `--from DIR --models-only`."""
     mine = directory(tmp_path)
-    r = run(["--config", str(config_for(tmp_path, server, files)), "setup", "--from", str(mine), "--no-progress"])
+    r = run(["--config", str(small_config(tmp_path, server, files)), "setup", "--from", str(mine), "--no-progress"])
     assert r.code == 1 and server.hits() == []
     assert r.err == (
         f"musrec: error: --from {mine} does not hold what set-up still needs, and nothing was downloaded: "
@@ -103,7 +93,7 @@ def test_models_only_from_an_empty_directory_names_the_models(
     tmp_path: Path, server: FileServer, files: SetupFiles
 ) -> None:
     mine = directory(tmp_path, files.pca)
-    config = config_for(tmp_path, server, files)
+    config = small_config(tmp_path, server, files)
     r = run(["--config", str(config), "setup", "--from", str(mine), "--models-only", "--no-progress"])
     assert r.code == 1 and server.hits() == []
     assert "pca params: linked" in r.out
@@ -118,7 +108,7 @@ def test_the_max_bundle_in_the_directory_stands_for_both_files(
     tmp_path: Path, server: FileServer, files: SetupFiles
 ) -> None:
     mine = directory(tmp_path, files.bundle, files.features)
-    config = config_for(tmp_path, server, files)
+    config = small_config(tmp_path, server, files)
     r = run(["--config", str(config), "setup", "--from", str(mine), "--no-progress"])
     assert r.code == 0, r.err
     assert server.hits() == []
@@ -131,7 +121,7 @@ def test_the_max_bundle_in_the_directory_stands_for_both_files(
 def test_with_an_index_built_elsewhere_the_model_files_are_enough(
     tmp_path: Path, server: FileServer, files: SetupFiles
 ) -> None:
-    config = config_for(tmp_path, server, files)
+    config = small_config(tmp_path, server, files)
     build_index(
         make_segments(30, split="eval"),
         load_config(config, environ={}).index_path,
@@ -151,7 +141,7 @@ def test_a_wrong_file_and_a_missing_one_are_both_named(tmp_path: Path, server: F
     mine.mkdir()
     (mine / "vggish_model.ckpt").write_bytes(b"not the model")
     (mine / "vggish_pca_params.npz").write_bytes(b"not the parameters")
-    r = run(["--config", str(config_for(tmp_path, server, files)), "setup", "--from", str(mine), "--no-progress"])
+    r = run(["--config", str(small_config(tmp_path, server, files)), "setup", "--from", str(mine), "--no-progress"])
     assert r.code == 1 and server.hits() == []
     assert r.err == (
         f"musrec: error: {mine / 'vggish_model.ckpt'} does not match the published sha512 of vggish_model.ckpt: for a "
