@@ -28,6 +28,7 @@ import numpy.typing as npt
 from musrec.audioset.labels import Labels
 from musrec.audioset.representation import SEGMENT_ROWS, fit_rows
 from musrec.errors import DataError, is_disk_full
+from musrec.progress import human_bytes
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 from musrec.vggish.tfutil import import_tensorflow
 
@@ -188,7 +189,7 @@ def _truncation(path: Path, err: BaseException, shards: dict[str, int], records:
     )
     return (
         f"{path.name} ends early or is damaged ({err or type(err).__name__}) after {read}: "
-        f"whatever followed in the archive is lost ({path.stat().st_size / 1e9:.2f} GB on disk; AudioSet's "
+        f"whatever followed in the archive is lost ({human_bytes(path.stat().st_size)} on disk; AudioSet's "
         "features.tar.gz is 2.4 GB)"
     )
 
