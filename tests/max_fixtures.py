@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import gc
 import io
+import logging
 import socket
 import subprocess
 import threading
@@ -141,6 +142,18 @@ def wait_for_health(url: str, proc: subprocess.Popen[bytes], *, log: Path, wait_
             assert proc.poll() is None, log.read_text(errors="replace")
             assert time.monotonic() < deadline, "server did not come up"
             time.sleep(0.1)
+
+
+@contextmanager
+def serve_log_levels() -> Iterator[None]:
+    """Keep the levels ``musrec serve`` sets on its loggers (it shows their INFO lines) to the block it runs in."""
+    loggers = [logging.getLogger(name) for name in ("musrec.embedder", "musrec.embedding")]
+    levels = [logger.level for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def dead_url() -> str:

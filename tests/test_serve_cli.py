@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from max_fixtures import WAIT_S, LoopThread, Served, int16_clip, serving, wav_bytes
+from max_fixtures import WAIT_S, LoopThread, Served, int16_clip, serve_log_levels, serving, wav_bytes
 
 from musrec.cli import main
 from musrec.embedding.local import LocalEmbedder
@@ -26,6 +26,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def server(server_loop: LoopThread, local_embedder: LocalEmbedder) -> Iterator[Served]:
     with serving(server_loop, make_app(local_embedder)) as served:
         yield served
+
+
+@pytest.fixture(autouse=True)
+def _levels() -> Iterator[None]:
+    with serve_log_levels():
+        yield
 
 
 @pytest.fixture

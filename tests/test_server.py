@@ -26,6 +26,7 @@ from max_fixtures import (
     form,
     int16_clip,
     request,
+    serve_log_levels,
     serving,
     wait_for_health,
     wav_bytes,
@@ -287,7 +288,8 @@ def test_serve_takes_its_queue_from_the_config(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("musrec.cli.use_model_threads", lambda config, concurrent: 1)  # this process's TensorFlow
     monkeypatch.setattr("musrec.embedder.make_embedder", lambda config: object())
     monkeypatch.setattr("musrec.embedding.server.run_server", lambda embedder, **options: ran.update(options))
-    assert main(["--config", str(config), "serve"]) == 0
+    with serve_log_levels():
+        assert main(["--config", str(config), "serve"]) == 0
     assert ran["concurrency"] == 2 and ran["max_pending"] == 3
     assert ran["max_connections"] == 5 and ran["header_timeout_s"] == 2.5
     for sock in ran["sockets"]:  # bound before the model loaded
