@@ -206,7 +206,7 @@ class EmbeddingCache:
                 try:
                     return operation(self._conn, *args, **kwargs)
                 except sqlite3.DatabaseError as err:
-                    if _is_corruption(err) and attempt == 0:
+                    if is_corruption(err) and attempt == 0:
                         log.warning("the embedding cache %s is damaged (%s); starting a new one", self.path, err)
                         self._recreate()
                         continue
@@ -218,7 +218,7 @@ class EmbeddingCache:
         try:
             self._conn = self._connect()
         except (sqlite3.DatabaseError, OSError) as err:
-            if not (isinstance(err, sqlite3.DatabaseError) and _is_corruption(err)):
+            if not (isinstance(err, sqlite3.DatabaseError) and is_corruption(err)):
                 log.warning("cannot open the embedding cache %s (%s); caching is off", self.path, err)
                 return
             log.warning("the embedding cache %s is damaged (%s); starting a new one", self.path, err)
@@ -229,8 +229,7 @@ class EmbeddingCache:
             self._conn.close()
             self._conn = None
         try:
-            for suffix in ("", *SIDECAR_SUFFIXES):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            remove_database(self.path)
             self._conn = self._connect()
         except (sqlite3.DatabaseError, OSError) as err:
             log.warning("cannot recreate the embedding cache %s (%s); caching is off", self.path, err)
@@ -254,7 +253,15 @@ class EmbeddingCache:
         return conn
 
 
-def _is_corruption(err: sqlite3.DatabaseError) -> bool:
+def remove_database(path: Path) -> None:
+    """Remove a SQLite file and its journal files, those that exist (OSError if one cannot be removed)."""
+    for suffix in ("", *SIDECAR_SUFFIXES):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def is_corruption(err: sqlite3.DatabaseError) -> bool:
+    """Whether ``err`` says the database file itself is damaged (not a database, or corrupt): starting afresh is
+    the only cure. Other errors (a lock held too long, a full disk) pass."""
     code = getattr(err, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in CORRUPTION_CODES  # extended codes carry the primary code in the low byte
