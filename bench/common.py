@@ -1,11 +1,12 @@
 """What several benchmarks share: a warm median of a call, VGGish with random weights, a configuration that keeps
-every file under a scratch directory, and a cold page cache.
+every file under a scratch directory, a cold page cache, and a memory cgroup to run a command as a small machine.
 
 Random weights in the official layout have the real model's shapes, so the same cost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -72,3 +73,68 @@ def evict_page_cache(paths: list[Path]) -> tuple[int, int]:
             finally:
                 os.close(fd)
     return files, size
+
+
+class MemoryCgroup:
+    """A memory cgroup of its own, under this process's, limited to ``limit`` bytes with no swap: a command run in
+    it (``preexec``) meets the memory of a small machine. Made with :meth:`create`, which gives None where no cgroup
+    can be made (not root, no writable memory hierarchy, cgroup v2 without delegation): callers then skip."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path = path
+        self.kind = kind
+
+    @classmethod
+    def create(cls, limit: int, name: str) -> MemoryCgroup | None:
+        from musrec.index.memory import cgroup_dirs
+
+        for kind, _, parent in cgroup_dirs():
+            path = parent / f"{name}-{os.getpid()}-{time.monotonic_ns()}"
+            try:
+                path.mkdir()
+            except OSError:
+                continue
+            group = cls(path, kind)
+            try:
+                if kind == "v1":
+                    (path / "memory.limit_in_bytes").write_text(str(limit))
+                    with contextlib.suppress(OSError):  # absent without swap accounting
+                        (path / "memory.memsw.limit_in_bytes").write_text(str(limit))
+                else:
+                    (path / "memory.max").write_text(str(limit))
+                    (path / "memory.swap.max").write_text("0")
+            except OSError:
+                group.remove()
+                continue
+            return group
+        return None
+
+    def preexec(self) -> None:
+        """For ``subprocess.Popen(preexec_fn=...)``: the child moves itself in before it runs the command."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def _read(self, v1: str, v2: str, key: str | None = None) -> int:
+        text = (self.path / (v1 if self.kind == "v1" else v2)).read_text()
+        if key is None:
+            return int(text.strip())
+        return next((int(v) for k, _, v in (line.partition(" ") for line in text.splitlines()) if k == key), 0)
+
+    def usage(self) -> int:
+        return self._read("memory.usage_in_bytes", "memory.current")
+
+    def peak(self) -> int:
+        """The most this cgroup has held (anonymous memory and page cache, file pages included)."""
+        return self._read("memory.max_usage_in_bytes", "memory.peak")
+
+    def oom_kills(self) -> int:
+        return self._read("memory.oom_control", "memory.events", "oom_kill")
+
+    def remove(self) -> None:
+        for _ in range(50):  # a process that just exited can take a moment to leave
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)

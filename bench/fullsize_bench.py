@@ -13,11 +13,18 @@ what a user runs, and measures the wall time and peak memory of each:
 Setup's stages are timed from its output lines (models, features check, ingest, structure), and in the same run the
 tarball is read three more ways, each in its own process, for the ratios: raw gunzip + untar (the floor),
 ``read_segments`` (musrec's reader) and the per-record ``tf.data`` reader that musrec used before (``--no-before``
-skips it). Peak memory is each child's ru_maxrss (from wait4: it counts memory-mapped file pages the child touched)
-and its peak anonymous memory, sampled from /proc. Timings on a shared 2-core machine are noisy.
+skips it; ``--no-reads`` skips all three). Peak memory is each child's ru_maxrss (from wait4: it counts
+memory-mapped file pages the child touched) and its peak anonymous memory, sampled from /proc. Timings on a shared
+2-core machine are noisy.
+
+``--memory-limit 2G`` runs setup and each query in a memory cgroup of that size with no swap (as root; cgroup v1,
+or v2 with delegation), as on a small server: the cgroup's own peak usage (anonymous memory and page cache, the file
+pages the build writes and reads included) is reported beside the RSS, and so is every step of the build (from its
+``build step`` log lines): when it started, and the peak RSS and cgroup usage sampled during it.
 
     python bench/fullsize_bench.py                                   # 2M segments: about 15 min, 8 GB of disk
     python bench/fullsize_bench.py --count 100000 --workdir /tmp/fsb # a quick try; the tarball is cached there
+    python bench/fullsize_bench.py --workdir /tmp/fsb --memory-limit 2G --no-reads   # a 2 GiB server
     python bench/fullsize_bench.py --workdir /tmp/fsb --clean        # delete the generated data afterwards
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import MemoryCgroup
 from fullsize_data import (
     FULL_COUNT,
     GENERATOR_VERSION,
@@ -49,6 +58,8 @@ from fullsize_data import (
 
 GOAL_S = 30 * 60
 GOAL_MIB = 12 * 1024
+BUILD_GOAL_S = 10 * 60  # the build inside the memory limit (issue 24)
+_STEP = re.compile(r"build step (\w+)")
 
 
 # ---- running children -------------------------------------------------------------------------------------
@@ -64,28 +75,53 @@ class Child:
     anon_mib: int
     stdout: list[tuple[float, str]] = field(default_factory=list)
     stderr: list[tuple[float, str]] = field(default_factory=list)
+    cgroup_peak_mib: int = 0  # with a memory limit: the cgroup's peak usage, page cache included
+    oom_kills: int = 0
+    # build step -> [started at s, peak RSS MiB, peak cgroup usage MiB] sampled while it ran
+    steps: dict[str, list[float]] = field(default_factory=dict)
 
     def first(self, prefix: str) -> tuple[float, str] | None:
         """The first output line starting with ``prefix``, and when it came."""
         return next(((t, line) for t, line in self.stdout if line.startswith(prefix)), None)
 
 
-def run_child(cmd: list[str], *, log: Path) -> Child:
-    """Run ``cmd``, timestamping its lines as they come and logging them; peak RSS from wait4, anon from /proc."""
+def run_child(cmd: list[str], *, log: Path, memory_limit: int = 0) -> Child:
+    """Run ``cmd``, timestamping its lines as they come and logging them; peak RSS from wait4, anon from /proc.
+
+    With ``memory_limit``, in a memory cgroup of its own of that size (SystemExit where none can be made)."""
+    group = MemoryCgroup.create(memory_limit, "musrec-bench") if memory_limit else None
+    if memory_limit and group is None:
+        raise SystemExit("--memory-limit needs a memory cgroup: run as root on cgroup v1, or v2 with delegation")
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        preexec_fn=group.preexec if group is not None else None,
+    )
     anon = [0]
     done = threading.Event()
+    steps: dict[str, list[float]] = {}
+    step = [""]
 
     def sample() -> None:
         status = Path(f"/proc/{proc.pid}/status")
         while not done.wait(0.2):
             try:
+                rss = 0
                 for line in status.read_text().splitlines():
                     if line.startswith("RssAnon:"):
                         anon[0] = max(anon[0], int(line.split()[1]) // 1024)
+                    elif line.startswith("VmRSS:"):
+                        rss = int(line.split()[1]) // 1024
+                used = group.usage() >> 20 if group is not None else 0
             except (OSError, ValueError):
-                pass
+                continue
+            if step[0] in steps:
+                at = steps[step[0]]
+                at[1], at[2] = max(at[1], rss), max(at[2], used)
 
     err: list[tuple[float, str]] = []
 
@@ -93,6 +129,10 @@ def run_child(cmd: list[str], *, log: Path) -> Child:
         assert proc.stderr is not None
         for line in proc.stderr:
             err.append((time.monotonic() - started, line))
+            found = _STEP.search(line)
+            if found:
+                step[0] = found.group(1)
+                steps[step[0]] = [err[-1][0], 0, 0]
 
     threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=read_stderr, daemon=True)]
     for t in threads:
@@ -113,7 +153,11 @@ def run_child(cmd: list[str], *, log: Path) -> Child:
             t.join()
         for at, line in err:
             f.write(f"[{at:8.1f}] stderr: {line}")
-    return Child(proc.returncode, wall, usage.ru_maxrss // 1024, anon[0], out, err)
+    child = Child(proc.returncode, wall, usage.ru_maxrss // 1024, anon[0], out, err, steps=steps)
+    if group is not None:
+        child.cgroup_peak_mib, child.oom_kills = group.peak() >> 20, group.oom_kills()
+        group.remove()
+    return child
 
 
 def worker(*args: str, log: Path) -> tuple[Child, dict[str, Any]]:
@@ -225,6 +269,11 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=FULL_COUNT, help="segments in the tarball (default 2,000,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-before", action="store_true", help="skip timing the previous reader")
+    parser.add_argument("--no-reads", action="store_true", help="skip the three ways of reading the tarball")
+    parser.add_argument(
+        "--memory-limit", type=_size, default=0, metavar="SIZE", help="run setup and the queries in a memory cgroup "
+        "of this size (2G, 1536M), no swap, as on a small server"
+    )  # fmt: skip
     parser.add_argument("--clean", action="store_true", help="delete the working directory at the end")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,13 +320,18 @@ def main() -> int:
     musrec = [sys.executable, "-m", "musrec.cli", "--config", str(config)]
 
     print("musrec setup --from ...", flush=True)
-    setup = run_child([*musrec, "-v", "setup", "--from", str(source)], log=logs / "setup.log")
+    limit = args.memory_limit
+    setup = run_child([*musrec, "-v", "setup", "--from", str(source)], log=logs / "setup.log", memory_limit=limit)
     if setup.returncode != 0:
-        raise SystemExit(f"setup failed (exit {setup.returncode}), see {logs / 'setup.log'}")
+        killed = f", {setup.oom_kills} killed for lack of memory" if setup.oom_kills else ""
+        print_steps(setup)
+        raise SystemExit(f"setup failed (exit {setup.returncode}{killed}), see {logs / 'setup.log'}")
     query = facts["query"]
     print("first answers ...", flush=True)
-    by_segment = run_child([*musrec, "recommend", f"audioset:{query['video_id']}", "--json"], log=logs / "rec1.log")
-    by_file = run_child([*musrec, "recommend", str(wav), "--json"], log=logs / "rec2.log")
+    by_segment = run_child(
+        [*musrec, "recommend", f"audioset:{query['video_id']}", "--json"], log=logs / "rec1.log", memory_limit=limit
+    )
+    by_file = run_child([*musrec, "recommend", str(wav), "--json"], log=logs / "rec2.log", memory_limit=limit)
     for name, child in (("recommend audioset:", by_segment), ("recommend file", by_file)):
         if child.returncode != 0:
             raise SystemExit(f"{name} failed (exit {child.returncode}), see {logs}")
@@ -286,9 +340,9 @@ def main() -> int:
     reads = {
         kind: worker("--worker", kind, str(tarball), log=logs / f"read-{kind}.log")
         for kind in ("raw", "musrec", "before")
-        if kind != "before" or not args.no_before
+        if not args.no_reads and (kind != "before" or not args.no_before)
     }
-    run = Run(facts, gen_child, setup, by_segment, by_file, reads, data / "index")
+    run = Run(facts, gen_child, setup, by_segment, by_file, reads, data / "index", limit)
     results = {"params": params, **report(run)}
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nresults: {workdir / 'results.json'}, logs: {logs}")
@@ -307,6 +361,29 @@ class Run:
     by_file: Child
     reads: dict[str, tuple[Child, dict[str, Any]]]
     index: Path
+    memory_limit: int = 0
+
+
+def _size(text: str) -> int:
+    """``2G``, ``1536M``, ``2147483648``: bytes (binary units)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 2G or 1536M)") from None
+
+
+def print_steps(child: Child) -> None:
+    """Each build step: when it started, how long it ran, its peak RSS and cgroup usage."""
+    if not child.steps:
+        return
+    names = list(child.steps)
+    ends = [child.steps[n][0] for n in names[1:]] + [child.wall_s]
+    print(f"\n{'build step':<12} {'from s':>8} {'for s':>8} {'peak RSS MiB':>13} {'cgroup MiB':>11}")
+    for name, end in zip(names, ends, strict=True):
+        at, rss, used = child.steps[name]
+        print(f"{name:<12} {at:>8.1f} {end - at:>8.1f} {rss:>13,.0f} {used:>11,.0f}")
 
 
 def report(run: Run) -> dict[str, Any]:
@@ -336,14 +413,24 @@ def report(run: Run) -> dict[str, Any]:
         row("generate tarball (not counted)", gen.wall_s, gen, f"{records / gen.wall_s:,.0f} rec/s")
     else:
         rows.append(("generate tarball (cached, not counted)", facts["generate_s"], "", "", ""))
-    row("musrec setup --from (total)", setup.wall_s, setup)
+    row(
+        "musrec setup --from (total)",
+        setup.wall_s,
+        setup,
+        f"cgroup peak {setup.cgroup_peak_mib:,} MiB" if run.memory_limit else "",
+    )
     for name, seconds in stages.items():
         note = f"{manifest['count'] / seconds:,.0f} rec/s" if name == "ingest" else ""
         if name == "features check":
             note = f"{facts['bytes'] / seconds / 2**20:,.0f} MiB/s of .tar.gz read through"
         row(f"  {name}", seconds, None, note)
-    row("first answer: recommend audioset:ID", by_segment.wall_s, by_segment)
-    row("first answer: recommend query.wav", by_file.wall_s, by_file)
+    for name, child in (("recommend audioset:ID", by_segment), ("recommend query.wav", by_file)):
+        row(
+            f"first answer: {name}",
+            child.wall_s,
+            child,
+            f"cgroup peak {child.cgroup_peak_mib:,} MiB" if run.memory_limit else "",
+        )
     print()
     print(f"{'stage':<40} {'wall s':>8} {'peak RSS MiB':>13} {'peak anon MiB':>14}  note")
     for name, seconds, peak, anon, note in rows:
@@ -355,8 +442,19 @@ def report(run: Run) -> dict[str, Any]:
     print(f"first run (setup + both first answers): {total_s / 60:.1f} min (goal <= {GOAL_S // 60} min: "
           f"{'met' if total_s <= GOAL_S else 'MISSED'}), peak RSS {peak_mib / 1024:.2f} GiB of one process "
           f"(goal <= {GOAL_MIB // 1024} GiB: {'met' if peak_mib <= GOAL_MIB else 'MISSED'})")  # fmt: skip
-
+    print_steps(setup)
+    build_s = float(manifest["build_seconds"])
+    if run.memory_limit:
+        cgroup_peak = max(setup.cgroup_peak_mib, by_segment.cgroup_peak_mib, by_file.cgroup_peak_mib)
+        print(f"\nunder a {run.memory_limit / 2**30:.2f} GiB memory cgroup: the build took {build_s / 60:.1f} min "
+              f"(goal <= {BUILD_GOAL_S // 60} min: {'met' if build_s <= BUILD_GOAL_S else 'MISSED'}), recall@10 "
+              f"{manifest['recall_at_10']} (target {manifest['target_recall']}); peak RSS {peak_mib:,} MiB, the "
+              f"cgroup's peak usage {cgroup_peak:,} MiB (page cache included), out-of-memory kills "
+              f"{setup.oom_kills + by_segment.oom_kills + by_file.oom_kills}")  # fmt: skip
     print()
+    if not run.reads:
+        return _results(run, manifest, stages, total_s, peak_mib)
+
     print("reading the same tarball, each in its own process:")
     raw, (mine_child, mine) = run.reads["raw"][1], run.reads["musrec"]
     print(
@@ -378,12 +476,36 @@ def report(run: Run) -> dict[str, Any]:
         )
     if "ingest" in stages:
         print(f"  setup's ingest (read, parse, store)   {manifest['count'] / stages['ingest']:>9,.0f} rec/s")
+    return _results(run, manifest, stages, total_s, peak_mib)
+
+
+def _results(
+    run: Run, manifest: dict[str, Any], stages: dict[str, float], total_s: float, peak_mib: int
+) -> dict[str, Any]:
+    facts, setup, by_segment, by_file = run.facts, run.setup, run.by_segment, run.by_file
     return {
         "tarball": {k: v for k, v in facts.items() if k != "params"},
         "manifest": manifest,
-        "setup": {"wall_s": setup.wall_s, "maxrss_mib": setup.maxrss_mib, "anon_mib": setup.anon_mib, **stages},
-        "recommend_segment": {"wall_s": by_segment.wall_s, "maxrss_mib": by_segment.maxrss_mib},
-        "recommend_file": {"wall_s": by_file.wall_s, "maxrss_mib": by_file.maxrss_mib},
+        "setup": {
+            "wall_s": setup.wall_s,
+            "maxrss_mib": setup.maxrss_mib,
+            "anon_mib": setup.anon_mib,
+            "cgroup_peak_mib": setup.cgroup_peak_mib,
+            "oom_kills": setup.oom_kills,
+            "steps": setup.steps,
+            **stages,
+        },
+        "memory_limit": run.memory_limit,
+        "recommend_segment": {
+            "wall_s": by_segment.wall_s,
+            "maxrss_mib": by_segment.maxrss_mib,
+            "cgroup_peak_mib": by_segment.cgroup_peak_mib,
+        },
+        "recommend_file": {
+            "wall_s": by_file.wall_s,
+            "maxrss_mib": by_file.maxrss_mib,
+            "cgroup_peak_mib": by_file.cgroup_peak_mib,
+        },
         "first_run_s": total_s,
         "first_run_peak_mib": peak_mib,
         "read": {kind: result for kind, (_, result) in run.reads.items()},

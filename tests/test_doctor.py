@@ -87,6 +87,7 @@ def test_everything_ready(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "checkpoint",
         "pca params",
         "index",
+        "memory",
         "yt-dlp",
         "js runtime",
         "cookies",

@@ -11,12 +11,17 @@ whose recall@10 against exact search, on segments held out of the structure, rea
 The build writes into a hidden sibling directory and swaps it into place only when complete (see
 :mod:`musrec.index.layout`): a crash or Ctrl-C never leaves a half-written index where a running bot would load it, the
 path is never empty, and a later build removes what a killed one left behind.
+
+Memory is bounded (:mod:`musrec.index.memory`): a build is refused, before it reads a feature, where the machine gives
+it less than its estimated peak; the hidden directory records the step a build is in, so that the next build after
+one was killed anyway says so instead of starting again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,13 +50,25 @@ from musrec.index.layout import (
     publish,
     staging,
 )
-from musrec.index.store import SegmentInfo, SegmentWriter, save_labels
+from musrec.index.memory import (
+    BuildState,
+    Estimate,
+    MemoryLimit,
+    estimate,
+    in_memory_units,
+    killed_build,
+    memory_limit,
+    segments_in_sources,
+    too_small,
+)
+from musrec.index.store import LabelsWriter, SegmentInfo, SegmentWriter
 from musrec.index.tune import Sample, build_structure, choose_ann
 from musrec.progress import human_bytes
 
 log = logging.getLogger(__name__)
 
 _BATCH = 4096
+_SYNC_BYTES = 64 << 20  # raw rows written between syncs: dirty pages count against a memory cgroup
 _ROOM_MARGIN = 1 << 20  # bytes left free beyond the estimate: the manifest, the held-out ids
 
 
@@ -79,16 +96,34 @@ def build_index(
     report: IngestReport | None = None,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
+    need: Estimate | None = None,
 ) -> Manifest:
-    """Build an index from ``segments`` (each with exactly 10 rows) into directory ``out``."""
+    """Build an index from ``segments`` (each with exactly 10 rows) into directory ``out``.
+
+    ``need`` is the memory estimated before reading (:func:`build_from_sources`); it is measured again on the
+    segments read. Raises :class:`DataError` when ``out`` exists (without ``force``), when the last build of ``out``
+    was killed (without ``force``), when the memory or the disk is too small, or when no segment is left.
+    """
     out = out.resolve()
     if out.exists() and not force:
         raise DataError(f"{out} already exists: pass --force to replace it")
+    killed = killed_build(out)
+    if killed is not None and not force:
+        killed.prune()
+        raise DataError(killed.message(retry="`musrec index build --force`"))
     started = time.monotonic()
+    limit = memory_limit()
     with _full_disk_is_one_line(out.parent), staging(out) as tmp:
+        state = BuildState(tmp, need, limit)
+        state.step("ingest")
         count = _ingest(segments, tmp, labels=labels, options=options, progress=progress)
         if count == 0:
             raise DataError("no segments left to index: check the sources and filters")
+        need = build_estimate(count, options, limit)
+        trouble = too_small(need, limit, what="this index")
+        if trouble is not None:
+            raise DataError(trouble)
+        log.info("%d segments read; the build needs about %s of %s", count, in_memory_units(need.peak), limit)
         embeddings = open_embeddings(tmp, count)
         ann = choose_ann(options.backend, count)
         _check_room(tmp, ann=ann, count=count, options=options)
@@ -104,6 +139,8 @@ def build_index(
             target=options.target_recall,
             sample=sample,
             seed=options.seed,
+            keep_matrix=need.exact_matrix,
+            on_step=state.step,
         )
         tuning = built.tuning
         preferred = ann
@@ -138,6 +175,7 @@ def build_index(
             held_out=len(sample.held_out),
         )
         del embeddings
+        state.done()
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
         check(tmp)  # what every reader checks, before anything is replaced
         publish(tmp, out)
@@ -196,6 +234,19 @@ def _disk_full(where: Path, *, need: int | None = None) -> str:
     )
 
 
+def build_estimate(count: int, options: BuildOptions, limit: MemoryLimit | None = None) -> Estimate:
+    """The memory a build of ``count`` segments with ``options`` needs (see :mod:`musrec.index.memory`)."""
+    return estimate(
+        count,
+        representation=options.representation,
+        backend=options.backend,
+        ivf_lists=options.ivf_lists,
+        trees=options.trees,
+        queries=options.recall_queries,
+        limit=limit,
+    )
+
+
 def _ingest(
     segments: Iterable[Segment],
     tmp: Path,
@@ -205,14 +256,20 @@ def _ingest(
     progress: Callable[[int], None] | None,
 ) -> int:
     writer = SegmentWriter(tmp / SEGMENTS_FILE)
-    count = 0
+    label_lists = LabelsWriter()
+    count = unsynced = 0
     batch: list[Segment] = []
-    label_lists: list[tuple[int, ...]] = []
 
     def flush() -> None:
-        nonlocal count
-        raw.write(np.stack([s.rows for s in batch]).tobytes())
-        label_lists.extend(s.labels for s in batch)
+        nonlocal count, unsynced
+        rows = np.stack([s.rows for s in batch])
+        raw.write(rows.data)
+        unsynced += rows.nbytes
+        if unsynced >= _SYNC_BYTES:
+            raw.flush()
+            os.fdatasync(raw.fileno())
+            unsynced = 0
+        label_lists.add([s.labels for s in batch])
         music = [labels.is_music(s.labels) for s in batch]
         flags.write(bytes(music))
         for i, segment in enumerate(batch):
@@ -242,7 +299,7 @@ def _ingest(
         if batch:
             flush()
     writer.close()
-    save_labels(tmp / LABELS_FILE, label_lists)
+    label_lists.save(tmp / LABELS_FILE)
     return count
 
 
@@ -266,6 +323,11 @@ def build_from_sources(
         "min_seconds": filt.min_seconds,
         "short_segments": filt.short_segments,
     }
+    limit = memory_limit()
+    need = build_estimate(segments_in_sources(sources, filt.splits), options, limit)
+    trouble = too_small(need, limit, what=f"an index of {', '.join(str(s) for s in sources)}")
+    if trouble is not None:
+        raise DataError(trouble)
     report = IngestReport()
     manifest = build_index(
         _whole(read_segments(list(sources), labels=labels, filt=filt, report=report), report),
@@ -277,6 +339,7 @@ def build_from_sources(
         report=report,
         force=force,
         progress=progress,
+        need=need,
     )
     return manifest, report
 

@@ -52,13 +52,24 @@ class ItemLabels:
         return counts > 0
 
 
-def save_labels(path: Path, label_lists: list[tuple[int, ...]]) -> None:
-    """Write ``labels.npz``: each item's label indices, flat, with offsets (a label filter needs no table scan)."""
-    offsets = np.zeros(len(label_lists) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(labels) for labels in label_lists])
-    flat = np.fromiter((i for labels in label_lists for i in labels), dtype=np.uint16, count=int(offsets[-1]))
-    with path.open("wb") as f:
-        np.savez(f, offsets=offsets, flat=flat)
+class LabelsWriter:
+    """Collects every item's label indices during a build, as arrays (2 million tuples of Python ints would take
+    a few hundred MB), and writes ``labels.npz``: flat, with offsets, so a label filter needs no table scan."""
+
+    def __init__(self) -> None:
+        self._counts: list[npt.NDArray[np.int64]] = []
+        self._flat: list[npt.NDArray[np.uint16]] = []
+
+    def add(self, label_lists: list[tuple[int, ...]]) -> None:
+        self._counts.append(np.fromiter(map(len, label_lists), dtype=np.int64, count=len(label_lists)))
+        total = int(self._counts[-1].sum())
+        self._flat.append(np.fromiter((i for labels in label_lists for i in labels), dtype=np.uint16, count=total))
+
+    def save(self, path: Path) -> None:
+        counts = np.concatenate([np.zeros(1, dtype=np.int64), *self._counts])
+        flat = np.concatenate([np.empty(0, dtype=np.uint16), *self._flat])
+        with path.open("wb") as f:
+            np.savez(f, offsets=np.cumsum(counts), flat=flat)
 
 
 def load_labels(path: Path, count: int) -> ItemLabels | None:

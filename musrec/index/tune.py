@@ -3,23 +3,23 @@
 One streaming pass over the raw rows feeds the structure (Annoy or IVF) and the exact ground truth of the recall
 sample: no float copy of everything is held beside the structure. Only a small or medium index also keeps its float
 matrix, to time exact search, which can be the faster default there. The rows are read, not memory-mapped, so a pass
-over a multi-GB file leaves no mapped pages behind.
+over a multi-GB file leaves no mapped pages behind. The IVF structure is written list by list from a second pass
+(:mod:`musrec.index.ivf_file`), so its codes are never all in memory either.
 
 Recall is measured on segments *held out* of the structure, against the exact neighbours among the segments it
 holds: queries it has never seen, like a new clip. Indexed segments queried leave-one-out tend to score higher
 (the structure was shaped around them), so that figure is recorded too, but the search parameter is tuned on the
-held-out one. Afterwards the held-out segments join the index: IVF simply adds them; an Annoy forest cannot grow, so
-they are kept in ``holdout.npy`` and searched exactly beside it.
+held-out one. Afterwards the held-out segments join the index: IVF writes them into its lists from the start and
+leaves them out of the searches that tune it; an Annoy forest cannot grow, so they are kept in ``holdout.npy`` and
+searched exactly beside it.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audioset.representation import SEGMENT_ROWS, dimension, represent
+from musrec.audioset.representation import dimension, represent
 from musrec.index.backends import (
     RECALL_K,
     AnnoyBackend,
@@ -35,24 +35,29 @@ from musrec.index.backends import (
     IvfBackend,
     ScanBackend,
     TopN,
+    read_chunks,
 )
+from musrec.index.ivf_file import IvfWriter, training_vectors
 from musrec.index.layout import ANNOY_FILE, EMBEDDINGS_FILE, HOLDOUT_FILE, IVF_FILE
 from musrec.index.loaded import exact_matrix_fits
-from musrec.vggish.postprocess import EMBEDDING_SIZE
 
 log = logging.getLogger(__name__)
 
 ANN_KINDS = ("annoy", "ivf")
 # Below this many segments "auto" builds Annoy; from here on IVF, which measured far faster at the same recall.
 AUTO_IVF_MIN_COUNT = 250_000
-# Coarse centroids are trained on this many vectors per inverted list (faiss wants at least 39), 10 k-means rounds.
-_IVF_TRAIN_PER_LIST = 50
+# Coarse centroids are trained on this many vectors per inverted list (faiss wants at least 39).
+IVF_TRAIN_PER_LIST = 50
 _IVF_MIN_PER_LIST = 39
-_KMEANS_ITERATIONS = 10
 _TIMING_QUERIES = 50
-_CHUNK = 32_768
 
 SearchAt = Callable[[npt.NDArray[np.float32], int, int], npt.NDArray[np.int64]]
+# The steps a build goes through, as recorded for a build that does not finish (musrec.index.memory).
+Step = Callable[[str], None]
+
+
+def _no_step(_: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,12 @@ def auto_ivf_lists(count: int) -> int:
     return max(1, min(lists, count // _IVF_MIN_PER_LIST))
 
 
+def ivf_list_count(indexed: int, requested: int) -> int:
+    """The inverted lists of an IVF structure over ``indexed`` segments: ``requested``, or 0 for about 2 sqrt(n);
+    never so many that a list has fewer training points than faiss wants."""
+    return max(1, min(requested or auto_ivf_lists(indexed), indexed // _IVF_MIN_PER_LIST))
+
+
 def build_structure(
     tmp: Path,
     embeddings: npt.NDArray[np.uint8],
@@ -117,35 +128,39 @@ def build_structure(
     target: float,
     sample: Sample,
     seed: int,
+    keep_matrix: bool = True,
+    on_step: Step = _no_step,
 ) -> Built:
+    """Build the structure into ``tmp`` and tune it. ``keep_matrix`` False never holds the float matrix that times
+    exact search (it is not offered as the default then); ``on_step`` hears each step as it starts."""
     count = len(embeddings)
     dim = dimension(representation)
     held_out = sample.held_out
     queries = represent(np.asarray(embeddings[np.concatenate([held_out, sample.indexed])]), representation)
     truth = TopN(queries, sample.k + 1, exclude=held_out)
     # From AUTO_IVF_MIN_COUNT on, exact search is far slower than either structure: it is not timed, nor held.
-    fits = exact_matrix_fits(count, representation) and count < AUTO_IVF_MIN_COUNT
+    fits = keep_matrix and exact_matrix_fits(count, representation) and count < AUTO_IVF_MIN_COUNT
     matrix = np.empty((count, dim), dtype=np.float32) if fits else None
     raw = tmp / EMBEDDINGS_FILE
 
-    writer: _AnnoyWriter | _IvfWriter
+    writer: _AnnoyWriter | IvfWriter
     if ann == "annoy":
         writer = _AnnoyWriter(tmp / ANNOY_FILE, dim, trees=trees, seed=seed)
     else:
-        lists = ivf_lists or auto_ivf_lists(count - len(held_out))
-        lists = max(1, min(lists, (count - len(held_out)) // _IVF_MIN_PER_LIST))
-        writer = _IvfWriter(dim, lists, seed=seed)
-        writer.train(_training_vectors(raw, count, representation, held_out, lists * _IVF_TRAIN_PER_LIST, seed))
+        lists = ivf_list_count(count - len(held_out), ivf_lists)
+        writer = IvfWriter(tmp / IVF_FILE, raw, representation, dim, lists, count=count, seed=seed)
+        on_step("train")
+        writer.train(training_vectors(raw, count, representation, held_out, lists * IVF_TRAIN_PER_LIST, seed))
 
+    on_step("add")
     started = time.monotonic()
-    for lo, rows in _read_chunks(raw, count):
+    for lo, rows in read_chunks(raw, count):
         vectors = represent(rows, representation)
-        ids = np.arange(lo, lo + len(vectors), dtype=np.int64)
-        keep = ~np.isin(ids, held_out, assume_unique=True)
-        writer.add(ids[keep], vectors[keep])
         truth.update(lo, vectors)
+        writer.add(lo, vectors, held_out)
         if matrix is not None:
             matrix[lo : lo + len(vectors)] = vectors
+        del vectors
     log.info("%s: %d vectors added in %.1f s", ann, count - len(held_out), time.monotonic() - started)
 
     truth_ids, _ = truth.result()
@@ -155,7 +170,8 @@ def build_structure(
     ]
     held_queries, loo_queries = queries[: len(held_out)], queries[len(held_out) :]
 
-    search_at = writer.tuning_search(embeddings, representation, rerank=rerank)
+    search_at = writer.tuning_search(embeddings, representation, rerank=rerank, held_out=held_out, on_step=on_step)
+    on_step("tune")
     if isinstance(writer, _AnnoyWriter):
         start, ceiling, steps = trees * max(1, sample.k), max(trees * max(1, sample.k), 2 * count * trees), 4
     else:
@@ -183,6 +199,7 @@ def build_structure(
         tuning.recall_leave_one_out,
     )
 
+    on_step("finish")
     backend = writer.finish(
         tmp,
         embeddings,
@@ -201,7 +218,7 @@ def build_structure(
         ann=ann,
         tuning=tuning,
         query_ms=query_ms,
-        ivf_lists=writer.lists if isinstance(writer, _IvfWriter) else 0,
+        ivf_lists=writer.lists if isinstance(writer, IvfWriter) else 0,
     )
 
 
@@ -217,12 +234,24 @@ class _AnnoyWriter:
         self.annoy.on_disk_build(str(path))  # the forest is written to disk, not held in memory
         self.added = 0
 
-    def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
-        for item, vector in zip(ids.tolist(), vectors, strict=True):
+    def add(self, lo: int, vectors: npt.NDArray[np.float32], held_out: npt.NDArray[np.int64]) -> None:
+        """Add the segments ``lo, lo + 1, ...`` but the held-out ones."""
+        ids = np.arange(lo, lo + len(vectors), dtype=np.int64)
+        keep = ~np.isin(ids, held_out, assume_unique=True)
+        for item, vector in zip(ids[keep].tolist(), vectors[keep], strict=True):
             self.annoy.add_item(item, vector.tolist())  # a list is about twice as fast as a numpy row here
-        self.added += len(ids)
+        self.added += int(np.count_nonzero(keep))
 
-    def tuning_search(self, embeddings: npt.NDArray[np.uint8], representation: str, *, rerank: int) -> SearchAt:
+    def tuning_search(
+        self,
+        embeddings: npt.NDArray[np.uint8],
+        representation: str,
+        *,
+        rerank: int,
+        held_out: npt.NDArray[np.int64],
+        on_step: Step,
+    ) -> SearchAt:
+        on_step("trees")
         started = time.monotonic()
         self.annoy.build(self.trees, n_jobs=-1)
         self.annoy.unload()
@@ -248,90 +277,6 @@ class _AnnoyWriter:
         self.forest.unload()
         np.save(tmp / HOLDOUT_FILE, held_out)
         return AnnoyBackend(self.path, self.dim, search_k=value, extra_ids=held_out, extra_vectors=held_vectors)
-
-
-class _IvfWriter:
-    def __init__(self, dim: int, lists: int, *, seed: int) -> None:
-        import faiss
-
-        self.lists = lists
-        self.quantizer = faiss.IndexFlatIP(dim)
-        self.index = faiss.IndexIVFScalarQuantizer(
-            self.quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-        )
-        self.index.cp.niter = _KMEANS_ITERATIONS
-        self.index.cp.seed = seed
-        self.index.cp.spherical = True  # unit vectors, inner product: centroids on the sphere
-
-    def train(self, vectors: npt.NDArray[np.float32]) -> None:
-        started = time.monotonic()
-        self.index.train(vectors)
-        log.info("ivf: %d lists trained on %d vectors in %.1f s", self.lists, len(vectors), time.monotonic() - started)
-
-    def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
-        if len(ids):
-            self.index.add_with_ids(np.ascontiguousarray(vectors), ids)
-
-    def tuning_search(self, embeddings: npt.NDArray[np.uint8], representation: str, *, rerank: int) -> SearchAt:
-        backend = IvfBackend(self.index, embeddings, representation, nprobe=1, rerank=rerank)
-
-        def search(vector: npt.NDArray[np.float32], n: int, value: int) -> npt.NDArray[np.int64]:
-            return backend.search(vector, n, nprobe=value)[0]
-
-        return search
-
-    def finish(
-        self,
-        tmp: Path,
-        embeddings: npt.NDArray[np.uint8],
-        representation: str,
-        *,
-        held_out: npt.NDArray[np.int64],
-        held_vectors: npt.NDArray[np.float32],
-        value: int,
-        rerank: int,
-    ) -> IvfBackend:
-        import faiss
-
-        self.add(held_out, held_vectors)
-        path = tmp / IVF_FILE
-        try:
-            faiss.write_index(self.index, str(path))
-        except RuntimeError as err:  # faiss reports any failed write so, a full disk included
-            need = self.index.ntotal * (self.index.code_size + 8)  # the codes and their ids
-            written = path.stat().st_size if path.exists() else 0
-            if shutil.disk_usage(tmp).free >= need - written:
-                raise
-            raise OSError(errno.ENOSPC, f"no space left writing {path.name}: {err}") from None
-        del self.index, self.quantizer  # the codes are on disk now; the backend maps them
-        return IvfBackend.load(tmp / IVF_FILE, embeddings, representation, nprobe=value, rerank=rerank)
-
-
-def _read_chunks(path: Path, count: int, *, chunk: int = _CHUNK) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
-    """(offset, [n, 10, 128] rows) for consecutive chunks of the raw-row file."""
-    row_bytes = SEGMENT_ROWS * EMBEDDING_SIZE
-    with path.open("rb") as f:
-        for lo in range(0, count, chunk):
-            n = min(chunk, count - lo)
-            data = f.read(n * row_bytes)
-            if len(data) != n * row_bytes:
-                raise OSError(f"{path.name} ended early at segment {lo}")
-            yield lo, np.frombuffer(data, dtype=np.uint8).reshape(n, SEGMENT_ROWS, EMBEDDING_SIZE)
-
-
-def _training_vectors(
-    raw: Path, count: int, representation: str, held_out: npt.NDArray[np.int64], size: int, seed: int
-) -> npt.NDArray[np.float32]:
-    """A random sample of the indexed segments (never the held-out ones)."""
-    rng = np.random.default_rng((seed, 1))
-    pool = np.setdiff1d(np.arange(count, dtype=np.int64), held_out, assume_unique=True)
-    chosen = np.sort(rng.choice(pool, size=min(size, len(pool)), replace=False))
-    parts = [np.empty((0, dimension(representation)), dtype=np.float32)]
-    for lo, rows in _read_chunks(raw, count):
-        picked = chosen[(chosen >= lo) & (chosen < lo + len(rows))] - lo
-        if len(picked):
-            parts.append(represent(rows[picked], representation))
-    return np.concatenate(parts)
 
 
 def _recall(

@@ -2,7 +2,8 @@
 
 Checks: the configuration (loads, from where), the data directory, ffmpeg (system or bundled), mpg123 (optional),
 the VGGish files (present, their checksum state as ``musrec setup`` recorded it), the index (loads; a summary of
-its manifest), how many of its videos have been checked and what share is gone, the MAX servers when they are the
+its manifest), whether this machine has the memory to build the configured index (and whether the last build was
+killed), how many of its videos have been checked and what share is gone, the MAX servers when they are the
 embedder, the Discord token (present or not: never shown), TensorFlow and Annoy. Annoy is tried in a child
 process: a build compiled for another CPU dies of an illegal instruction, and the doctor must live to say so.
 """
@@ -67,6 +68,7 @@ def diagnose(
     checks.extend(_models(config))
     annoy = _annoy()
     checks.append(_index(config, annoy_works=annoy.status == OK))
+    checks.append(_build_memory(config))
     checks.append(_videos(config, env))
     if config.embedder.kind == "max":
         checks.append(_max_servers(config))
@@ -239,6 +241,27 @@ def _videos(config: Config, env: Mapping[str, str]) -> Check:
             segments.close()
     return Check("videos", OK, f"{counts.checked:,} videos checked{of}, {100 * counts.gone_share:.1f}% of them gone "
                  f"(by {source}; `musrec videos check` checks the rest)")  # fmt: skip
+
+
+def _build_memory(config: Config) -> Check:
+    """Can this machine build the configured index: its memory against the build's estimated peak, and whether the
+    last build was killed. A problem where there is no usable index (setup would build one), else a warning."""
+    from musrec.index.build import build_estimate
+    from musrec.index.layout import problem
+    from musrec.index.memory import in_memory_units, killed_build, memory_limit, release_segments, too_small
+
+    limit = memory_limit()
+    need = build_estimate(release_segments(config.build.splits), config.build, limit)
+    status = PROBLEM if problem(config.index_path) is not None else WARN
+    killed = killed_build(config.index_path)
+    if killed is not None:
+        return Check("memory", status, killed.message(retry="`musrec setup --rebuild`"))
+    trouble = too_small(need, limit, what=f"the index at {config.index_path}")
+    if trouble is not None:
+        return Check("memory", status, trouble)
+    splits = " ".join(config.build.splits)
+    needs = in_memory_units(need.peak)
+    return Check("memory", OK, f"{limit}; building {splits} ({need.count:,} segments) needs about {needs}")
 
 
 def _max_servers(config: Config) -> Check:

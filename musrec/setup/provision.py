@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from musrec.config import Config
 from musrec.errors import DataError, MusrecError
 from musrec.index.layout import MANIFEST, Manifest, problem, remove_debris
+from musrec.index.memory import KilledBuild, killed_build, memory_limit, release_segments, too_small
 from musrec.setup.features import ensure_features
 from musrec.setup.files import NotInSourceError, Wanted
 from musrec.setup.models import MISMATCH, MISSING, VERIFIED, ensure_models, mismatch_message, model_files, model_state
@@ -147,7 +148,9 @@ def _check_labels(emit: Callable[[Step], None]) -> None:
 
 def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]) -> None:
     path = config.index_path
-    remove_debris(path)
+    killed = killed_build(path)  # a killed build's record says so before anything starts again
+    if killed is None:
+        remove_debris(path)
     wanted = _fingerprint(config)
     ours = state.index.get("path") == str(path.absolute()) and _manifest_stamp(path) == state.index.get("manifest")
     if _occupied(path) and not options.rebuild:
@@ -186,6 +189,7 @@ def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit
             raise DataError(trouble)
         if trouble is None and ours:
             emit(Step("index", "rebuilding", f"[build] settings changed: {changes}"))
+    _refuse_to_build(config, killed, rebuild=options.rebuild)
     source = ensure_features(config, state, options, emit)
     if source is None:
         emit(Step("index", "skipped", "no AudioSet features here: run `musrec setup` without --skip-features"))
@@ -200,6 +204,21 @@ def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit
     }
     state.save()
     emit(Step("index", "built", f"{_summary(manifest, path)}, in {manifest.build_seconds:.1f} s"))
+
+
+def _refuse_to_build(config: Config, killed: KilledBuild | None, *, rebuild: bool) -> None:
+    """Before the features are read: refuse a build that the last one's kill says would be killed again (unless
+    ``rebuild``), or one that needs more memory than this machine gives."""
+    from musrec.index.build import build_estimate
+
+    if killed is not None and not rebuild:
+        killed.prune()
+        raise DataError(killed.message(retry="`musrec setup --rebuild`"))
+    limit = memory_limit()
+    need = build_estimate(release_segments(config.build.splits), config.build, limit)
+    trouble = too_small(need, limit, what=f"the index at {config.index_path}")
+    if trouble is not None:
+        raise DataError(trouble)
 
 
 def _occupied(path: Path) -> bool:
