@@ -110,10 +110,12 @@ def view_for(key: str, matches: Sequence[Match], *, first_rank: int = 1) -> disc
 
 
 def reply(page: Page, *, index_size: int) -> Reply:
-    """A result message: the embed and its buttons."""
+    """A result message: the embed and its buttons (none when its search could not be remembered)."""
     result = page.result
     if result.inputs:
         embed = embeds.blend_embed(result, index_size=index_size, first_rank=page.first_rank)
     else:
         embed = embeds.recommendation_embed(result, index_size=index_size, first_rank=page.first_rank)
+    if page.key is None:
+        return Reply(embed)
     return Reply(embed, view=view_for(page.key, result.matches, first_rank=page.first_rank))

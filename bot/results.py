@@ -20,10 +20,11 @@ GONE_SEGMENT = "That segment is no longer in my index (it was rebuilt since). Tr
 
 @dataclass(frozen=True)
 class Page:
-    """A result and the key its buttons carry; ``first_rank`` is the rank of its first match."""
+    """A result and the key its buttons carry (None: it could not be remembered, so it has no buttons);
+    ``first_rank`` is the rank of its first match."""
 
     result: Recommendation
-    key: str
+    key: str | None
     first_rank: int = 1
 
 

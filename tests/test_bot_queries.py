@@ -85,3 +85,22 @@ def test_a_store_made_before_blends_were_kept_gains_their_column(tmp_path: Path)
     assert old is not None and not old.searchable  # a blend kept before: its buttons say the search is gone
     back = store.get(store.save(blend_entry(), index="i"), index="i")
     assert back is not None and len(back.sounds) == 2
+
+
+def test_a_damaged_store_is_replaced_and_a_failing_one_never_raises(tmp_path: Path) -> None:
+    """Issue 23, point 1: a file that is not a database used to raise sqlite3.DatabaseError when the store opened
+    (and the bot exited). It is replaced, at opening and when damaged later; a store that cannot be written at all
+    gives no key (its answers go without buttons) and finds nothing."""
+    path = tmp_path / "q.sqlite3"
+    path.write_bytes(b"a copy cut short " * 100)
+    store = QueryStore(path)
+    key = store.save(entry(1), index="i")
+    assert key is not None and store.get(key, index="i") is not None
+    path.write_bytes(b"\x00" * 4096)  # damaged under the open store
+    assert store.get(key, index="i") is None
+    assert store.save(entry(2), index="i") is not None and len(store) == 1
+    assert path.read_bytes().startswith(b"SQLite format 3\x00")
+    blocked = tmp_path / "a file, not a directory"
+    blocked.write_text("")
+    nowhere = QueryStore(blocked / "q.sqlite3")
+    assert nowhere.save(entry(3), index="i") is None and nowhere.get("any", index="i") is None and len(nowhere) == 0
