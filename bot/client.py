@@ -21,6 +21,7 @@ from bot.host import Answering
 from bot.inputs import refusal
 from bot.queries import FILENAME, QueryStore
 from bot.replies import drop_unanswered
+from bot.spool import Spool
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.pipeline import Musrec, model_threads
@@ -72,6 +73,8 @@ class MusrecBot(commands.Bot):
             intents=intents_for(config),
             help_command=None,
             tree_cls=MusrecTree,
+            # Its messages quote what users sent (a file named "@everyone.mp3"): none of them may ping anyone.
+            allowed_mentions=discord.AllowedMentions.none(),
             **options,
         )
         self.config = config
@@ -79,6 +82,7 @@ class MusrecBot(commands.Bot):
         self._factory = musrec_factory or (lambda: _load(config))
         self._downloads: aiohttp.ClientSession | None = None
         self._queries: QueryStore | None = None
+        self._spool: Spool | None = None
         self.queue = queue or WorkQueue.from_config(config.bot)
         self.answering: Answering = {}
 
@@ -100,6 +104,12 @@ class MusrecBot(commands.Bot):
             raise RuntimeError("the bot is not set up yet")
         return self._queries
 
+    @property
+    def spool(self) -> Spool:
+        if self._spool is None:
+            raise RuntimeError("the bot is not set up yet")
+        return self._spool
+
     async def add_cogs(self) -> None:
         await self.add_cog(Sounds(self))
         await self.add_cog(Admin(self, self.config.bot))
@@ -111,6 +121,7 @@ class MusrecBot(commands.Bot):
             timeout=DOWNLOAD_TIMEOUT, proxy=self.http.proxy, proxy_auth=self.http.proxy_auth
         )
         self._queries = await asyncio.to_thread(QueryStore, self.config.data_dir / FILENAME)
+        self._spool = await asyncio.to_thread(Spool)
         # The buttons of every result message, those sent before this start included.
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         await self.add_cogs()
@@ -134,6 +145,8 @@ class MusrecBot(commands.Bot):
         await super().close()
         if self._downloads is not None:
             await self._downloads.close()
+        if self._spool is not None:
+            await asyncio.to_thread(self._spool.close)
         if self._musrec is not None:
             await asyncio.to_thread(self._musrec.close)
 

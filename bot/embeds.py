@@ -21,6 +21,7 @@ FIELD_VALUE_MAX = 1024
 FOOTER_MAX = 2048
 EMBED_TOTAL_MAX = 6000
 VIDEO_NAME_MAX = 100  # characters of a video's title or channel shown (fit() keeps the embed within its total)
+QUOTE_MAX = 100  # characters of a user's own text shown at most
 
 COLOUR = discord.Colour(0x5865F2)
 GENERIC_LABELS = frozenset({"Music"})  # true of nearly every match: it explains nothing
@@ -40,6 +41,12 @@ def clip(text: str, limit: int) -> str:
 def escape(text: str) -> str:
     """Text shown inside a link's brackets: no markdown of its own."""
     return discord.utils.escape_markdown(text).replace("[", "(").replace("]", ")")
+
+
+def quoted(text: str) -> str:
+    """A user's own text (a file name, a start time) as shown: at most QUOTE_MAX characters, with no markdown or
+    mention of its own (a file named ``@everyone.mp3`` or ``[x](https://...)`` shows as it is named)."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(clip(text, QUOTE_MAX)))
 
 
 def percent(score: float) -> str:
@@ -66,6 +73,8 @@ def describe_query(query: Query) -> str:
     what = str(query.extra.get("title") or query.source)
     if query.kind == "url":
         what = f"[{escape(clip(what, 200))}]({query.source})"
+    elif query.kind == "file":  # named by the user
+        what = quoted(what)
     window = ""
     if query.start_s is not None and query.end_s is not None:
         window = f" ({span(query.start_s, query.end_s)})"

@@ -1,5 +1,6 @@
 """What the cogs and buttons need from the bot that hosts them: its configuration, its work queue, the musrec
-pipeline, the searches behind result messages and the HTTP session attachments are downloaded with.
+pipeline, the searches behind result messages, the HTTP session attachments are downloaded with and the directory
+they wait in.
 
 The cogs see the bot through this protocol, never through its class, so the bot may import the cogs to register
 them without an import circle.
@@ -14,6 +15,7 @@ from typing import Protocol
 import aiohttp
 
 from bot.queries import QueryStore
+from bot.spool import Spool
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.pipeline import Musrec
@@ -43,4 +45,9 @@ class Host(Protocol):
     @property
     def queries(self) -> QueryStore:
         """The searches behind result messages' buttons (RuntimeError before the bot's set-up finished)."""
+        ...
+
+    @property
+    def spool(self) -> Spool:
+        """Where attachments wait for a worker (RuntimeError before the bot's set-up finished)."""
         ...

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pytest
 import yarl
 from aiohttp import web
 from audioset_fixtures import make_segments
-from discord_standin import InteractionHandle, StandIn
+from discord_standin import InteractionHandle, StandIn, run
 from test_bot import config_for
 
 from bot.client import MusrecBot, make_bot
@@ -41,12 +41,13 @@ WAIT_S = 60.0  # how long a held call or a condition may take before the test gi
 LOOPBACK = "127.0.0.1"
 
 
-def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """An Annoy index of 60 synthetic segments: the bot's world when the embedder is a stand-in too (a module's
-    ``world`` fixture)."""
-    root = tmp_path_factory.mktemp("bot-small")
-    build_index(make_segments(60, split="eval"), root / "index", labels=default_labels(), options=BuildOptions(trees=4))
-    return {"index": root / "index"}
+def small_world(tmp_path_factory: pytest.TempPathFactory, structure: str = "annoy") -> dict[str, Any]:
+    """An index of 60 synthetic segments (Annoy, or IVF with ``structure="ivf"``): the bot's world when the embedder
+    is a stand-in too (a module's ``world`` fixture)."""
+    root = tmp_path_factory.mktemp(f"bot-small-{structure}")
+    options = BuildOptions(trees=4, backend=structure)
+    build_index(make_segments(60, split="eval"), root / "index", labels=default_labels(), options=options)
+    return {"index": root / "index", "structure": structure}
 
 
 def clip(seconds: int, *, hz: float = 440.0) -> bytes:
@@ -125,6 +126,34 @@ def bot_with(
     return made
 
 
+HEARTBEAT_S = 0.5  # the stand-in's heartbeat interval in these tests
+
+
+def held_scenario(
+    world: dict[str, Any],
+    body: Callable[[StandIn, MusrecBot], Awaitable[None]],
+    embedder: HeldEmbedder,
+    *,
+    queue: WorkQueue | None = None,
+    wait_s: float = WAIT_S,
+    **bot: Any,
+) -> None:
+    """Run ``body`` against the bot on ``world`` with ``embedder`` (see :func:`bot_with`); whatever happens, the
+    embedder is opened at the end, so a failed test leaves no worker thread waiting. ``wait_s`` bounds the start;
+    three times it, the whole run (only a hang reaches either)."""
+
+    async def main(standin: StandIn) -> None:
+        client = bot_with(world, standin, embedder, queue=queue, **bot)
+        try:
+            async with standin.running(client, timeout=wait_s):
+                await body(standin, client)
+        finally:
+            embedder.open()
+        assert not standin.errors
+
+    run(main, timeout=wait_s * 3, heartbeat_interval=HEARTBEAT_S)
+
+
 def attachment_at(standin: StandIn, url: str, filename: str, data: bytes) -> dict[str, Any]:
     """An attachment object as Discord would send it, with ``url`` where the file is."""
     return standin.world.attachment(standin.world.snowflake(), filename, len(data), "audio/wav", url, url)
@@ -198,3 +227,33 @@ def rss_bytes() -> int:
     """This process's resident memory now (Linux: /proc/self/statm, in pages)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+class RssPeak:
+    """This process's highest resident memory while its block runs, sampled every 10 ms (and at both ends), over
+    what it was on entry: ``async with RssPeak() as rss: ...``, then ``rss.growth_bytes``."""
+
+    def __init__(self) -> None:
+        self.baseline = self.peak = 0
+        self._sampler: asyncio.Task[None] | None = None
+
+    @property
+    def growth_bytes(self) -> int:
+        return self.peak - self.baseline
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_bytes())
+            await asyncio.sleep(0.01)
+
+    async def __aenter__(self) -> RssPeak:
+        self.baseline = self.peak = rss_bytes()
+        self._sampler = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.peak = max(self.peak, rss_bytes())
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler

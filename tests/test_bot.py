@@ -457,6 +457,12 @@ def test_print_commands_cli() -> None:
         "clip", "link", "start", "top_k", "music_only", "label", "exclude_label"
     ]  # fmt: skip
     assert [o.get("autocomplete", False) for o in recommend["options"]][-2:] == [True, True]
+    # Issue 23: every text option has a length Discord's client keeps to.
+    lengths = {o["name"]: o.get("max_length") for c in payload for o in c["options"] if o["type"] == 3}
+    assert lengths == {
+        "link": 2048, "start": 32, "label": 100, "exclude_label": 100, "first_link": 2048, "second_link": 2048,
+        "third_link": 2048, "first_start": 32, "second_start": 32, "third_start": 32,
+    }  # fmt: skip
     blend = next(c for c in payload if c["name"] == "blend")
     assert [o["name"] for o in blend["options"]][:6] == [
         "first_clip", "first_link", "second_clip", "second_link", "third_clip", "third_link"

@@ -10,12 +10,11 @@ by bench/bot_load_bench.py, not asserted here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import pytest
-from bot_fixtures import HeldEmbedder, bot_with, clip, downloads, eventually, rss_bytes, small_world
-from discord_standin import InteractionHandle, StandIn, run
+from bot_fixtures import HeldEmbedder, RssPeak, clip, downloads, eventually, held_scenario, small_world
+from discord_standin import InteractionHandle, StandIn
 
 USERS = 50
 WORKERS, MAX_WAITING = 1, 8
@@ -41,16 +40,7 @@ def test_fifty_users_at_once(world: dict[str, Any]) -> None:
         attachments = [
             standin.add_attachment(f"{u}.wav", clip(CLIP_S, hz=200 + i), "audio/wav") for i, u in enumerate(users)
         ]
-        baseline = peak = rss_bytes()
-
-        async def sample() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, rss_bytes())
-                await asyncio.sleep(0.01)
-
-        sampler = asyncio.create_task(sample())
-        try:
+        async with RssPeak() as rss:
             handles = await asyncio.gather(
                 *(
                     standin.dispatch_interaction("recommend", {"clip": a}, user_id=u)
@@ -62,10 +52,6 @@ def test_fifty_users_at_once(world: dict[str, Any]) -> None:
             embedder.open()
             await standin.wait_until(lambda: all(settled(h) for h in handles), timeout=WAIT_S, what="all settled")
             await eventually(lambda: bot.queue.pending == 0, what="every request released")
-        finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
         assert len({h.payload["member"]["user"]["id"] for h in handles}) == USERS
         assert all(h.response is not None and h.response.status < 300 for h in handles)  # in time, once
         assert not [h for h in handles if h.original is not None and h.original.loading and not h.original.deleted]
@@ -77,19 +63,10 @@ def test_fifty_users_at_once(world: dict[str, Any]) -> None:
             (message,) = h.messages
             assert message.ephemeral and "which is full" in message.content
         assert sum(downloads(standin, h) for h in handles) == WORKERS + MAX_WAITING
-        growth_mib = (peak - baseline) / MIB
+        growth_mib = rss.growth_bytes / MIB
         assert growth_mib < RSS_BOUND_MIB, f"RSS grew by {growth_mib:.1f} MiB"
 
-    async def main(standin: StandIn) -> None:
-        client = bot_with(world, standin, embedder, workers=WORKERS, max_waiting=MAX_WAITING)
-        try:
-            async with standin.running(client, timeout=WAIT_S):
-                await body(standin, client)
-        finally:
-            embedder.open()
-        assert not standin.errors
-
-    run(main, timeout=WAIT_S * 2, heartbeat_interval=0.5)
+    held_scenario(world, body, embedder, wait_s=WAIT_S, workers=WORKERS, max_waiting=MAX_WAITING)
 
 
 def settled(handle: InteractionHandle) -> bool:

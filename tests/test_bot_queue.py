@@ -10,21 +10,21 @@ this machine is; the cooldown runs on a clock the test moves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from bot_fixtures import (
+    HEARTBEAT_S,
     HeldEmbedder,
     attachment_at,
-    bot_with,
     clip,
     downloads,
     eventually,
     file_host,
+    held_scenario,
     small_world,
 )
-from discord_standin import InteractionHandle, StandIn, run
+from discord_standin import InteractionHandle, StandIn
 from test_bot import ephemeral_text
 
 from bot.client import MusrecBot
@@ -32,7 +32,6 @@ from bot.errors import RESTARTING, TIMEOUT
 from bot.work import WorkQueue
 
 WAIT_S = 60.0  # the longest any step may take before the test gives up (never reached when it passes)
-HEARTBEAT_S = 0.5
 HELD_INTERVALS = 6  # heartbeat intervals the model is held for
 SHORT_TIMEOUT_S = 1.0  # below the configuration's lowest (10 s): injected through the queue
 USER, OTHER = 7001, 7002
@@ -42,26 +41,6 @@ IN_PROGRESS = "You already have a request in progress: wait for its answer first
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return small_world(tmp_path_factory)
-
-
-def scenario(
-    world: dict[str, Any],
-    body: Callable[[StandIn, MusrecBot], Awaitable[None]],
-    embedder: HeldEmbedder,
-    *,
-    queue: WorkQueue | None = None,
-    **bot: Any,
-) -> None:
-    async def main(standin: StandIn) -> None:
-        client = bot_with(world, standin, embedder, queue=queue, **bot)
-        try:
-            async with standin.running(client, timeout=WAIT_S):
-                await body(standin, client)
-        finally:
-            embedder.open()  # a failed test leaves no worker thread waiting
-        assert not standin.errors
-
-    run(main, timeout=WAIT_S * 3, heartbeat_interval=HEARTBEAT_S)
 
 
 async def ask(standin: StandIn, user: int, seconds: int = 2, *, command: str = "recommend") -> InteractionHandle:
@@ -104,7 +83,7 @@ def test_cooldown_says_how_long_to_wait_then_accepts(world: dict[str, Any]) -> N
         await again.wait_for_original(lambda m: bool(m.embeds), timeout=WAIT_S)
         assert again.deferred is not None
 
-    scenario(world, body, HeldEmbedder(held=False), queue=queue)
+    held_scenario(world, body, HeldEmbedder(held=False), queue=queue)
 
 
 def test_one_request_at_a_time_per_user(world: dict[str, Any]) -> None:
@@ -134,7 +113,7 @@ def test_one_request_at_a_time_per_user(world: dict[str, Any]) -> None:
         again = await ask(standin, USER, 4)
         await again.wait_for_original(lambda m: bool(m.embeds), timeout=WAIT_S)
 
-    scenario(world, body, embedder, workers=1, max_waiting=4, listen=True)
+    held_scenario(world, body, embedder, workers=1, max_waiting=4, listen=True)
 
 
 def test_first_come_first_served_behind_a_slow_request(world: dict[str, Any]) -> None:
@@ -166,7 +145,7 @@ def test_first_come_first_served_behind_a_slow_request(world: dict[str, Any]) ->
             assert embedder.started == [2, 3, 4, 5, 6]
             assert answer_order(standin, [slow, *waiting]) == [slow, *waiting]
 
-    scenario(world, body, embedder, workers=1, max_waiting=4)
+    held_scenario(world, body, embedder, workers=1, max_waiting=4)
 
 
 def test_a_request_that_outlasts_the_answer_timeout(world: dict[str, Any]) -> None:
@@ -197,7 +176,7 @@ def test_a_request_that_outlasts_the_answer_timeout(world: dict[str, Any]) -> No
         assert ephemeral_text(late) == TIMEOUT
         await eventually(lambda: queue.busy == 0 and queue.pending == 0, what="the worker free again")
 
-    scenario(world, body, embedder, queue=queue)
+    held_scenario(world, body, embedder, queue=queue)
 
 
 def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: dict[str, Any]) -> None:
@@ -223,7 +202,7 @@ def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: dict[str, Any
         embedder.open()
         assert not any(m.embeds for h in (running, waiting) for m in h.messages)
 
-    scenario(world, body, embedder, queue=queue, listen=True)
+    held_scenario(world, body, embedder, queue=queue, listen=True)
 
 
 def test_heartbeats_continue_through_long_work(world: dict[str, Any]) -> None:
@@ -243,4 +222,4 @@ def test_heartbeats_continue_through_long_work(world: dict[str, Any]) -> None:
         embedder.open()
         await handle.wait_for_original(lambda m: bool(m.embeds), timeout=WAIT_S)
 
-    scenario(world, body, embedder)
+    held_scenario(world, body, embedder)

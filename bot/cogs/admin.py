@@ -8,6 +8,8 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from bot.embeds import clip
+from bot.errors import CONTENT_MAX
 from musrec.config import BotConfig
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class Admin(commands.Cog):
             await ctx.reply("Only the bot's owner can do that.", mention_author=False)
             return
         if isinstance(error, commands.UserInputError):
-            await ctx.reply(f"{error}", mention_author=False)
+            await ctx.reply(clip(f"{error}", CONTENT_MAX), mention_author=False)
             return
         log.error("command %s failed", ctx.command, exc_info=error)
         await ctx.reply("That failed; see the bot's log.", mention_author=False)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
 
 import discord
 from discord import app_commands
@@ -14,7 +17,7 @@ from bot import embeds, results
 from bot.buttons import reply
 from bot.errors import TIMEOUT, user_message
 from bot.host import Host
-from bot.inputs import Link, Start, check_attachment, check_sound, is_audio, read_attachment
+from bot.inputs import Label, Link, Start, check_attachment, check_sound, is_audio, read_attachment
 from bot.replies import Reply, answer, answering, quietly, reject
 from bot.work import Ticket
 from musrec.compare import similarity_png
@@ -22,6 +25,8 @@ from musrec.errors import BusyError, MusrecError
 from musrec.pipeline import Filters, LinkSource, Source
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 AUTOCOMPLETE_MAX = 25  # choices Discord shows
 SIMILARITY_IMAGE = "similarity.png"
@@ -52,8 +57,8 @@ class Sounds(commands.Cog):
         start: Start = None,
         top_k: app_commands.Range[int, 1, 10] = 5,
         music_only: bool = False,
-        label: str | None = None,
-        exclude_label: str | None = None,
+        label: Label | None = None,
+        exclude_label: Label | None = None,
     ) -> None:
         """Find AudioSet sounds that sound like a clip or a YouTube link."""
         musrec = self.bot.musrec
@@ -65,9 +70,10 @@ class Sounds(commands.Cog):
             return
 
         async def work(ticket: Ticket) -> Reply:
-            source, name = await self._fetch(clip, link)
-            page = await self.bot.queue.run(ticket, self._search, source, name=name, start_s=start, k=top_k,
-                                            filters=filters)  # fmt: skip
+            with contextlib.ExitStack() as files:
+                source, name = await self._fetch(files, clip, link)
+                page = await self.bot.queue.run(ticket, self._search, source, name=name, start_s=start, k=top_k,
+                                                filters=filters)  # fmt: skip
             return reply(page, index_size=len(musrec.index))
 
         await answer(self.bot, interaction, work)
@@ -102,8 +108,8 @@ class Sounds(commands.Cog):
         third_start: Start = None,
         top_k: app_commands.Range[int, 1, 10] = 5,
         music_only: bool = False,
-        label: str | None = None,
-        exclude_label: str | None = None,
+        label: Label | None = None,
+        exclude_label: Label | None = None,
     ) -> None:
         """Find AudioSet sounds that sound like all of two or three clips or links."""
         musrec = self.bot.musrec
@@ -119,16 +125,17 @@ class Sounds(commands.Cog):
             return
 
         async def work(ticket: Ticket) -> Reply:
-            fetched = await asyncio.gather(*(self._fetch(clip, link) for clip, link, _ in sounds))
-            page = await self.bot.queue.run(
-                ticket,
-                self._blend,
-                [source for source, _ in fetched],
-                names=[name for _, name in fetched],
-                starts=[start for _, _, start in sounds],
-                k=top_k,
-                filters=filters,
-            )
+            with contextlib.ExitStack() as files:
+                fetched = await all_of(self._fetch(files, clip, link) for clip, link, _ in sounds)
+                page = await self.bot.queue.run(
+                    ticket,
+                    self._blend,
+                    [source for source, _ in fetched],
+                    names=[name for _, name in fetched],
+                    starts=[start for _, _, start in sounds],
+                    k=top_k,
+                    filters=filters,
+                )
             return reply(page, index_size=len(musrec.index))
 
         await answer(self.bot, interaction, work)
@@ -169,12 +176,13 @@ class Sounds(commands.Cog):
             return
 
         async def work(ticket: Ticket) -> Reply:
-            (a, name_a), (b, name_b) = await asyncio.gather(
-                self._fetch(first_clip, first_link), self._fetch(second_clip, second_link)
-            )
-            comparison, query_a, query_b = await self.bot.queue.run(
-                ticket, self.bot.musrec.compare, a, b, names=(name_a, name_b), starts=(first_start, second_start)
-            )
+            with contextlib.ExitStack() as files:
+                (a, name_a), (b, name_b) = await all_of(
+                    (self._fetch(files, first_clip, first_link), self._fetch(files, second_clip, second_link))
+                )
+                comparison, query_a, query_b = await self.bot.queue.run(
+                    ticket, self.bot.musrec.compare, a, b, names=(name_a, name_b), starts=(first_start, second_start)
+                )
             png = similarity_png(comparison.matrix)
             image = discord.File(io.BytesIO(png), filename=SIMILARITY_IMAGE)
             return Reply(embeds.comparison_embed(comparison, query_a, query_b, image=SIMILARITY_IMAGE), [image])
@@ -228,12 +236,13 @@ class Sounds(commands.Cog):
                     log.info("message %s queued behind %d requests", message.id, ticket.ahead)
                 try:
                     async with message.channel.typing():
-                        source, name = await self._fetch(clip, url)
-                        musrec = self.bot.musrec
-                        page = await asyncio.wait_for(
-                            queue.run(ticket, self._search, source, name=name, start_s=None, k=None, filters=None),
-                            timeout=queue.timeout_s,
-                        )
+                        with contextlib.ExitStack() as files:
+                            source, name = await self._fetch(files, clip, url)
+                            musrec = self.bot.musrec
+                            page = await asyncio.wait_for(
+                                queue.run(ticket, self._search, source, name=name, start_s=None, k=None, filters=None),
+                                timeout=queue.timeout_s,
+                            )
                 finally:
                     work_over()
                 answered = reply(page, index_size=len(musrec.index))
@@ -253,9 +262,15 @@ class Sounds(commands.Cog):
 
     # ---- the request cycle ----------------------------------------------------------------------------------
 
-    async def _fetch(self, clip: discord.Attachment | None, url: LinkSource | None) -> tuple[Source, str | None]:
+    async def _fetch(
+        self, files: contextlib.ExitStack, clip: discord.Attachment | None, url: LinkSource | None
+    ) -> tuple[Source, str | None]:
+        """A sound to resolve and the name to show it by: an attachment is downloaded into a file of the spool,
+        removed when ``files`` closes (so however the request ends)."""
         if clip is not None:
-            return await read_attachment(clip, self.bot.config.bot, self.bot.downloads), clip.filename
+            path = files.enter_context(self.bot.spool.file())
+            await read_attachment(clip, self.bot.config.bot, self.bot.downloads, path)
+            return path, clip.filename
         assert url is not None
         return url, None
 
@@ -285,3 +300,15 @@ class Sounds(commands.Cog):
 
 def _given(label: str | None) -> tuple[str, ...]:
     return (label,) if label is not None and label.strip() else ()
+
+
+async def all_of(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Their results, run at once. The first failure (or a cancellation) stops the others, and each has ended
+    before it is raised: no download goes on into a file its request has already removed."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -23,11 +23,12 @@ Discord behaviour it models, because bots get it wrong: interactions must be ack
 (3 s; later callbacks get 404 code 10062) and only once (40060); follow-ups need an acknowledgement (else 10015) and a
 token younger than ``token_ttl`` (15 min; else 50027); the first follow-up after a deferral replaces the "thinking"
 message and keeps the deferral's visibility, ignoring its own ephemeral flag (discord/discord-api-docs#2860); message
-and embed length limits (400, code 50035) and empty messages (50006); the upload limit (413, 40005); channel
-permissions (403, 50013; interaction responses need none); without the MESSAGE_CONTENT intent user messages arrive
-blank unless they mention the bot; the bot's own non-ephemeral messages come back to it as MESSAGE_CREATE; privileged
-intents not enabled for the application close the gateway with 4014; events missed while disconnected are replayed on
-RESUME. ``fail_next`` injects other failures (429 with retry, 500, ...).
+and embed length limits (400, code 50035) and empty messages (50006); who a new message pings (``mention_everyone``
+and ``mentions``, from its content, its ``allowed_mentions`` and the MENTION_EVERYONE permission); the upload limit
+(413, 40005); channel permissions (403, 50013; interaction responses need none); without the MESSAGE_CONTENT intent
+user messages arrive blank unless they mention the bot; the bot's own non-ephemeral messages come back to it as
+MESSAGE_CREATE; privileged intents not enabled for the application close the gateway with 4014; events missed while
+disconnected are replayed on RESUME. ``fail_next`` injects other failures (429 with retry, 500, ...).
 
 Use::
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
-from .objects import FLAG_LOADING, FLAG_SUPPRESS_EMBEDS, MESSAGE_DEFAULT, timestamp
+from .objects import FLAG_LOADING, FLAG_SUPPRESS_EMBEDS, MENTION_EVERYONE, MESSAGE_DEFAULT, timestamp
 from .records import Call, InteractionHandle, StoredMessage
 
 if TYPE_CHECKING:
     from .server import StandIn
+
+EVERYONE = re.compile(r"@(?:everyone|here)")
+USER_MENTION = re.compile(r"<@!?(\d{15,20})>")
+ALL_MENTIONS = ("everyone", "users", "roles")  # what Discord parses when a message says no allowed_mentions
 
 
 class Messages:
@@ -55,6 +60,7 @@ class Messages:
             allowed = payload.get("allowed_mentions") or {}
             if allowed.get("replied_user", True):
                 data["mentions"] = [referenced.data["author"]]
+        self._mentions(data, payload, channel_id)
         if interaction is not None:
             data.update(webhook_id=str(world.application_id), application_id=str(world.application_id))
             user = interaction.payload["member"]["user"]
@@ -75,6 +81,20 @@ class Messages:
             member = world.member(world.application_id, with_user=False)
             await self.standin.gateway.dispatch("MESSAGE_CREATE", {**message.data, "member": member})
         return message
+
+    def _mentions(self, data: dict[str, Any], payload: dict[str, Any], channel_id: int) -> None:
+        """Who a new message pings, as Discord decides: the mentions in its content that ``allowed_mentions`` lets
+        through (everything, when it says nothing), "@everyone" and "@here" only with the MENTION_EVERYONE
+        permission."""
+        allowed = payload.get("allowed_mentions")
+        parse = ALL_MENTIONS if allowed is None else tuple(allowed.get("parse") or ())
+        content = payload.get("content") or ""
+        may_ping_all = self.world.permissions_in(channel_id) & MENTION_EVERYONE
+        data["mention_everyone"] = bool("everyone" in parse and may_ping_all and EVERYONE.search(content))
+        listed = {str(u) for u in (allowed or {}).get("users") or ()}
+        for user_id in USER_MENTION.findall(content):
+            if ("users" in parse or user_id in listed) and int(user_id) in self.world.users:
+                data["mentions"].append(self.world.user(int(user_id)))
 
     async def edit(
         self, message: StoredMessage, payload: dict[str, Any], call: Call, *, initial: bool = False
