@@ -24,7 +24,7 @@ from discord_standin.events import buttons
 from discord_standin.objects import MEMBER_PERMISSIONS, MENTION_EVERYONE
 from test_bot import TIMEOUT, bot_for, config_for, ephemeral_text, make_world
 
-from bot.client import MusrecBot
+from bot.client import MusrecBot, command_payload
 from bot.errors import CONTENT_MAX, GENERIC, InputError, user_message
 from bot.queries import FILENAME
 from bot.results import GONE_SEARCH
@@ -178,6 +178,21 @@ def test_long_option_text_is_refused_in_a_short_private_message(
         await answered(answered_now)
 
     scenario(world, body, tmp_path / "data", cooldown_s=600.0)
+
+
+def test_registered_options_keep_their_length(world: dict[str, Any], tmp_path: Path) -> None:
+    """Issue 23, point 2: once the commands are synced, Discord's client itself keeps text within ``max_length``
+    (the stand-in refuses to send more); the bot's own check above is for a command registered before."""
+
+    async def body(standin: StandIn, bot: MusrecBot) -> None:
+        standin.register_commands(await command_payload(bot.config), guild_id=standin.world.guild_id)
+        clip = standin.add_attachment("a.wav", world["clips"][0], "audio/wav")
+        with pytest.raises(ValueError, match="'start' takes at most 32 characters"):
+            await standin.dispatch_interaction("recommend", {"clip": clip, "start": "1" * 33})
+        handle = await standin.dispatch_interaction("recommend", {"clip": clip, "start": " " * 31 + "0"})
+        assert (await answered(handle)).embeds[0]["title"] == "Sounds like this"
+
+    scenario(world, body, tmp_path / "data")
 
 
 def test_every_refusal_fits_a_message() -> None:

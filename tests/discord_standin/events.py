@@ -46,7 +46,8 @@ def option_type(value: Any) -> int:
 def command_options(
     world: World, command: dict[str, Any], values: Mapping[str, Any], *, focused: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Interaction ``data.options`` and ``data.resolved`` for ``values``, typed by the registered ``command``.
+    """Interaction ``data.options`` and ``data.resolved`` for ``values``, typed by the registered ``command`` (text
+    longer than an option's ``max_length`` is refused: Discord's client does not send it).
 
     ``focused``: the option an autocomplete interaction is for (what the user is typing, always a string; required
     options may still be missing)."""
@@ -81,6 +82,8 @@ def command_options(
             raise NotImplementedError(f"option type {kind} is not modelled by the stand-in")
         elif option_type(value) != kind and not (kind == OPTION_NUMBER and option_type(value) == OPTION_INTEGER):
             raise ValueError(f"option {name!r} has type {kind}, got {value!r}")
+        elif kind == OPTION_STRING and schema is not None and len(value) > schema[name].get("max_length", len(value)):
+            raise ValueError(f"option {name!r} takes at most {schema[name]['max_length']} characters")
         options.append({"name": name, "type": kind, "value": value})
     return options, resolved
 
