@@ -9,6 +9,7 @@ download that fails), timed out, or dropped at shutdown (then the whole director
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -47,6 +48,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
 def held(bot: MusrecBot) -> list[bytes]:
     """The attachments the bot holds now, as their bytes, sorted."""
     return sorted(path.read_bytes() for path in bot.spool.files())
+
+
+def downloading() -> list[asyncio.Task[Any]]:
+    """The bot's tasks still fetching a sound (Sounds._fetch), in this event loop."""
+    return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "Sounds._fetch"]
 
 
 def told(handle: InteractionHandle) -> bool:
@@ -92,9 +98,9 @@ def test_attachments_wait_in_files_until_answered_or_dropped_at_shutdown(world: 
 
 
 def test_every_other_outcome_removes_the_files(world: dict[str, Any]) -> None:
-    """Audio that cannot be decoded, a file larger than Discord announced, a download refused by its server, a
-    request given up at the answer timeout (while its thread still works), a posted clip answered: each leaves the
-    spool empty by the time its user is told."""
+    """Audio that cannot be decoded, a file larger than Discord announced, a download refused by its server (alone,
+    or beside another download of the same /blend, which it stops), a request given up at the answer timeout (while
+    its thread still works), a posted clip answered: each leaves the spool empty by the time its user is told."""
     embedder = HeldEmbedder()  # only the request given up at the timeout reaches it while it is held
     queue = WorkQueue(workers=2, max_waiting=2, cooldown_s=0.0, timeout_s=WAIT_S)
 
@@ -116,6 +122,14 @@ def test_every_other_outcome_removes_the_files(world: dict[str, Any]) -> None:
             gone = await standin.dispatch_interaction("recommend", {"clip": missing}, user_id=3)
             await standin.wait_until(lambda: told(gone), timeout=WAIT_S)
             assert "could not download" in ephemeral_text(gone) and bot.spool.files() == []
+
+            host.serve("slow.wav", clip(2), held=True)  # never sent: its download ends only when stopped
+            slow = attachment_at(standin, host.url("slow.wav"), "slow.wav", clip(2))
+            sounds = {"first_clip": slow, "second_clip": missing}
+            stopped = await standin.dispatch_interaction("blend", sounds, user_id=4)
+            await standin.wait_until(lambda: told(stopped), timeout=WAIT_S)
+            assert "could not download" in ephemeral_text(stopped) and bot.spool.files() == []
+            assert host.requests.count("/files/slow.wav") == 1 and downloading() == []  # stopped, not left running
 
         queue.timeout_s = SHORT_TIMEOUT_S
         late = await standin.dispatch_interaction("recommend", {"clip": standin.add_attachment("l.wav", clip(3))})
