@@ -59,7 +59,10 @@ async def read_attachment(
 ) -> None:
     """Download the attachment into the file ``into`` (bot/spool.py: it waits for a worker on disk, not in memory),
     from its URL on an allowed host and nowhere else: a redirect is a failed download (it could lead anywhere), and no
-    more than ``max_attachment_bytes`` is read, whatever size Discord announced."""
+    more than ``max_attachment_bytes`` is read, whatever size Discord announced.
+
+    Raises InputError (not audio, another host, not downloaded) and TooLongError (over the limit), with messages for
+    the user; OSError when the file cannot be written (a full disk: the bot's problem, not the user's)."""
     check_attachment(attachment, config)
     limit = config.max_attachment_bytes
     written = 0
