@@ -20,7 +20,11 @@ memory-mapped file pages the child touched) and its peak anonymous memory, sampl
 ``--memory-limit 2G`` runs setup and each query in a memory cgroup of that size with no swap (as root; cgroup v1,
 or v2 with delegation), as on a small server: the cgroup's own peak usage (anonymous memory and page cache, the file
 pages the build writes and reads included) is reported beside the RSS, and so is every step of the build (from its
-``build step`` log lines): when it started, and the peak RSS and cgroup usage sampled during it.
+``build step`` log lines): when it started, and the peak RSS and cgroup usage sampled during it. A cgroup is
+charged for a file page by the first process that reads it: before each such child the page cache of the Python
+environment is emptied, so that the child's libraries (TensorFlow's alone are about 500 MiB) count against its
+limit, as on a server of its own. Pages that another running process maps cannot be emptied: on a shared machine,
+put a private copy of the environment's site-packages first on PYTHONPATH.
 
     python bench/fullsize_bench.py                                   # 2M segments: about 15 min, 8 GB of disk
     python bench/fullsize_bench.py --count 100000 --workdir /tmp/fsb # a quick try; the tarball is cached there
@@ -45,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import MemoryCgroup
+from common import MemoryCgroup, evict_page_cache
 from fullsize_data import (
     FULL_COUNT,
     GENERATOR_VERSION,
@@ -92,6 +96,8 @@ def run_child(cmd: list[str], *, log: Path, memory_limit: int = 0) -> Child:
     group = MemoryCgroup.create(memory_limit, "musrec-bench") if memory_limit else None
     if memory_limit and group is None:
         raise SystemExit("--memory-limit needs a memory cgroup: run as root on cgroup v1, or v2 with delegation")
+    if group is not None:
+        evict_page_cache([Path(p) for p in sys.path if p and Path(p).is_dir()])
     started = time.monotonic()
     proc = subprocess.Popen(
         cmd,

@@ -283,6 +283,21 @@ def test_after_a_build_was_killed_the_next_one_says_so_instead_of_starting_again
     assert not debris(out) and (out / MANIFEST).is_file()
 
 
+def test_a_build_stopped_by_sigterm_leaves_nothing_and_is_not_taken_for_a_kill(tmp_path: Path, features: Path) -> None:
+    out = tmp_path / "idx"
+    build = ("index", "build", str(features), "--out", str(out), "--backend", "ivf", "--no-progress")
+    proc = musrec(*build, wait=False)
+    assert isinstance(proc, subprocess.Popen)
+    while proc.poll() is None and not any((d / STATE_FILE).is_file() for d in debris(out)):
+        time.sleep(0.01)
+    proc.terminate()  # docker stop, systemctl stop
+    _, err = proc.communicate()
+    assert proc.returncode == 130 and err.strip().endswith("musrec: interrupted"), err
+    assert not debris(out) and not out.exists()
+    again = musrec(*build)
+    assert again.returncode == 0, again.stderr
+
+
 def test_setup_after_a_killed_build_says_so_until_asked_to_rebuild(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, features: Path
 ) -> None:

@@ -23,6 +23,8 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -113,7 +115,7 @@ def build_index(
         raise DataError(killed.message(retry="`musrec index build --force`"))
     started = time.monotonic()
     limit = memory_limit()
-    with _full_disk_is_one_line(out.parent), staging(out) as tmp:
+    with _stopped_cleanly(), _full_disk_is_one_line(out.parent), staging(out) as tmp:
         state = BuildState(tmp, need, limit)
         state.step("ingest")
         count = _ingest(segments, tmp, labels=labels, options=options, progress=progress)
@@ -189,6 +191,24 @@ def build_index(
         tuning.recall_leave_one_out,
     )
     return manifest
+
+
+@contextlib.contextmanager
+def _stopped_cleanly() -> Iterator[None]:
+    """SIGTERM (``docker stop``, systemd) ends a build as Ctrl-C does, removing its hidden directory: the next start
+    does not take it for a build that was killed. Only the main thread can catch a signal; elsewhere it stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
