@@ -189,7 +189,7 @@ def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit
             raise DataError(trouble)
         if trouble is None and ours:
             emit(Step("index", "rebuilding", f"[build] settings changed: {changes}"))
-    _refuse_to_build(config, killed, rebuild=options.rebuild)
+    _refuse_to_build(config, killed, options)
     source = ensure_features(config, state, options, emit)
     if source is None:
         emit(Step("index", "skipped", "no AudioSet features here: run `musrec setup` without --skip-features"))
@@ -206,14 +206,17 @@ def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit
     emit(Step("index", "built", f"{_summary(manifest, path)}, in {manifest.build_seconds:.1f} s"))
 
 
-def _refuse_to_build(config: Config, killed: KilledBuild | None, *, rebuild: bool) -> None:
+def _refuse_to_build(config: Config, killed: KilledBuild | None, options: SetupOptions) -> None:
     """Before the features are read: refuse a build that the last one's kill says would be killed again (unless
-    ``rebuild``), or one that needs more memory than this machine gives."""
+    ``--rebuild``), or one that needs more memory than this machine gives (with ``--skip-features`` and no
+    ``--from``, features in place are checked first: the build itself refuses before it reads them)."""
     from musrec.index.build import build_estimate
 
-    if killed is not None and not rebuild:
+    if killed is not None and not options.rebuild:
         killed.prune()
         raise DataError(killed.message(retry="`musrec setup --rebuild`"))
+    if not options.features and options.source is None:
+        return  # nothing will be fetched, and maybe nothing built
     limit = memory_limit()
     need = build_estimate(release_segments(config.build.splits), config.build, limit)
     trouble = too_small(need, limit, what=f"the index at {config.index_path}")
