@@ -24,9 +24,12 @@ from setup_fixtures import SetupFiles, setup_files
 
 from musrec.audioset.synthetic import SyntheticAudioSet, SyntheticSpec
 from musrec.audioset.tfrecord import encode, frame_rows, write_tfrecord
+from musrec.config import load_config
+from musrec.errors import DataError
 from musrec.index.layout import MANIFEST, debris
 from musrec.index.loaded import Index
 from musrec.index.memory import STATE_FILE, MemoryLimit, estimate, too_small
+from musrec.setup.provision import ensure_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = 20_000  # segments: a build of seconds whose every step runs (IVF trains, assigns, writes, tunes)
@@ -309,6 +312,11 @@ def test_setup_after_a_killed_build_says_so_until_asked_to_rebuild(
     assert isinstance(proc, subprocess.Popen)
     _kill_during(proc, index, ("add",))
 
+    # The bot's start (ensure_ready; with MAX servers embedding, so no VGGish files are due) is refused in the
+    # same words, nothing downloaded or read.
+    bot_config = load_config(config, environ={"MUSREC_EMBEDDER_KIND": "max"})
+    with pytest.raises(DataError, match=r"^the last index build was killed, .* in its add step .*setup --rebuild"):
+        ensure_ready(bot_config, progress=False)
     start = musrec("--config", str(config), "setup", "--from", str(source), "--no-progress")
     assert start.returncode == 1
     assert start.stderr.startswith("musrec: error: the last index build was killed, most likely for lack of memory,")
