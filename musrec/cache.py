@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import ClassVar, Concatenate, ParamSpec, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -82,22 +82,115 @@ class CacheEntry:
     video_duration_s: float | None = None
 
 
-class EmbeddingCache:
-    """SQLite-backed, thread-safe, bounded cache of embeddings (see the module docstring).
+class SQLiteFile:
+    """One SQLite file in WAL mode, shared by threads (one connection, serialised by a lock) and processes, that
+    never takes its caller down: a damaged file is removed and started afresh with a warning, any other database
+    error makes the operation return None. A subclass names its tables (``SCHEMA``, created when missing), their
+    ``SCHEMA_VERSION`` (a file of another version starts afresh), the ``TABLES`` to drop then, and ``WHAT`` it is
+    (for the log), and runs each operation through :meth:`_run`.
 
     Usable as a context manager; :meth:`close` releases the file. If the file cannot be opened at all (a
-    directory without write permission, say), the cache logs a warning and behaves as an always-empty one.
+    directory without write permission, say), it logs a warning and behaves as an always-empty one.
     """
 
-    def __init__(self, path: Path, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+    SCHEMA: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int]
+    TABLES: ClassVar[tuple[str, ...]]
+    WHAT: ClassVar[str]
+
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.max_entries = max_entries
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         with self._lock:
             self._open()
+
+    def close(self) -> None:
+        """Release the database file; later calls behave as an empty cache."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _run(
+        self, operation: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T | None:
+        """Run ``operation(conn, ...)`` under the lock; a damaged file is recreated once, other errors miss."""
+        with self._lock:
+            for attempt in range(2):
+                if self._conn is None:
+                    return None
+                try:
+                    return operation(self._conn, *args, **kwargs)
+                except sqlite3.DatabaseError as err:
+                    if is_corruption(err) and attempt == 0:
+                        log.warning("the %s %s is damaged (%s); starting a new one", self.WHAT, self.path, err)
+                        self._recreate()
+                        continue
+                    log.warning("%s error, treated as a miss: %s", self.WHAT, err)
+                    return None
+            return None
+
+    def _open(self) -> None:
+        try:
+            self._conn = self._connect()
+        except (sqlite3.DatabaseError, OSError) as err:
+            if not (isinstance(err, sqlite3.DatabaseError) and is_corruption(err)):
+                log.warning("cannot open the %s %s (%s); caching is off", self.WHAT, self.path, err)
+                return
+            log.warning("the %s %s is damaged (%s); starting a new one", self.WHAT, self.path, err)
+            self._recreate()
+
+    def _recreate(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        try:
+            remove_database(self.path)
+            self._conn = self._connect()
+        except (sqlite3.DatabaseError, OSError) as err:
+            log.warning("cannot recreate the %s %s (%s); caching is off", self.WHAT, self.path, err)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by all threads, serialised by self._lock; `with conn` commits each change.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut may lose the last entries, no more
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, self.SCHEMA_VERSION):
+                log.warning("the %s %s has schema %s; starting a new one", self.WHAT, self.path, version)
+                conn.executescript("".join(f"DROP TABLE IF EXISTS {table};" for table in self.TABLES))
+            conn.executescript(self.SCHEMA)
+            conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+
+class EmbeddingCache(SQLiteFile):
+    """SQLite-backed, thread-safe, bounded cache of embeddings (see the module docstring and :class:`SQLiteFile`)."""
+
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
+    TABLES = ("embeddings",)
+    WHAT = "embedding cache"
+
+    def __init__(self, path: Path, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        super().__init__(path)
 
     def get(self, key: CacheKey) -> CacheEntry | None:
         """The entry for ``key`` (marking it recently used), or None."""
@@ -127,21 +220,6 @@ class EmbeddingCache:
         """The number of entries (0 when caching is off)."""
         count = self._run(self._count)
         return count or 0
-
-    def close(self) -> None:
-        """Release the database file; later calls behave as an empty cache."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _get(self, conn: sqlite3.Connection, key: CacheKey) -> CacheEntry | None:
         columns = key._columns()
@@ -194,63 +272,6 @@ class EmbeddingCache:
 
     def _count(self, conn: sqlite3.Connection) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
-
-    def _run(
-        self, operation: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T | None:
-        """Run ``operation(conn, ...)`` under the lock; a damaged file is recreated once, other errors miss."""
-        with self._lock:
-            for attempt in range(2):
-                if self._conn is None:
-                    return None
-                try:
-                    return operation(self._conn, *args, **kwargs)
-                except sqlite3.DatabaseError as err:
-                    if is_corruption(err) and attempt == 0:
-                        log.warning("the embedding cache %s is damaged (%s); starting a new one", self.path, err)
-                        self._recreate()
-                        continue
-                    log.warning("embedding cache error, treated as a miss: %s", err)
-                    return None
-            return None
-
-    def _open(self) -> None:
-        try:
-            self._conn = self._connect()
-        except (sqlite3.DatabaseError, OSError) as err:
-            if not (isinstance(err, sqlite3.DatabaseError) and is_corruption(err)):
-                log.warning("cannot open the embedding cache %s (%s); caching is off", self.path, err)
-                return
-            log.warning("the embedding cache %s is damaged (%s); starting a new one", self.path, err)
-            self._recreate()
-
-    def _recreate(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        try:
-            remove_database(self.path)
-            self._conn = self._connect()
-        except (sqlite3.DatabaseError, OSError) as err:
-            log.warning("cannot recreate the embedding cache %s (%s); caching is off", self.path, err)
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by all threads, serialised by self._lock; `with conn` commits each change.
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut may lose the last entries, no more
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                log.warning("the embedding cache %s has schema %s; starting a new one", self.path, version)
-                conn.executescript("DROP TABLE IF EXISTS embeddings;")
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
 
 def remove_database(path: Path) -> None:
