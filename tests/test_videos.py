@@ -298,6 +298,7 @@ def test_gone_videos_are_left_out_and_k_kept(
     before = unchecked_order(index_dir, ref, 30)
     # Of the first matches: removed, private, malformed; embedding disabled (kept); refused to answer (kept).
     youtube.answers.update({before[0]: 404, before[2]: 403, before[3]: 400, before[4]: 401, before[5]: 429})
+    youtube.answers[before[6]], youtube.slow_s = "slow", 0.3  # slow, within the budget: waited for
     config = write_config(tmp_path, index_dir, youtube)
     data = recommend_json(config, ref, capsys, "--top-k", "6")
     shown = [m["video_id"] for m in data["matches"]]
@@ -310,6 +311,7 @@ def test_gone_videos_are_left_out_and_k_kept(
     assert by_id[before[1]]["available"] is True
     assert by_id[before[4]]["available"] is True and by_id[before[4]]["title"] is None  # 401: plays, no name
     assert by_id[before[5]]["available"] is None and by_id[before[5]]["title"] is None  # 429: unknown, shown
+    assert by_id[before[6]]["title"] == f"Title of {before[6]}"
     assert max(youtube.requests.values()) == 1
 
 
