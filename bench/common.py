@@ -88,6 +88,7 @@ class MemoryCgroup:
     def create(cls, limit: int, name: str) -> MemoryCgroup | None:
         from musrec.index.memory import cgroup_dirs
 
+        limit = -(-limit // os.sysconf("SC_PAGE_SIZE")) * os.sysconf("SC_PAGE_SIZE")  # the kernel rounds down
         for kind, _, parent in cgroup_dirs():
             path = parent / f"{name}-{os.getpid()}-{time.monotonic_ns()}"
             try:

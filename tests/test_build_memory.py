@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 from setup_fixtures import SetupFiles, setup_files
 
+from musrec.audioset.records import SPLITS
 from musrec.audioset.synthetic import SyntheticAudioSet, SyntheticSpec
 from musrec.audioset.tfrecord import encode, frame_rows, write_tfrecord
 from musrec.config import load_config
 from musrec.errors import DataError
 from musrec.index.layout import MANIFEST, debris
 from musrec.index.loaded import Index
-from musrec.index.memory import STATE_FILE, MemoryLimit, estimate, too_small
+from musrec.index.memory import STATE_FILE, MemoryLimit, estimate, segments_in_sources, too_small
 from musrec.setup.provision import ensure_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,10 @@ def test_a_build_fits_in_the_memory_it_estimates(
     tmp_path: Path, features: Path, cgroup: Any, backend: str, count: int
 ) -> None:
     source = features if count == SMALL else write_features(tmp_path / "big", count)
-    limit = needed(count, backend)
+    # What the build estimates before it reads: from the size of the files, at least the segments they hold.
+    estimated = segments_in_sources([source], frozenset(SPLITS))
+    assert estimated >= count
+    limit = needed(estimated, backend)
     group = cgroup(limit)
     out = tmp_path / "idx"
     done = musrec("index", "build", str(source), "--out", str(out), "--backend", backend, "--no-progress", group=group)

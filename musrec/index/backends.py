@@ -30,6 +30,9 @@ RECALL_K = 10
 _CHUNK = 65_536
 # Rows read at once by a build's passes: 16,384 flatten vectors are 80 MiB of float32.
 READ_CHUNK = 16_384
+# Bytes a build writes between syncs: dirty pages count against a memory cgroup, and under cgroup v1 nothing writes
+# them back for it before the limit is reached.
+SYNC_BYTES = 64 << 20
 # Reading a whole file once before serving: large enough blocks to stream at disk speed.
 _WARM_BLOCK = 1 << 24
 

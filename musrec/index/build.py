@@ -39,6 +39,7 @@ from musrec.audioset.labels import Labels
 from musrec.audioset.records import IngestReport, Segment, SegmentFilter, read_segments
 from musrec.audioset.representation import dimension
 from musrec.errors import DataError, is_disk_full
+from musrec.index.backends import SYNC_BYTES
 from musrec.index.layout import (
     EMBEDDINGS_FILE,
     FORMAT_VERSION,
@@ -70,7 +71,6 @@ from musrec.progress import human_bytes
 log = logging.getLogger(__name__)
 
 _BATCH = 4096
-_SYNC_BYTES = 64 << 20  # raw rows written between syncs: dirty pages count against a memory cgroup
 _ROOM_MARGIN = 1 << 20  # bytes left free beyond the estimate: the manifest, the held-out ids
 
 
@@ -285,7 +285,7 @@ def _ingest(
         rows = np.stack([s.rows for s in batch])
         raw.write(rows.data)
         unsynced += rows.nbytes
-        if unsynced >= _SYNC_BYTES:
+        if unsynced >= SYNC_BYTES:
             raw.flush()
             os.fdatasync(raw.fileno())
             unsynced = 0

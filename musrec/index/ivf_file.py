@@ -9,8 +9,8 @@ segments x 1280 bytes is 2.4 GiB, more than a small server has. Here the codes n
 2. **assign**: one pass over the raw rows gives each segment its list (8 bytes a segment), so each list's size, and
    with it each list's place in the file, is known before a code is written;
 3. **write**: a second pass encodes each chunk's residuals and writes each list's share at that list's next free
-   place, syncing every :data:`_SYNC_BYTES` so that dirty pages (which count against a memory cgroup and, under
-   cgroup v1, are not written back for it) stay few.
+   place, syncing every :data:`~musrec.index.backends.SYNC_BYTES` so that dirty pages (which count against a memory
+   cgroup and, under cgroup v1, are not written back for it) stay few.
 
 The file is byte for byte what ``faiss.write_index`` writes for the same index with its segments added in id order
 (an ``IndexIVFScalarQuantizer`` whose ``ArrayInvertedLists`` are stored "full": the sizes, then each list's codes
@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from musrec.audioset.representation import dimension, represent
-from musrec.index.backends import IvfBackend, read_chunks
+from musrec.index.backends import SYNC_BYTES, IvfBackend, read_chunks
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ SearchAt = Callable[[npt.NDArray[np.float32], int, int], npt.NDArray[np.int64]]
 # What faiss writes for empty ArrayInvertedLists: "ilar", nlist, code_size, "sprs", an empty vector of sizes.
 _EMPTY_LISTS = struct.Struct("<4sQQ4sQ")
 _ID_BYTES = 8  # faiss idx_t
-_SYNC_BYTES = 64 << 20
 _SUB_CHUNK = 4096  # rows whose centroids are subtracted at once: a bounded temporary
 
 
@@ -107,8 +106,8 @@ class IvfFileWriter:
         centroids = self.centroids
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.ftruncate(fd, int(starts[-1] + sizes[-1] * (code_size + _ID_BYTES)) if self.lists else len(head))
-            os.pwrite(fd, head, 0)
+            os.ftruncate(fd, int(starts[-1] + sizes[-1] * (code_size + _ID_BYTES)))
+            _write_at(fd, head, 0)
             unsynced = 0
             for lo, vectors in chunks:
                 lists = self.assigned[lo : lo + len(vectors)]
@@ -120,12 +119,12 @@ class IvfFileWriter:
                 bounds = np.flatnonzero(np.diff(lists)) + 1
                 for a, b in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(lists)].tolist(), strict=True):
                     k = int(lists[a])
-                    os.pwrite(fd, codes[a:b].data, int(code_at[k]))
-                    os.pwrite(fd, ids[a:b].data, int(id_at[k]))
+                    _write_at(fd, codes[a:b].data, int(code_at[k]))
+                    _write_at(fd, ids[a:b].data, int(id_at[k]))
                     code_at[k] += (b - a) * code_size
                     id_at[k] += (b - a) * _ID_BYTES
                 unsynced += len(vectors) * (code_size + _ID_BYTES)
-                if unsynced >= _SYNC_BYTES:
+                if unsynced >= SYNC_BYTES:
                     os.fdatasync(fd)
                     unsynced = 0
             os.fsync(fd)
@@ -149,6 +148,13 @@ class IvfFileWriter:
             raise RuntimeError("this faiss serialises IVF indexes differently: cannot write the lists")
         lists = struct.pack("<4sQQ4sQ", b"ilar", self.lists, code_size, b"full", self.lists)
         return empty[: -len(tail)] + lists + sizes.astype("<u8").tobytes()
+
+
+def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while len(view):
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 class IvfWriter:

@@ -18,8 +18,8 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ from pathlib import Path
 from musrec.audioset.records import split_of
 from musrec.audioset.representation import dimension
 from musrec.index.backends import READ_CHUNK
-from musrec.index.layout import debris
+from musrec.index.layout import _pid_alive, debris
 from musrec.index.tune import AUTO_IVF_MIN_COUNT, IVF_TRAIN_PER_LIST, choose_ann, ivf_list_count
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ def segments_in_sources(sources: Sequence[Path], splits: frozenset[str]) -> int:
             files = (p for p in source.rglob("*.tfrecord") if not split_of(p) or split_of(p) in splits)
             total += sum(p.stat().st_size for p in files if p.is_file()) // _RECORD_BYTES
         elif source.name.endswith((".tar.gz", ".tgz", ".tar")) and source.is_file():
-            total += min(release_segments(splits), source.stat().st_size // _COMPRESSED_RECORD_BYTES)
+            per = _RECORD_BYTES if source.name.endswith(".tar") else _COMPRESSED_RECORD_BYTES
+            total += min(release_segments(splits), source.stat().st_size // per)
         elif source.is_file():
             total += source.stat().st_size // _RECORD_BYTES
     return total
@@ -217,9 +218,8 @@ def killed_build(out: Path) -> KilledBuild | None:
             pid = int(data["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        started = data.get("process_started")
-        if pid != os.getpid() and started is not None and _process_start(pid) == started:
-            continue  # that build is still running (the same process: its number and its start)
+        if _running(pid, data.get("process_started")):
+            continue
         found.append((float(data.get("at", 0.0)), directory, data))
     if not found:
         return None
@@ -303,6 +303,16 @@ def _oom_kills() -> int | None:
     return None
 
 
+def _running(pid: int, started: int | None) -> bool:
+    """Whether the build process ``pid`` still runs: the same number and, where /proc tells, the same start."""
+    if pid == os.getpid():
+        return False  # a build of this process that did not finish
+    now = _process_start(pid)
+    if now is not None or started is not None:
+        return now is not None and now == started
+    return _pid_alive(str(pid))  # no /proc: its number alone
+
+
 def _process_start(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks since boot), to tell it from a later process with its number."""
     try:
@@ -313,5 +323,9 @@ def _process_start(pid: int) -> int | None:
 
 
 def _peak_rss() -> int:
-    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(usage) * 1024  # kilobytes on Linux
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 0
+    usage = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return usage if sys.platform == "darwin" else usage * 1024  # bytes on macOS, kilobytes on Linux
