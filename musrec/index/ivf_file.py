@@ -37,6 +37,7 @@ from musrec.index.backends import SYNC_BYTES, IvfBackend, read_chunks
 log = logging.getLogger(__name__)
 
 KMEANS_ITERATIONS = 10
+# A structure's search while it is tuned: (unit vector, results, its search parameter) -> ids, best first.
 SearchAt = Callable[[npt.NDArray[np.float32], int, int], npt.NDArray[np.int64]]
 
 # What faiss writes for empty ArrayInvertedLists: "ilar", nlist, code_size, "sprs", an empty vector of sizes.

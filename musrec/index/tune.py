@@ -37,7 +37,7 @@ from musrec.index.backends import (
     TopN,
     read_chunks,
 )
-from musrec.index.ivf_file import IvfWriter, training_vectors
+from musrec.index.ivf_file import IvfWriter, SearchAt, training_vectors
 from musrec.index.layout import ANNOY_FILE, EMBEDDINGS_FILE, HOLDOUT_FILE, IVF_FILE
 from musrec.index.loaded import exact_matrix_fits
 
@@ -51,7 +51,6 @@ IVF_TRAIN_PER_LIST = 50
 _IVF_MIN_PER_LIST = 39
 _TIMING_QUERIES = 50
 
-SearchAt = Callable[[npt.NDArray[np.float32], int, int], npt.NDArray[np.int64]]
 # The steps a build goes through, as recorded for a build that does not finish (musrec.index.memory).
 Step = Callable[[str], None]
 
