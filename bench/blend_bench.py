@@ -35,8 +35,9 @@ def main() -> int:
     from musrec.audioset.representation import represent
     from musrec.audioset.synthetic import SyntheticAudioSet, SyntheticSpec
     from musrec.index.build import BuildOptions, build_index
-    from musrec.index.loaded import Index
-    from musrec.recommend import blend, resolve_segment
+    from musrec.index.search import Index
+    from musrec.recommend.blend import blend
+    from musrec.recommend.segments import resolve_segment
 
     labels = default_labels()
     gen = SyntheticAudioSet(SyntheticSpec(seed=11))

@@ -69,7 +69,7 @@ async def measure(
     standin: Any, *, config: Any, index_path: Path, embedder: Any, workers: int, data: list[bytes]
 ) -> Figures:
     from bot.client import make_bot
-    from musrec.index.loaded import Index
+    from musrec.index.search import Index
     from musrec.pipeline import Musrec
 
     users = len(data)

@@ -79,7 +79,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from musrec.config import load_config
-    from musrec.pipeline import use_model_threads
+    from musrec.configured import use_model_threads
 
     base = load_config(None, environ={})
     threads = use_model_threads(base, base.bot.workers)  # as the bot does, before TensorFlow starts
@@ -90,7 +90,7 @@ def main() -> int:
     from musrec.audioset.labels import default_labels
     from musrec.audioset.synthetic import SyntheticAudioSet
     from musrec.index.build import BuildOptions, build_index
-    from musrec.index.loaded import Index
+    from musrec.index.search import Index
     from musrec.pipeline import Musrec
     from musrec.vggish.tfutil import import_tensorflow
 

@@ -274,7 +274,7 @@ async def send_stream(standin: Any, users: Users, *, count: int, interval_s: flo
 def stream_worker(config_path: Path, *, rates: list[float], requests: int, calibrate: int, base_s: float) -> Any:
     """One configuration: TensorFlow's threads set first, then the bot on the stand-in, then the measurements."""
     from musrec.config import load_config
-    from musrec.pipeline import use_model_threads
+    from musrec.configured import use_model_threads
 
     config = load_config(config_path, environ={})
     threads = use_model_threads(config, config.bot.workers)  # before anything imports TensorFlow

@@ -34,8 +34,9 @@ def main() -> int:
 
     import os
 
-    from musrec.audio.decode import SEARCH_S, WINDOW_S, choose_window, cut, decode, ffmpeg_executable
+    from musrec.audio.decode import decode, ffmpeg_executable
     from musrec.audio.scan import decode_loudest, mpg123_executable
+    from musrec.audio.window import SEARCH_S, WINDOW_S, choose_window, cut
     from musrec.vggish.tfutil import import_tensorflow
 
     import_tensorflow()

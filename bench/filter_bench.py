@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from musrec.audioset.representation import represent
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,7 +43,8 @@ def main() -> int:
     from musrec.audioset.labels import default_labels
     from musrec.audioset.synthetic import SyntheticAudioSet, SyntheticSpec
     from musrec.index.build import BuildOptions, build_index
-    from musrec.recommend import Filters, nearest
+    from musrec.recommend.nearest import nearest
+    from musrec.recommend.results import Filters
 
     labels = default_labels()
     gen = SyntheticAudioSet(SyntheticSpec(seed=7))

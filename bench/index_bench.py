@@ -38,7 +38,7 @@ def worker(size: int, representation: str, trees: int, target: float, backend: s
     from musrec.audioset.representation import represent
     from musrec.audioset.synthetic import SyntheticAudioSet
     from musrec.index.build import BuildOptions, build_index
-    from musrec.index.loaded import Index, exact_search_many
+    from musrec.index.search import Index, exact_search_many
 
     gen = SyntheticAudioSet()
     with tempfile.TemporaryDirectory(prefix="musrec-bench-") as tmp:

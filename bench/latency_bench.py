@@ -40,15 +40,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
 
-    from musrec.audio.decode import Window, ffmpeg_executable
+    from musrec.audio.decode import ffmpeg_executable
     from musrec.audio.scan import decode_loudest
+    from musrec.audio.window import Window
     from musrec.audioset.labels import default_labels
     from musrec.audioset.synthetic import SyntheticAudioSet
     from musrec.config import Config
     from musrec.embedding.local import LocalEmbedder
     from musrec.index.build import BuildOptions, build_index
-    from musrec.index.loaded import Index
-    from musrec.recommend import Query, Resolved, recommend_resolved
+    from musrec.index.search import Index
+    from musrec.recommend.nearest import recommend_resolved
+    from musrec.recommend.results import Query, Resolved
     from musrec.render import render_table
     from musrec.vggish.checkpoint import write_random_checkpoint, write_random_pca_params
     from musrec.vggish.frontend import waveform_to_examples

@@ -94,7 +94,7 @@ def query_worker(out: Path) -> dict[str, Any]:
 
     from musrec.audioset.representation import represent
     from musrec.audioset.synthetic import SyntheticAudioSet
-    from musrec.index.loaded import Index, exact_search_many
+    from musrec.index.search import Index, exact_search_many
 
     t0 = time.perf_counter()
     index = Index(out)  # the backend the build chose
@@ -134,7 +134,7 @@ def query_worker(out: Path) -> dict[str, Any]:
         loo_hits += len(set(got) & ({int(i) for i in want} - {int(item)}))
     loo_recall = loo_hits / (K * QUERIES)
 
-    from musrec.index.loaded import ExactBackend
+    from musrec.index.search import ExactBackend
 
     exact = ExactBackend(matrix)
     exact_s, exact_found = timed(exact.search, queries[:EXACT_TIMED])

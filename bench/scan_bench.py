@@ -1,7 +1,7 @@
 """The loudest window on real music without a full decode (issue 16): the same choice, and how much faster.
 
 For every recording, :func:`musrec.audio.scan.decode_loudest` (envelope, candidates, exact spans) is compared with
-:func:`~musrec.audio.decode.choose_window` on the full decode of the first 3 minutes, with each envelope decoder
+:func:`~musrec.audio.window.choose_window` on the full decode of the first 3 minutes, with each envelope decoder
 (ffmpeg at 8 kHz; mpg123 at a quarter rate, where installed), and with the envelope's own first choice (no exact
 spans) for contrast. Printed: choices within 1 s of the full decode's, the worst chosen window's energy as a
 fraction of the loudest, and time as a multiple of a 10-s clip's (decode + the VGGish forward pass, the forward pass
@@ -71,7 +71,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from musrec.audio import scan
-    from musrec.audio.decode import SEARCH_S, WINDOW_S, choose_window, decode, window_energies
+    from musrec.audio.decode import decode
+    from musrec.audio.window import SEARCH_S, WINDOW_S, choose_window, window_energies
     from musrec.vggish.tfutil import import_tensorflow
 
     if args.music:

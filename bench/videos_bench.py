@@ -96,7 +96,7 @@ def main() -> int:
     from musrec.audioset.synthetic import SyntheticAudioSet, SyntheticSpec
     from musrec.config import load_config
     from musrec.index.build import BuildOptions, build_index
-    from musrec.index.loaded import Index
+    from musrec.index.search import Index
     from musrec.pipeline import Musrec
 
     with tempfile.TemporaryDirectory(prefix="musrec-videos-bench-") as tmp:

@@ -152,7 +152,7 @@ async def _sync(config: Config, token: str, guild_id: int | None, *, timeout_s: 
 
 
 def _run(config: Config, token: str, *, timeout_s: float = DISCORD_TIMEOUT_S) -> int:
-    from musrec.pipeline import use_model_threads
+    from musrec.configured import use_model_threads
 
     use_model_threads(config, config.bot.workers)  # before anything starts TensorFlow (setup may)
     _prepare(config)

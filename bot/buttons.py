@@ -20,7 +20,7 @@ from bot.host import Host
 from bot.replies import Reply, answer
 from bot.results import Page
 from bot.work import Ticket
-from musrec.recommend import Match
+from musrec.recommend.results import Match
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from bot.replies import drop_unanswered
 from bot.spool import Spool
 from bot.work import WorkQueue
 from musrec.config import Config
-from musrec.pipeline import Musrec, model_threads
+from musrec.configured import model_threads
+from musrec.pipeline import Musrec
 
 log = logging.getLogger(__name__)
 

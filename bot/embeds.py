@@ -9,7 +9,7 @@ import discord
 
 from musrec.compare import Comparison
 from musrec.pipeline import Manifest, StoreCounts
-from musrec.recommend import Match, Query, Recommendation
+from musrec.recommend.results import Match, Query, Recommendation
 from musrec.timecode import format_timecode
 
 # Discord's embed limits.

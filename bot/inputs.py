@@ -19,8 +19,7 @@ from bot.errors import InputError
 from bot.host import Host
 from musrec.config import BotConfig
 from musrec.errors import MusrecError, TooLongError
-from musrec.links.parse import MAX_LINK_CHARS
-from musrec.pipeline import LinkSource
+from musrec.pipeline import MAX_LINK_CHARS, LinkTarget
 from musrec.timecode import parse_timecode
 
 log = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ class LinkOption(TextOption):
 
     longest, what = MAX_LINK_CHARS, "link"  # the pipeline's own bound
 
-    def parse(self, interaction: discord.Interaction, value: str) -> LinkSource:
+    def parse(self, interaction: discord.Interaction, value: str) -> LinkTarget:
         host: Host = interaction.client  # type: ignore[assignment]  # the cogs run only on a MusrecBot
         return host.musrec.check_link(value)
 
@@ -152,7 +151,7 @@ class LabelOption(TextOption):
 
 
 Start = app_commands.Transform[float | None, StartTime]
-Link = app_commands.Transform[LinkSource, LinkOption]
+Link = app_commands.Transform[LinkTarget, LinkOption]
 Label = app_commands.Transform[str, LabelOption]
 
 
@@ -162,7 +161,7 @@ def refusal(error: app_commands.AppCommandError) -> MusrecError | None:
     return cause if isinstance(cause, MusrecError) and cause.expected else None
 
 
-def check_sound(clip: discord.Attachment | None, link: LinkSource | None, config: BotConfig, *, what: str = "") -> None:
+def check_sound(clip: discord.Attachment | None, link: LinkTarget | None, config: BotConfig, *, what: str = "") -> None:
     """A sound's options, before any work: exactly one of a file and a link (the only check that spans two options),
     and a file that may be downloaded."""
     if (clip is None) == (link is None):

@@ -34,8 +34,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from musrec.cache import is_corruption, remove_database
-from musrec.recommend import Filters, Query, Resolved
+from musrec.recommend.results import Filters, Query, Resolved
+from musrec.sqlitefile import is_corruption, remove_database
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from bot.errors import InputError
 from bot.queries import QueryStore, Remembered
 from musrec.errors import UnknownSegmentError
 from musrec.pipeline import Filters, Musrec, Recommendation, Resolved
-from musrec.recommend import AUDIOSET_PREFIX
+from musrec.recommend.segments import AUDIOSET_PREFIX
 
 GONE_SEARCH = "I no longer have that search: it is too old, or my index was rebuilt since. Ask again with /recommend"
 GONE_SEGMENT = "That segment is no longer in my index (it was rebuilt since). Try another one, or /recommend again"

@@ -8,7 +8,7 @@ request, so the CLI, the embedding server and the Discord bot all call the same 
 
 Every source goes through :meth:`Musrec.resolve`, the one query path: an indexed segment is looked up, a link is
 checked against the host policy and answered from the embedding cache or fetched, and audio is decoded with the
-query window chosen in one place (:func:`~musrec.audio.decode.choose_window`). A query that needs no model (an
+query window chosen in one place (:func:`~musrec.audio.window.choose_window`). A query that needs no model (an
 indexed segment) never loads one, and one that needs no index (``musrec embed``) never opens it.
 
 It is synchronous and thread-safe; async front ends run it in worker threads.
@@ -27,40 +27,38 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio.decode import AudioLimits, Window, cut, decode, decode_deadline
+from musrec.audio.decode import decode
+from musrec.audio.limits import AudioLimits, decode_deadline
 from musrec.audio.scan import decode_loudest
+from musrec.audio.window import Window, cut
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.compare import Comparison, compare_rows
 from musrec.config import Config
-from musrec.embedder import embedder_identity, make_embedder, model_threads, use_model_threads
+from musrec.configured import embedder_identity, make_embedder
 from musrec.errors import MusrecError, TooShortError
 from musrec.index.layout import Manifest
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.links.fetch import LinkTarget, link_target
+from musrec.links.parse import MAX_LINK_CHARS
 from musrec.links.parse import is_link as is_link_text
-from musrec.recommend import (
-    AUDIOSET_PREFIX,
-    Filters,
-    Query,
-    Recommendation,
-    Resolved,
-    blend,
-    recommend_resolved,
-    resolve_segment,
-)
+from musrec.recommend.blend import blend
+from musrec.recommend.live import live_result
+from musrec.recommend.nearest import recommend_resolved
+from musrec.recommend.results import Filters, Query, Recommendation, Resolved
+from musrec.recommend.segments import AUDIOSET_PREFIX, resolve_segment
 from musrec.vggish.frontend import SAMPLE_RATE
 from musrec.videos.checker import VideoChecker
 from musrec.videos.store import StoreCounts
-from musrec.videos.live import live_result
 
 if TYPE_CHECKING:
     from musrec.audioset.labels import Labels
-    from musrec.embedding.local import Embedder
+    from musrec.embedding.base import Embedder
 
 __all__ = [
     "Comparison",
     "Filters",
-    "LinkSource",
+    "LinkTarget",
+    "MAX_LINK_CHARS",
     "Manifest",
     "Musrec",
     "Query",
@@ -69,15 +67,11 @@ __all__ = [
     "Source",
     "StoreCounts",
     "is_link",
-    "make_embedder",
-    "model_threads",
-    "use_model_threads",
 ]
 
 log = logging.getLogger(__name__)
 
-LinkSource = LinkTarget  # a link that passed the host policy (check_link)
-Source = str | Path | bytes | LinkSource
+Source = str | Path | bytes | LinkTarget  # a LinkTarget is a link that passed the host policy (check_link)
 
 
 def is_link(source: object) -> bool:
@@ -218,7 +212,8 @@ class Musrec:
         return Resolved(rows=rows, query=query)
 
     def check_link(self, text: str) -> LinkTarget:
-        """The link in ``text`` if the host policy lets it be fetched (no network); UnsupportedLinkError if not."""
+        """The link in ``text`` if the host policy lets it be fetched (no network); UnsupportedLinkError if not (a
+        link longer than :data:`MAX_LINK_CHARS` among them)."""
         return link_target(text, options=self.config.youtube)
 
     def _embed_audio(self, data: Path | bytes, span: _Span, *, deadline: float) -> tuple[npt.NDArray[np.uint8], Window]:
@@ -342,11 +337,12 @@ class Musrec:
     ) -> Recommendation:
         """Recommendations for a query already resolved (its rows kept, nothing embedded again), leaving out
         ``exclude`` (indexed items already shown): "more like this" and "more" of the same query. Matches whose
-        videos are known to be gone are left out (:func:`~musrec.videos.live.live_result`)."""
+        videos are known to be gone are left out (:func:`~musrec.recommend.live.live_result`)."""
         filters = filters or self.filters()
         return self._live(
-            lambda n, left_out: recommend_resolved(resolved, index=self.index, k=n, filters=filters, exclude=left_out,
-                                                   labels=self.labels),  # fmt: skip
+            lambda n, left_out: recommend_resolved(
+                resolved, index=self.index, k=n, filters=filters, exclude=left_out, labels=self.labels
+            ),  # fmt: skip
             k=k,
             exclude=exclude,
         )
@@ -407,8 +403,9 @@ class Musrec:
         already shown): "more" of the same blend. Gone videos are left out, as in :meth:`search`."""
         filters = filters or self.filters()
         return self._live(
-            lambda n, left_out: blend(sounds, index=self.index, k=n, filters=filters, labels=self.labels,
-                                      method=method, exclude=left_out),  # fmt: skip
+            lambda n, left_out: blend(
+                sounds, index=self.index, k=n, filters=filters, labels=self.labels, method=method, exclude=left_out
+            ),  # fmt: skip
             k=k,
             exclude=exclude,
         )

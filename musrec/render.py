@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from musrec.recommend import Query, Recommendation
+from musrec.recommend.results import Query, Recommendation
 from musrec.timecode import format_timecode
 from musrec.videos.status import clean_text
 

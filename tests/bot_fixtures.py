@@ -31,7 +31,7 @@ from musrec.audio.wav import to_wav_bytes
 from musrec.audioset.labels import default_labels
 from musrec.config import Config
 from musrec.index.build import BuildOptions, build_index
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.pipeline import Musrec
 
 RATE = 16000

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from audio_fixtures import encoded, ffmpeg, tone
 
-from musrec.audio.decode import AudioLimits
+from musrec.audio.limits import AudioLimits
 
 RATE = 16000
 OK, UNREADABLE, TOO_LARGE, TOO_SHORT = 200, 400, 413, 422

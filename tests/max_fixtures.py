@@ -147,7 +147,7 @@ def wait_for_health(url: str, proc: subprocess.Popen[bytes], *, log: Path, wait_
 @contextmanager
 def serve_log_levels() -> Iterator[None]:
     """Keep the levels ``musrec serve`` sets on its loggers (it shows their INFO lines) to the block it runs in."""
-    loggers = [logging.getLogger(name) for name in ("musrec.embedder", "musrec.embedding")]
+    loggers = [logging.getLogger(name) for name in ("musrec.configured", "musrec.embedding")]
     levels = [logger.level for logger in loggers]
     try:
         yield

@@ -18,13 +18,22 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first. A module may import its own part and anything in a lower layer.
 LAYERS: list[set[str]] = [
     # foundations, label files
-    {"musrec", "musrec.data", "musrec.errors", "musrec.timecode", "musrec.progress", "musrec.cores", "musrec.childenv"},
+    {
+        "musrec",
+        "musrec.data",
+        "musrec.errors",
+        "musrec.timecode",
+        "musrec.progress",
+        "musrec.cores",
+        "musrec.childenv",
+        "musrec.sqlitefile",
+    },
     {"musrec.audio"},  # decoding, WAV, resampling
     {"musrec.vggish"},  # the model: front end, network, PCA
     {"musrec.embedding", "musrec.audioset", "musrec.cache"},  # embedders; AudioSet's data; cached embeddings
     {"musrec.index", "musrec.links"},  # the searchable index; links as input
     {"musrec.config", "musrec.recommend", "musrec.compare", "musrec.videos"},  # options of all above; results, live
-    {"musrec.embedder", "musrec.pipeline", "musrec.render", "musrec.setup"},  # the pipeline, its parts, first run
+    {"musrec.configured", "musrec.pipeline", "musrec.render", "musrec.setup"},  # the pipeline, its parts, first run
     {"musrec.cli"},
 ]
 # What the Discord bot may use: the library's top, never its parts.
@@ -36,6 +45,8 @@ BOT_MAY_IMPORT = {
     "musrec.compare",
     "musrec.pipeline",
     "musrec.setup",
+    "musrec.configured",  # the model's thread count, set before the model loads
+    "musrec.sqlitefile",  # the store of searches keeps its file as the library keeps its own
 }
 
 

@@ -17,18 +17,11 @@ import numpy as np
 import pytest
 from audio_fixtures import FORMATS, TONE_HZ, TONE_S, encoded, ffmpeg, long_mp3, long_mp3_hz, tone, video
 
-from musrec.audio.decode import (
-    DECODER_MEMORY_BYTES,
-    Audio,
-    AudioLimits,
-    Window,
-    choose_window,
-    cut,
-    decode,
-    ffmpeg_executable,
-    run_decoder,
-)
+from musrec.audio.decode import Audio, decode, ffmpeg_executable
+from musrec.audio.limits import AudioLimits
+from musrec.audio.runner import DECODER_MEMORY_BYTES, run_decoder
 from musrec.audio.wav import read_wav_bytes, to_wav_bytes
+from musrec.audio.window import Window, choose_window, cut
 from musrec.errors import DecodeError, TooLongError, TooShortError
 
 RATE = 16000
@@ -257,7 +250,7 @@ def test_playlists_cannot_reach_the_network(tmp_path: Path, media: dict[str, Pat
 
 
 def test_ffmpeg_stderr_goes_to_the_debug_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="musrec.audio.decode")
+    caplog.set_level(logging.DEBUG, logger="musrec.audio.runner")
     with pytest.raises(DecodeError) as info:
         decode(b"not audio at all" * 100)
     assert "Invalid data" in caplog.text
@@ -292,7 +285,7 @@ def test_three_hour_file_is_refused_quickly_and_sections_decode(
     """
     import subprocess as real_subprocess
 
-    from musrec.audio import decode as decode_module
+    from musrec.audio import runner as runner_module
 
     calls: list[list[str]] = []
     popen = real_subprocess.Popen
@@ -307,7 +300,7 @@ def test_three_hour_file_is_refused_quickly_and_sections_decode(
     def sought(cmd: list[str]) -> float | None:
         return float(cmd[cmd.index("-ss") + 1]) if "-ss" in cmd and cmd.index("-ss") < cmd.index("-i") else None
 
-    monkeypatch.setattr(decode_module.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(runner_module.subprocess, "Popen", recording_popen)
     assert three_hours.stat().st_size < 12 * 2**20
     with pytest.raises(TooLongError, match="longer than 10 minutes"):
         decode(three_hours)

@@ -19,12 +19,12 @@ from musrec.audioset.representation import represent
 from musrec.audioset.synthetic import SyntheticAudioSet
 from musrec.cli import main
 from musrec.errors import ConfigError, IndexFormatError
-from musrec.index import loaded as index_module
+from musrec.index import search as index_module
 from musrec.index.backends import ExactBackend, IvfBackend, ScanBackend, TopN
 from musrec.index.build import BuildOptions, build_index
 from musrec.index.layout import HOLDOUT_FILE, IVF_FILE, MANIFEST, MUSIC_FILE
-from musrec.index.loaded import Index, exact_search_many
-from musrec.index.tune import AUTO_IVF_MIN_COUNT, Sample, auto_ivf_lists, choose_ann
+from musrec.index.search import Index, exact_search_many
+from musrec.index.structures import AUTO_IVF_MIN_COUNT, Sample, auto_ivf_lists, choose_ann
 
 LABELS = default_labels()
 HELD_OUT_START = 10**9  # synthetic segments generated from here on are not in any test index

@@ -31,7 +31,7 @@ from musrec.audioset.records import Segment
 from musrec.audioset.representation import fit_rows
 from musrec.config import Config, load_config
 from musrec.index.build import BuildOptions, build_index
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.links.parse import YOUTUBE_HOSTS
 from musrec.pipeline import Musrec
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.queries import QueryStore, Remembered
-from musrec.recommend import Filters, Query, Resolved
+from musrec.recommend.results import Filters, Query, Resolved
 
 
 def entry(n: int) -> Remembered:

@@ -28,8 +28,8 @@ from musrec.audioset.tfrecord import encode, frame_rows, write_tfrecord
 from musrec.config import load_config
 from musrec.errors import DataError
 from musrec.index.layout import MANIFEST, debris
-from musrec.index.loaded import Index
 from musrec.index.memory import STATE_FILE, MemoryLimit, estimate, segments_in_sources, too_small
+from musrec.index.search import Index
 from musrec.setup.provision import ensure_ready
 
 ROOT = Path(__file__).resolve().parents[1]

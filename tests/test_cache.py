@@ -97,7 +97,7 @@ def test_bad_embeddings_are_refused(tmp_path: Path) -> None:
 def test_corrupt_file_is_recreated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "cache.sqlite3"
     path.write_bytes(b"this is not a database, just bytes " * 200)
-    with caplog.at_level(logging.WARNING, logger="musrec.cache"), EmbeddingCache(path) as cache:
+    with caplog.at_level(logging.WARNING, logger="musrec.sqlitefile"), EmbeddingCache(path) as cache:
         assert cache.get(key()) is None
         put(cache, key(), 5)
         assert cache.get(key()) is not None
@@ -113,7 +113,7 @@ def test_damaged_pages_are_recreated(tmp_path: Path, caplog: pytest.LogCaptureFi
         data = bytearray(path.read_bytes())
         data[100 : len(data)] = b"\xff" * (len(data) - 100)  # keep the header, wreck every page
         path.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="musrec.cache"), EmbeddingCache(path) as cache:
+    with caplog.at_level(logging.WARNING, logger="musrec.sqlitefile"), EmbeddingCache(path) as cache:
         assert cache.get(key(video_id="v1")) is None  # a miss, not an exception
         put(cache, key(), 1)
         assert cache.get(key()) is not None
@@ -133,7 +133,10 @@ def test_damaged_entry_is_dropped(tmp_path: Path) -> None:
 def test_unusable_location_turns_caching_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    with caplog.at_level(logging.WARNING, logger="musrec.cache"), EmbeddingCache(blocker / "cache.sqlite3") as cache:
+    with (
+        caplog.at_level(logging.WARNING, logger="musrec.sqlitefile"),
+        EmbeddingCache(blocker / "cache.sqlite3") as cache,
+    ):
         put(cache, key(), 1)
         assert cache.get(key()) is None and len(cache) == 0
     assert any("caching is off" in r.getMessage() for r in caplog.records)

@@ -91,7 +91,7 @@ def test_info(index_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_recommend_json_and_table(index_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["index", "info", str(index_dir), "--json"]) == 0
     capsys.readouterr()
-    from musrec.index.loaded import Index
+    from musrec.index.search import Index
 
     seg = Index(index_dir).store.get(3)
     ref = f"audioset:{seg.video_id}@{seg.start_s:g}"
@@ -110,7 +110,7 @@ def test_recommend_json_and_table(index_dir: Path, capsys: pytest.CaptureFixture
 def test_config_file_and_environment_apply(
     index_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from musrec.index.loaded import Index
+    from musrec.index.search import Index
 
     seg = Index(index_dir).store.get(0)
     config = tmp_path / "c.toml"

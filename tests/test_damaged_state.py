@@ -77,7 +77,7 @@ def test_a_full_disk_during_a_build_is_one_line_and_keeps_the_index(tmp_path: Pa
     disk.mkdir()
     idx = disk / "idx"
     check = (
-        "import json, pathlib, sys; from musrec.index.loaded import Index; d = pathlib.Path(sys.argv[1]); "
+        "import json, pathlib, sys; from musrec.index.search import Index; d = pathlib.Path(sys.argv[1]); "
         "print(json.dumps({'count': len(Index(d / 'idx')), 'names': sorted(p.name for p in d.iterdir())}))"
     )
     results = on_small_disk(

@@ -22,7 +22,8 @@ from test_bot import TIMEOUT, bot_for, config_for, ephemeral_text, make_world
 from vggish_fixtures import music_like
 
 from musrec.audio import decode as decode_module
-from musrec.audio.decode import AudioLimits, decode, ffmpeg_executable
+from musrec.audio.decode import decode, ffmpeg_executable
+from musrec.audio.limits import AudioLimits
 from musrec.audio.scan import decode_loudest, mpg123_executable
 from musrec.audio.wav import to_wav_bytes
 from musrec.errors import DecodeError

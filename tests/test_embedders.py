@@ -13,7 +13,8 @@ from vggish_fixtures import VggishFiles, music_like, shared_embedder, shared_vgg
 
 from musrec.audio.resample import resample
 from musrec.audioset.representation import REPRESENTATION_DIMS, fit_rows, represent
-from musrec.embedding.local import BATCH_EXAMPLES, Embedder, LocalEmbedder, vggish_pcm
+from musrec.embedding.base import Embedder, vggish_pcm
+from musrec.embedding.local import BATCH_EXAMPLES, LocalEmbedder
 from musrec.errors import EmbedderError
 from musrec.vggish.frontend import waveform_to_examples
 from musrec.vggish.postprocess import load_pca_params, postprocess

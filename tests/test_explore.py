@@ -21,8 +21,11 @@ from musrec.cli import main
 from musrec.errors import DataError, QueryError
 from musrec.index.build import BuildOptions, build_index
 from musrec.index.layout import LABELS_FILE
-from musrec.index.loaded import Index
-from musrec.recommend import Filters, Resolved, blend, nearest, recommend_resolved, resolve_segment
+from musrec.index.search import Index
+from musrec.recommend.blend import blend
+from musrec.recommend.nearest import nearest, recommend_resolved
+from musrec.recommend.results import Filters, Resolved
+from musrec.recommend.segments import resolve_segment
 
 LABELS = default_labels()
 HARMONICA = LABELS.index_of("Harmonica")

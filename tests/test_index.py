@@ -15,7 +15,7 @@ from musrec.audioset.synthetic import SyntheticAudioSet
 from musrec.errors import DataError, IndexFormatError, IndexNotFoundError
 from musrec.index.build import BuildOptions, build_index
 from musrec.index.layout import MANIFEST
-from musrec.index.loaded import Index, exact_search_many
+from musrec.index.search import Index, exact_search_many
 
 LABELS = default_labels()
 

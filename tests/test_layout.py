@@ -32,7 +32,7 @@ from musrec.index.layout import (
     remove_debris,
     staging,
 )
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 
 STRUCTURES = ("annoy", "ivf")
 # Bounds for waiting on a child process: generous, so a slow shared machine never fails the test; they only stop a

@@ -21,7 +21,8 @@ import pytest
 from audio_fixtures import ffmpeg
 from youtube_fixtures import MediaServer, dominant_hz, loopback_options, media_server, step_hz, stepped_tones
 
-from musrec.audio.decode import DECODER_MEMORY_BYTES, ffmpeg_executable
+from musrec.audio.decode import ffmpeg_executable
+from musrec.audio.runner import DECODER_MEMORY_BYTES
 from musrec.links import fetch, ytdlp_env
 from musrec.links.errors import FetchError, FetchFailure
 from musrec.links.fetch import fetch_window

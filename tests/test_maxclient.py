@@ -22,9 +22,10 @@ from max_fixtures import (
     tiny_app,
 )
 
-from musrec.audio.decode import AudioLimits
+from musrec.audio.limits import AudioLimits
 from musrec.audio.wav import read_wav_bytes, to_wav_bytes
-from musrec.embedding.local import LocalEmbedder, vggish_pcm
+from musrec.embedding.base import vggish_pcm
+from musrec.embedding.local import LocalEmbedder
 from musrec.embedding.max_client import (
     MSG_CLOSED,
     MSG_INVALID,

@@ -11,8 +11,8 @@ import pytest
 from conftest import child_environment
 
 from musrec.config import BotConfig, Config, ConfigError, EmbedderConfig
+from musrec.configured import model_threads, use_model_threads
 from musrec.cores import usable_cores
-from musrec.embedder import model_threads, use_model_threads
 
 
 @pytest.fixture

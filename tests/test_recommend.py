@@ -9,8 +9,11 @@ from audioset_fixtures import make_segments
 from musrec.audioset.labels import default_labels
 from musrec.errors import QueryError, UnknownSegmentError
 from musrec.index.build import BuildOptions, build_index
-from musrec.index.loaded import Index
-from musrec.recommend import Filters, nearest, parse_audioset_ref, recommend_segment, youtube_url
+from musrec.index.search import Index
+from musrec.links.parse import youtube_url
+from musrec.recommend.nearest import nearest
+from musrec.recommend.results import Filters
+from musrec.recommend.segments import parse_audioset_ref, recommend_segment
 from musrec.timecode import format_timecode
 
 LABELS = default_labels()

@@ -14,8 +14,10 @@ import pytest
 from audio_fixtures import FORMATS, ffmpeg, tone
 
 from musrec.audio import scan
-from musrec.audio.decode import AudioLimits, choose_window, cut, decode, window_energies
+from musrec.audio.decode import decode
+from musrec.audio.limits import AudioLimits
 from musrec.audio.scan import decode_loudest, mpg123_executable, scan_envelope
+from musrec.audio.window import choose_window, cut, window_energies
 from musrec.errors import DecodeError, TooLongError, TooShortError
 
 SECONDS = 45

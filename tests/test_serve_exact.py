@@ -23,7 +23,8 @@ from musrec.audioset.labels import default_labels
 from musrec.audioset.records import Segment
 from musrec.audioset.representation import fit_rows
 from musrec.cli import main
-from musrec.embedding.local import LocalEmbedder, vggish_pcm
+from musrec.embedding.base import vggish_pcm
+from musrec.embedding.local import LocalEmbedder
 from musrec.embedding.max_client import MaxEmbedder
 from musrec.embedding.server import make_app
 from musrec.index.build import BuildOptions, build_index

@@ -33,7 +33,7 @@ from max_fixtures import (
 )
 from vggish_fixtures import shared_vggish_files
 
-from musrec.audio.decode import AudioLimits
+from musrec.audio.limits import AudioLimits
 from musrec.embedding.listen import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
 from musrec.embedding.local import LocalEmbedder
 from musrec.embedding.server import DEFAULT_MAX_PENDING, MODEL_METADATA, make_app
@@ -286,7 +286,7 @@ def test_serve_takes_its_queue_from_the_config(tmp_path: Path, monkeypatch: pyte
     )
     ran: dict[str, Any] = {}
     monkeypatch.setattr("musrec.cli.use_model_threads", lambda config, concurrent: 1)  # this process's TensorFlow
-    monkeypatch.setattr("musrec.embedder.make_embedder", lambda config: object())
+    monkeypatch.setattr("musrec.configured.make_embedder", lambda config: object())
     monkeypatch.setattr("musrec.embedding.server.run_server", lambda embedder, **options: ran.update(options))
     with serve_log_levels():
         assert main(["--config", str(config), "serve"]) == 0

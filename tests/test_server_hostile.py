@@ -31,7 +31,7 @@ from max_fixtures import (
     wav_bytes,
 )
 
-from musrec.audio.decode import AudioLimits
+from musrec.audio.limits import AudioLimits
 from musrec.embedding.local import LocalEmbedder
 from musrec.embedding.server import MSG_BUSY, make_app
 

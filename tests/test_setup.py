@@ -37,7 +37,7 @@ from musrec.cli import main
 from musrec.config import load_config
 from musrec.errors import DownloadError
 from musrec.index.layout import MANIFEST
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.setup.provision import check_ready, ensure_ready
 from musrec.setup.state import STATE_FILE
 
@@ -162,7 +162,7 @@ def test_fresh_setup_builds_a_working_index(fresh: Fresh) -> None:
 
 
 def test_recommend_works_after_setup(fresh: Fresh, tmp_path: Path) -> None:
-    from musrec.index.loaded import Index
+    from musrec.index.search import Index
 
     seg = Index(fresh.data / "index").store.get(5)
     r = run(["--config", str(fresh.config), "recommend", f"audioset:{seg.video_id}@{seg.start_s:g}", "--json"])

@@ -26,11 +26,11 @@ from musrec.audioset.labels import default_labels
 from musrec.cli import main
 from musrec.config import Config, load_config
 from musrec.index.build import BuildOptions, build_index
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.pipeline import Musrec
+from musrec.recommend.live import margin
 from musrec.videos.checker import VideoChecker
 from musrec.videos.dataapi import DataApiSource
-from musrec.videos.live import margin
 from musrec.videos.oembed import OEmbedSource
 from musrec.videos.status import ALIVE, GONE, UNKNOWN, VideoStatus, clean_text
 from musrec.videos.store import DAY_S, VideoStore

@@ -17,9 +17,9 @@ from test_bot import TIMEOUT, bot_for, config_for, make_world
 from test_videos import BUDGET_S, YouTubeStandIn, serving_youtube
 
 from musrec.config import Config, load_config
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.pipeline import Musrec
-from musrec.recommend import Match
+from musrec.recommend.results import Match
 
 WATCH = re.compile(r"watch\?v=([A-Za-z0-9_-]+)&")
 FIELD_VALUE_MAX, EMBED_TOTAL_MAX = 1024, 6000  # Discord's limits (REFERENCE.md section 8)

@@ -11,7 +11,7 @@ import pytest
 from test_videos import YouTubeStandIn, serving_youtube, videos_index, write_config
 
 from musrec.cli import main
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.videos.bulk import GIVE_UP_AFTER, SLOWEST_S, check_index
 from musrec.videos.checker import VideoChecker
 from musrec.videos.oembed import OEmbedSource

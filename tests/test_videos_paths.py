@@ -16,9 +16,9 @@ from conftest import child_environment
 from test_videos import YouTubeStandIn, eventually, serving_youtube, unchecked_order, videos_index, write_config
 
 from musrec.config import load_config
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.pipeline import Musrec
-from musrec.videos.live import margin
+from musrec.recommend.live import margin
 from musrec.videos.status import API_KEY_ENV
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hostile_wavs import chunk, fmt, pcm, riff, wav
 
-from musrec.audio.decode import AudioLimits, decode, read_wav
+from musrec.audio.decode import decode, read_wav
+from musrec.audio.limits import AudioLimits
 from musrec.audio.wav import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE,

@@ -24,9 +24,10 @@ from test_bot import TIMEOUT, ephemeral_text, make_world, scenario
 from vggish_fixtures import music_like, shared_embedder, shared_vggish_files
 
 from bot.client import MusrecBot
-from musrec.audio.decode import choose_window, decode
+from musrec.audio.decode import decode
 from musrec.audio.scan import decode_loudest, mpg123_executable
 from musrec.audio.wav import to_wav_bytes
+from musrec.audio.window import choose_window
 from musrec.audioset.labels import default_labels
 from musrec.audioset.records import Segment
 from musrec.audioset.representation import fit_rows
@@ -34,7 +35,7 @@ from musrec.cli import main
 from musrec.config import load_config
 from musrec.embedding.local import LocalEmbedder
 from musrec.index.build import BuildOptions, build_index
-from musrec.index.loaded import Index
+from musrec.index.search import Index
 from musrec.pipeline import Musrec
 
 RATE = 16000

@@ -30,7 +30,7 @@ from youtube_fixtures import (
 
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.config import load_config
-from musrec.embedder import embedder_identity
+from musrec.configured import embedder_identity
 from musrec.errors import DecodeError, DownloadError, TooLongError, TooShortError, UnsupportedLinkError
 from musrec.links.errors import FAILURE_PATTERNS, FetchError, FetchFailure, classify_failure
 from musrec.links.fetch import FetchOptions, check_url_allowed, default_start, fetch_window

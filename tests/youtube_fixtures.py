@@ -104,7 +104,7 @@ def first_change_s(samples: npt.NDArray[np.floating], low_hz: float, high_hz: fl
 
 
 class ToneEmbedder:
-    """An :class:`~musrec.embedding.local.Embedder` whose rows say which tone each 0.96 s holds (Hz / 10, as uint8)."""
+    """An :class:`~musrec.embedding.base.Embedder` whose rows say which tone each 0.96 s holds (Hz / 10, as uint8)."""
 
     def __init__(self) -> None:
         self.calls = 0

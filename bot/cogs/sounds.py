@@ -22,7 +22,7 @@ from bot.replies import Reply, answer, answering, quietly, reject
 from bot.work import Ticket
 from musrec.compare import similarity_png
 from musrec.errors import BusyError, MusrecError
-from musrec.pipeline import Filters, LinkSource, Source
+from musrec.pipeline import Filters, LinkTarget, Source
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class Sounds(commands.Cog):
     # ---- the request cycle ----------------------------------------------------------------------------------
 
     async def _fetch(
-        self, files: contextlib.ExitStack, clip: discord.Attachment | None, url: LinkSource | None
+        self, files: contextlib.ExitStack, clip: discord.Attachment | None, url: LinkTarget | None
     ) -> tuple[Source, str | None]:
         """A sound to resolve and the name to show it by: an attachment is downloaded into a file of the spool,
         removed when ``files`` closes (so however the request ends)."""

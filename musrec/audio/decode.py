@@ -1,11 +1,11 @@
-"""Audio in: any file ffmpeg reads -> 16 kHz mono float32; the 10-second query window.
+"""Audio in: any file ffmpeg reads -> 16 kHz mono float32.
 
 Decoding mirrors the reference pipeline: ffmpeg writes signed 16-bit PCM at the input's native rate and
 channel count, samples become ``int16 / 32768.0``, channels are averaged, and
 :func:`musrec.audio.resample.resample` converts to 16 kHz. ffmpeg is the binary shipped by imageio-ffmpeg (or
 ``MUSREC_FFMPEG``, or the one on PATH: :func:`ffmpeg_executable`); ffprobe is never needed.
 
-Safety: ffmpeg runs under a timeout and a memory cap (:data:`DECODER_MEMORY_BYTES` of address space), with an
+Safety: ffmpeg runs under a timeout and a memory cap (:mod:`musrec.audio.runner`), with an
 environment that holds none of musrec's secrets (:func:`~musrec.childenv.child_environment`), opens local files only
 (``-protocol_whitelist file,pipe``: a crafted HLS, SDP or concat file cannot reach the network), reads only audio and
 video containers (``-format_whitelist``: a DASH or HLS manifest named ``x.mp4`` cannot make it open other local
@@ -22,49 +22,43 @@ import contextlib
 import logging
 import math
 import os
-import resource
 import shutil
 import stat
-import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audio.limits import (
+    AudioLimits,
+    check_size,
+    decode_deadline,
+    refuse_long,
+    refuse_short,
+    refuse_silent,
+    span_text,
+)
 from musrec.audio.resample import TARGET_RATE, resample
-from musrec.audio.wav import INT16_SCALE, check_format, is_wav, read_wav_bytes, read_wav_header, wav_format
-from musrec.childenv import child_environment
+from musrec.audio.runner import MAX_NATIVE_RATE, Pcm, run_decoder
+from musrec.audio.wav import INT16_SCALE, is_wav, read_wav_bytes, wav_format
 from musrec.errors import DecodeError, TooLongError, TooShortError
 from musrec.timecode import format_timecode
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 10.0  # the query length: 10 VGGish examples, like an AudioSet segment
-WINDOW_HOP_S = 1.0  # grid of the loudest-window search
-SEARCH_S = 180.0  # the loudest window is looked for in the first three minutes
-SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: a decode whose peak stays below this is silent
 # Decode this much past the duration limit and tolerate half of it, so codec padding never trips the limit.
 DURATION_SLACK_S = 1.0
 DURATION_TOLERANCE_S = DURATION_SLACK_S / 2
 # ffmpeg's -t can stop a codec frame short (whole 1024-sample AAC frames): ask for more, trim exactly here.
 TRIM_MARGIN_S = 0.5
-# Higher native rates are converted to this by ffmpeg: ten minutes at 384 kHz would take gigabytes.
-MAX_NATIVE_RATE = 48_000
-READ_CHUNK_FRAMES = 1 << 16
-STDERR_LOG_CHARS = 4000
 # ffmpeg recognises these playlists by their first bytes; they only point at other files or URLs.
 PLAYLIST_MAGIC = (b"#EXTM3U", b"ffconcat version")
 MAGIC_BYTES = 32
-# A decoder process may map at most this much memory (RLIMIT_AS): ffmpeg decoding ten minutes of audio, or a video
-# file's audio track, needs under 256 MiB; a crafted file that makes it allocate more fails to decode instead.
-DECODER_MEMORY_BYTES = 1 << 30
 WAV_PROBE_BYTES = 32 * 1024  # ffmpeg's probe of a WAV: its header and a little of the samples
 # The demuxers ffmpeg may use on a user's file: audio and video containers and raw audio streams. Left out are those
 # that only point at other files or URLs (dash, hls, concat, webm_dash_manifest, sdp...), images and lavfi.
@@ -75,22 +69,6 @@ ALLOWED_DEMUXERS = (
 )
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
-
-
-@dataclass(frozen=True, kw_only=True)
-class AudioLimits:
-    """What :func:`decode` accepts: input size in bytes, decoded duration in seconds, and a wall-clock timeout."""
-
-    max_bytes: int = 64 * 1024 * 1024
-    max_duration_s: float = 600.0
-    min_duration_s: float = 1.0
-    decode_timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.max_bytes <= 0 or self.decode_timeout_s <= 0:
-            raise ValueError("max_bytes and decode_timeout_s must be positive")
-        if not 0 <= self.min_duration_s < self.max_duration_s:
-            raise ValueError("need 0 <= min_duration_s < max_duration_s")
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,18 +87,6 @@ class Audio:
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate
-
-
-@dataclass(frozen=True)
-class Window:
-    """A span in seconds, relative to the first sample of the clip given to :func:`choose_window`."""
-
-    start_s: float
-    end_s: float
-
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
 
 
 @lru_cache(maxsize=1)
@@ -178,7 +144,7 @@ def decode(
     if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
         raise ValueError(f"duration_s must be a positive number, got {duration_s}")
     if duration_s is not None and duration_s > limits.max_duration_s:
-        raise TooLongError(f"the requested part is longer than {_span(limits.max_duration_s)}")
+        raise TooLongError(f"the requested part is longer than {span_text(limits.max_duration_s)}")
     span_s = duration_s if duration_s is not None else limits.max_duration_s + DURATION_SLACK_S
     out_rate = None if sample_rate == TARGET_RATE else sample_rate
     started = time.monotonic()
@@ -190,7 +156,7 @@ def decode(
     decoded_s = len(mono) / rate
     offset = start_s or 0.0
     if duration_s is None:
-        _refuse_long(decoded_s, limits, tolerance_s=DURATION_TOLERANCE_S, after_start=bool(start_s))
+        refuse_long(decoded_s, limits, tolerance_s=DURATION_TOLERANCE_S, after_start=bool(start_s))
     if len(mono) == 0 and start_s:
         raise TooShortError(f"the start time {format_timecode(start_s)} is past the end of the audio")
     refuse_short(decoded_s, limits)
@@ -249,14 +215,6 @@ def decode_pcm(
     return mono
 
 
-def decode_deadline(limits: AudioLimits, deadline: float | None = None) -> float:
-    """When decoding that starts now must end (a :func:`time.monotonic` value): ``limits.decode_timeout_s`` from now,
-    or ``deadline`` if that comes first. A request computes one and hands it to each of its decodes, so a sound that
-    needs several (an envelope, then exact spans; each sound of a blend) has one budget in all, not one per step."""
-    own = time.monotonic() + limits.decode_timeout_s
-    return own if deadline is None else min(own, deadline)
-
-
 def read_wav(
     data: bytes | bytearray | memoryview,
     *,
@@ -271,49 +229,17 @@ def read_wav(
     :func:`decode`.
     """
     view = memoryview(data).cast("B")
-    _check_size(view.nbytes, limits)
+    check_size(view.nbytes, limits)
     fmt = wav_format(view)
-    _refuse_long(fmt.duration_s, limits)
+    refuse_long(fmt.duration_s, limits)
     refuse_short(fmt.duration_s, limits)
     return read_wav_bytes(view)
 
 
-def _refuse_long(seconds: float, limits: AudioLimits, *, tolerance_s: float = 0.0, after_start: bool = False) -> None:
-    if seconds > limits.max_duration_s + tolerance_s:
-        what = "the audio after the start time is" if after_start else "the audio is"
-        raise TooLongError(f"{what} longer than {_span(limits.max_duration_s)}; choose a shorter part")
-
-
-def refuse_short(seconds: float, limits: AudioLimits) -> None:
-    """TooShortError if ``seconds`` of audio are under ``limits.min_duration_s``."""
-    if seconds < limits.min_duration_s:
-        raise TooShortError(f"the audio is only {seconds:.2g} s long; at least {limits.min_duration_s:g} s is needed")
-
-
-def refuse_silent(samples: npt.NDArray[np.floating]) -> None:
-    """DecodeError if the peak of ``samples`` stays below SILENCE_PEAK (-60 dBFS)."""
-    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
-        raise DecodeError("the audio is silent")
-
-
-def _check_size(size: int, limits: AudioLimits) -> None:
-    if size == 0:
-        raise DecodeError("the file is empty")
-    if size > limits.max_bytes:
-        raise TooLongError(f"the file is larger than {limits.max_bytes / 2**20:g} MiB")
-
-
 def _check_head(size: int, head: bytes, limits: AudioLimits) -> None:
-    _check_size(size, limits)
+    check_size(size, limits)
     if head.startswith(PLAYLIST_MAGIC):
         raise DecodeError("could not read this as audio (playlists are not accepted)")
-
-
-@dataclass(frozen=True)
-class Pcm:
-    summed: npt.NDArray[np.int32]  # per frame, the sum of the channels' int16 values
-    channels: int
-    rate: int
 
 
 def _decode_file(
@@ -365,161 +291,3 @@ def _is_wav(path: Path) -> bool:
             return is_wav(f.read(12))
     except OSError:
         return False
-
-
-def run_decoder(
-    cmd: list[str], *, name: str, span_s: float, deadline: float, limit_rate: bool = False
-) -> tuple[Pcm | None, int | None, str]:
-    """Run a decoder writing a 16-bit WAV to stdout; read up to ``span_s`` seconds of it before ``deadline``.
-
-    Returns the PCM read (None if there was no WAV header, or ``limit_rate`` and the rate is over
-    MAX_NATIVE_RATE), the exit status (None when reading stopped early and the decoder was killed) and the end
-    of its stderr. DecodeError if it cannot run or runs past the deadline.
-    """
-    timed_out = threading.Event()
-    with tempfile.TemporaryFile() as errfile:  # a file, not a pipe: a flood of errors cannot stall the decoder
-        try:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, env=child_environment()
-            )
-        except OSError as err:
-            log.error("cannot run %s: %s", cmd[0], err)
-            raise DecodeError("audio decoding is not available on this server") from None
-        _limit_memory(proc.pid)
-
-        def on_timeout() -> None:
-            timed_out.set()
-            proc.kill()
-
-        timer = threading.Timer(max(0.0, deadline - time.monotonic()), on_timeout)
-        timer.start()
-        assert proc.stdout is not None
-        try:
-            pcm, stopped_early = _read_output(proc.stdout, span_s=span_s, limit_rate=limit_rate)
-            if stopped_early:
-                proc.kill()
-            rc = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            timer.cancel()
-            proc.stdout.close()
-        errfile.seek(0)
-        stderr = errfile.read().decode("utf-8", "replace")[-STDERR_LOG_CHARS:].strip()
-    if stderr:
-        log.debug("%s (exit %s) on %s: %s", Path(cmd[0]).name, rc, name, stderr)
-    if timed_out.is_set():
-        raise DecodeError("the audio took too long to decode")
-    return pcm, None if stopped_early else rc, stderr
-
-
-def _limit_memory(pid: int) -> None:
-    """Cap a decoder's address space at DECODER_MEMORY_BYTES, right after it started (Linux's prlimit).
-
-    Not in a ``preexec_fn``: that runs between fork and exec, which is unsafe in a program with threads. The few
-    milliseconds before the cap are the decoder's start-up, before it has read any input.
-    """
-    try:
-        resource.prlimit(pid, resource.RLIMIT_AS, (DECODER_MEMORY_BYTES, DECODER_MEMORY_BYTES))
-    except (AttributeError, OSError, ValueError) as err:  # not Linux, or the decoder has already exited
-        log.debug("cannot cap the decoder's memory: %s", err)
-
-
-def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple[Pcm | None, bool]:
-    """ffmpeg's WAV output, and whether reading stopped before its end (span reached, or rate too high)."""
-    try:
-        fmt = read_wav_header(stream.read)
-    except DecodeError:
-        return None, False  # ffmpeg failed before writing a header; its exit status and stderr say why
-    channels, rate, _ = fmt
-    if limit_rate and rate > MAX_NATIVE_RATE:
-        return None, True
-    # ffmpeg passes on what a WAV's header claims: a 1-Hz rate would cost 16,000 resampled samples per byte.
-    check_format(channels, rate)
-    max_frames = round(span_s * rate)
-    out = np.empty(max_frames, dtype=np.int32)  # reserves address space; pages are touched as frames arrive
-    n = 0
-    while n < max_frames:
-        data = stream.read(min(READ_CHUNK_FRAMES, max_frames - n) * 2 * channels)
-        k = len(data) // (2 * channels)
-        if k == 0:
-            break
-        frames = np.frombuffer(data, dtype="<i2", count=k * channels).reshape(k, channels)
-        out[n : n + k] = frames.sum(axis=1, dtype=np.int32)
-        n += k
-    return Pcm(out[:n], channels, rate), n >= max_frames
-
-
-def choose_window(
-    samples: npt.NDArray[np.floating],
-    *,
-    sample_rate: int = TARGET_RATE,
-    start_s: float | None = None,
-    duration_s: float = WINDOW_S,
-    search_s: float = SEARCH_S,
-) -> Window:
-    """Pick the ``duration_s`` span of a clip to embed.
-
-    With ``start_s``: the window starts there, moved earlier if needed to fit inside the clip; a start at or
-    past the end is a TooShortError. Without: the loudest window (highest RMS) lying wholly inside the first
-    ``search_s`` seconds, among starts on a 1-second grid plus the start that ends at that limit; ties go to
-    the earliest. This skips a silent or quiet intro without scanning a whole DJ set. A clip no longer than
-    ``duration_s`` is used whole (the embedding stage repeats rows to fill 10 seconds).
-    """
-    if sample_rate <= 0 or duration_s <= 0:
-        raise ValueError("sample_rate and duration_s must be positive")
-    x = np.asarray(samples)
-    n = len(x)
-    if n == 0:
-        raise TooShortError("the audio is empty")
-    width = min(round(duration_s * sample_rate), n)
-    if start_s is not None:
-        if not (math.isfinite(start_s) and start_s >= 0):
-            raise ValueError(f"start_s must be a non-negative number, got {start_s}")
-        if start_s >= n / sample_rate:
-            end = format_timecode(n / sample_rate)
-            raise TooShortError(f"the start time {format_timecode(start_s)} is past the end of the audio ({end})")
-        first = min(round(start_s * sample_rate), n - width)
-        return Window(first / sample_rate, (first + width) / sample_rate)
-    starts, energies = window_energies(x, sample_rate=sample_rate, width=width, search_s=search_s)
-    # Running sums carry rounding error: count near-equal energies as ties, and ties go to the earliest start.
-    best = int(starts[int(np.argmax(energies >= energies.max() * (1 - 1e-9)))])
-    return Window(best / sample_rate, (best + width) / sample_rate)
-
-
-def window_energies(
-    samples: npt.NDArray[np.floating], *, sample_rate: int, width: int, search_s: float = SEARCH_S
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """The starts (in samples) :func:`choose_window` considers for windows of ``width`` samples, and their energies.
-
-    Starts lie on a 1-second grid, plus the start that ends at the search limit; every window lies wholly inside
-    the first ``search_s`` seconds (or the clip, if shorter). ``width`` must be at most the clip's length.
-    """
-    n = len(samples)
-    limit = min(n, max(width, round(search_s * sample_rate)))
-    starts = list(range(0, limit - width + 1, max(1, round(WINDOW_HOP_S * sample_rate))))
-    if starts[-1] != limit - width:
-        starts.append(limit - width)
-    # One running sum of squares: O(n), where slicing each window would copy 10 s per start.
-    power = np.zeros(limit + 1, dtype=np.float64)
-    np.cumsum(np.square(samples[:limit], dtype=np.float64), out=power[1:])
-    grid = np.asarray(starts, dtype=np.int64)
-    return grid, power[grid + width] - power[grid]
-
-
-def cut(samples: npt.NDArray[np.floating], window: Window, sample_rate: int = TARGET_RATE) -> npt.NDArray[np.floating]:
-    """The samples inside ``window`` (a view, not a copy); ValueError if it does not lie inside the clip."""
-    first, last = round(window.start_s * sample_rate), round(window.end_s * sample_rate)
-    if not 0 <= first < last <= len(samples):
-        raise ValueError(f"window {window} is outside a clip of {len(samples) / sample_rate:.3f} s")
-    return samples[first:last]
-
-
-def _span(seconds: float) -> str:
-    """``10 minutes``, ``1 minute``, ``90.5 seconds``."""
-    if seconds >= 60 and seconds % 60 == 0:
-        minutes = int(seconds // 60)
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    return f"{seconds:g} seconds"

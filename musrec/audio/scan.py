@@ -8,7 +8,7 @@ times the network's forward pass, only to keep ten seconds of it. Instead:
    44.1-kHz file) and mixes to mono while it decodes, in two halves at once: on real music, 3 minutes take about a
    third of ffmpeg's time. Otherwise (other formats, or no mpg123) ffmpeg decodes and resamples to
    :data:`SCAN_RATE`, also in two halves at once.
-2. **Candidates.** The windows :func:`~musrec.audio.decode.choose_window` would consider (a 1-second grid), ranked
+2. **Candidates.** The windows :func:`~musrec.audio.window.choose_window` would consider (a 1-second grid), ranked
    by their envelope energy. Band-limited energy ranks windows almost as the full decode does: on 87 real
    recordings (bench/scan_bench.py) every window the full decode chose was within :data:`SCAN_MARGIN` of the best
    envelope energy; the envelope's own first choice missed it by over a second in 6 (mpg123) to 11 (ffmpeg) of
@@ -39,25 +39,12 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio.decode import (
-    SEARCH_S,
-    WINDOW_S,
-    Audio,
-    AudioLimits,
-    Pcm,
-    Source,
-    check_file,
-    decode,
-    decode_deadline,
-    decode_pcm,
-    refuse_short,
-    refuse_silent,
-    run_decoder,
-    source_file,
-    window_energies,
-)
+from musrec.audio.decode import Audio, Source, check_file, decode, decode_pcm, source_file
+from musrec.audio.limits import AudioLimits, decode_deadline, refuse_short, refuse_silent
 from musrec.audio.resample import TARGET_RATE
+from musrec.audio.runner import Pcm, run_decoder
 from musrec.audio.wav import INT16_SCALE, read_wav_header
+from musrec.audio.window import SEARCH_S, WINDOW_S, window_energies
 from musrec.cores import usable_cores
 from musrec.errors import DecodeError, TooShortError
 
@@ -112,7 +99,7 @@ def decode_loudest(
 ) -> Audio:
     """The loudest ``duration_s`` of the first ``search_s`` seconds, decoded exactly as :func:`decode` does.
 
-    The window is the one :func:`~musrec.audio.decode.choose_window` picks on the full decode (see the module's
+    The window is the one :func:`~musrec.audio.window.choose_window` picks on the full decode (see the module's
     notes for the one exception, a plateau of near-equal windows). ``offset_s`` of the result is where the window
     starts in the source. Errors are those of :func:`decode`: a corrupt, silent, too short or too large input
     costs one cheap pass. All the decoding (envelope and exact spans) shares one budget: ``limits.decode_timeout_s``,
@@ -360,7 +347,7 @@ def _loudest_exactly(
     The envelope's idea of where the file ends is an estimate: a seek lands on a codec frame, and codecs pad their
     last frame, so a span that reaches the end may come back a few samples (or, after a seek in some containers, a
     frame or two) short of the window. A candidate that then overruns its span moves earlier to end where the audio
-    does, as :func:`~musrec.audio.decode.choose_window` moves the last window of a clip; a span too short for a whole
+    does, as :func:`~musrec.audio.window.choose_window` moves the last window of a clip; a span too short for a whole
     window is decoded again from where the last window of the file must start (:func:`_decode_span`).
     """
     width = round(duration_s * TARGET_RATE)

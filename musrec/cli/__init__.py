@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from musrec.cli import commands
 from musrec.cli.parser import apply_flags, build_parser
 from musrec.config import Config, find_config, load_config
-from musrec.embedder import use_model_threads
+from musrec.configured import use_model_threads
 from musrec.errors import MusrecError
 
 __all__ = ["build_parser", "main"]

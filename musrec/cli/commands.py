@@ -174,7 +174,7 @@ def _limit_of(path: Path, config: Config) -> str:
 
 
 def serve(args: argparse.Namespace, config: Config) -> int:
-    from musrec.embedder import make_embedder
+    from musrec.configured import make_embedder
     from musrec.embedding.listen import listen
     from musrec.embedding.server import run_server
 
@@ -182,7 +182,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         raise MusrecError("musrec serve runs VGGish in this process: use --embedder local")
     srv = config.server
     # The server's own lines (loading, ready, refusals) are what a user who runs it watches: shown without -v.
-    for name in ("musrec.embedder", "musrec.embedding"):
+    for name in ("musrec.configured", "musrec.embedding"):
         logging.getLogger(name).setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
     sockets = listen(srv.host, srv.port)  # before the model loads: a busy port is one line, at once
     # [audio] limits what a clip may be (size, duration), as for every other input; [server] max_bytes the request.

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from musrec.audio.decode import SEARCH_S, WINDOW_S, AudioLimits
+from musrec.audio.limits import AudioLimits
+from musrec.audio.window import SEARCH_S, WINDOW_S
 from musrec.audioset.records import SHORT_SEGMENT_POLICIES, SPLITS, SegmentFilter
 from musrec.audioset.representation import REPRESENTATION_DIMS
 from musrec.config.values import SECTION, apply, at_least, choice, env_overrides, read_toml, section_names
 from musrec.errors import ConfigError
 from musrec.index.build import BuildOptions
-from musrec.index.tune import ANN_KINDS
+from musrec.index.structures import ANN_KINDS
 from musrec.links.options import FetchOptions, parse_extractor_args
 from musrec.links.upstream import check_proxy_url
 from musrec.videos.checker import VideoOptions
@@ -110,7 +111,7 @@ class RecommendConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AudioConfig(AudioLimits):
-    """What decoding accepts (:class:`~musrec.audio.decode.AudioLimits`) and how the query window is chosen."""
+    """What decoding accepts (:class:`~musrec.audio.limits.AudioLimits`) and how the query window is chosen."""
 
     window_s: float = WINDOW_S
     search_s: float = SEARCH_S

@@ -1,15 +1,10 @@
-"""Embedders: audio -> [n, 128] uint8 VGGish codes, one row per 0.96 s, in AudioSet's released space.
+"""VGGish in this process (:class:`LocalEmbedder`): audio -> [n, 128] uint8 codes, one row per 0.96 s, in AudioSet's
+released space, from Google's checkpoint and PCA file.
 
-:class:`Embedder` is the interface the rest of musrec depends on. :class:`LocalEmbedder` runs VGGish in this
-process from Google's checkpoint and PCA file; a client for IBM's MAX service implements the same protocol.
-
-**Every embedder embeds the same samples** (issue 26): :func:`vggish_pcm`, the input as 16-kHz mono 16-bit PCM
-(channels averaged, then resampled, then rounded to 16 bits). That is what a MAX server is sent, since its API
-takes only 16-bit PCM WAVs; :class:`LocalEmbedder` rounds the same way, so a clip embedded in this process and
-through ``musrec serve`` gives the same codes, bit for bit, at any rate and channel count. Input that already is
-16-kHz 16-bit PCM (a 16-kHz WAV read as ``int16 / 32768``) is unchanged by the rounding, so there the pipeline is
-the reference's exactly. Elsewhere the rounding is 16-bit audio's own noise (98 dB under a full-scale sine), far
-less than the choice of resampler makes (see :mod:`musrec.audio.resample`).
+It embeds what every embedder embeds (:func:`~musrec.embedding.base.vggish_pcm`: 16-kHz mono 16-bit PCM). Input that
+already is 16-kHz 16-bit PCM (a 16-kHz WAV read as ``int16 / 32768``) is unchanged by that rounding, so there the
+pipeline is the reference's exactly. Elsewhere the rounding is 16-bit audio's own noise (98 dB under a full-scale
+sine), far less than the choice of resampler makes (see :mod:`musrec.audio.resample`).
 """
 
 from __future__ import annotations
@@ -17,14 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio.wav import INT16_MAX, INT16_MIN, INT16_SCALE
+from musrec.audio.wav import INT16_SCALE
+from musrec.embedding.base import vggish_pcm
 from musrec.vggish.checkpoint import check_model_files
-from musrec.vggish.frontend import EXAMPLE_FRAMES, NUM_MEL_BANDS, SAMPLE_RATE, mono_16k, waveform_to_examples
+from musrec.vggish.frontend import EXAMPLE_FRAMES, NUM_MEL_BANDS, SAMPLE_RATE, waveform_to_examples
 from musrec.vggish.model import VGGish
 from musrec.vggish.postprocess import EMBEDDING_SIZE, load_pca_params, postprocess
 
@@ -34,30 +30,6 @@ log = logging.getLogger(__name__)
 # activations (96 x 64 x 64 floats, 1.5 MB per example) stay modest.
 BATCH_EXAMPLES: Final = 32
 WARM_UP_RATE: Final = 44100  # Hz; a common non-16 kHz rate, so warming up exercises resampling too
-
-
-def vggish_pcm(samples: npt.NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.int16]:
-    """What every embedder embeds: float samples in [-1, 1] (1-D or ``[n_samples, channels]``) as 16-kHz mono 16-bit
-    PCM, as a WAV upload carries them.
-
-    Channels are averaged, the mean resampled to 16 kHz (the reference's order), then scaled by 32768, rounded and
-    clipped (+1.0 becomes 32767). ValueError for NaN or infinity, a rate that is not positive, or integer samples.
-    """
-    mono = mono_16k(samples, sample_rate)
-    return np.clip(np.rint(mono * INT16_SCALE), INT16_MIN, INT16_MAX).astype(np.int16)
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Anything that turns audio into VGGish codes in the space of AudioSet's released embeddings."""
-
-    def embed(self, samples: npt.NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.uint8]:
-        """Float samples in [-1, 1] (1-D or [n_samples, channels]) -> [n, 128] uint8, one row per 0.96 s.
-
-        The whole input is embedded (no 10-second cut, no padding), as :func:`vggish_pcm` gives it; under 0.975 s
-        gives zero rows.
-        """
-        ...
 
 
 class LocalEmbedder:

@@ -1,11 +1,11 @@
 """Client for the MAX Audio Embedding Generator REST API (IBM's container, or ``musrec serve``).
 
-:class:`MaxEmbedder` is an :class:`~musrec.embedding.local.Embedder` that sends audio to one or more MAX-compatible
+:class:`MaxEmbedder` is an :class:`~musrec.embedding.base.Embedder` that sends audio to one or more MAX-compatible
 servers instead of running VGGish in-process. Requests go round-robin over the servers; a connection error, a
 timeout or a 5xx answer moves on to the next server after a short exponential backoff, at most ``retries``
 extra attempts. A 4xx answer is final: the request itself is refused, and another server would refuse it too
 (413 is a TooLongError, 422, ``musrec serve``'s answer to a clip under its minimum duration, a TooShortError).
-Audio is sent as :func:`~musrec.embedding.local.vggish_pcm` gives it, a 16-kHz mono 16-bit PCM WAV: the samples the
+Audio is sent as :func:`~musrec.embedding.base.vggish_pcm` gives it, a 16-kHz mono 16-bit PCM WAV: the samples the
 in-process embedder embeds, so ``musrec serve`` answers exactly what :class:`~musrec.embedding.local.LocalEmbedder`
 would, and the server does no resampling of its own. A clip too short for one VGGish example gives zero rows without
 a request, as a MAX server would answer.
@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from musrec.audio.resample import TARGET_RATE
 from musrec.audio.wav import INT16_SCALE, to_wav_bytes
-from musrec.embedding.local import vggish_pcm
+from musrec.embedding.base import vggish_pcm
 from musrec.errors import EmbedderError, TooLongError, TooShortError
 from musrec.vggish.frontend import MIN_EXAMPLE_SAMPLES
 from musrec.vggish.postprocess import EMBEDDING_SIZE

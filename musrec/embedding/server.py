@@ -29,7 +29,7 @@ server's own state is a 5xx:
 - 503: busy (more than ``concurrency + max_pending`` predictions at once), with ``Retry-After``; a retry signal.
 - 500: a failure of the server itself (a bug), never the input's fault.
 
-The limits are those of :class:`~musrec.audio.decode.AudioLimits` (``musrec serve`` uses the ``[audio]``
+The limits are those of :class:`~musrec.audio.limits.AudioLimits` (``musrec serve`` uses the ``[audio]``
 section) and are checked against the WAV header before a sample is read, so a header claiming hours, or a rate
 of 1 Hz, costs nothing. Memory is bounded by the limits: each of the ``concurrency`` workers holds at most one
 clip within the limits; waiting requests hold only their upload (spooled to disk beyond 1 MiB). The form is read as
@@ -62,13 +62,14 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 from aiohttp import web
 
-from musrec.audio.decode import AudioLimits, read_wav
+from musrec.audio.decode import read_wav
+from musrec.audio.limits import AudioLimits
 from musrec.embedding.listen import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, listen, serve
 from musrec.embedding.upload import BodyRefused, check_body, receive
 from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError
 
 if TYPE_CHECKING:
-    from musrec.embedding.local import Embedder
+    from musrec.embedding.base import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 Ingest streams the segments to the raw-row file and the metadata database. Then one pass over the memory-mapped rows
 builds the approximate structure: an Annoy forest for small and medium indexes, a faiss IVF index (8-bit codes,
-candidates re-scored exactly from the raw rows) from :data:`~musrec.index.tune.AUTO_IVF_MIN_COUNT` segments, or
+candidates re-scored exactly from the raw rows) from :data:`~musrec.index.structures.AUTO_IVF_MIN_COUNT` segments, or
 whichever ``options.backend`` names. Its search parameter (Annoy's ``search_k``, IVF's ``nprobe``) is the smallest
 whose recall@10 against exact search, on segments held out of the structure, reaches the target; Annoy's default
 (trees x k) reads barely one leaf at high dimension, so an untuned index returns poor neighbours. See
-:mod:`musrec.index.tune` for why held-out queries, not leave-one-out ones, set the parameter.
+:mod:`musrec.index.structures` for why held-out queries, not leave-one-out ones, set the parameter.
 
 The build writes into a hidden sibling directory and swaps it into place only when complete (see
 :mod:`musrec.index.layout`): a crash or Ctrl-C never leaves a half-written index where a running bot would load it, the
@@ -65,7 +65,7 @@ from musrec.index.memory import (
     too_small,
 )
 from musrec.index.store import LabelsWriter, SegmentInfo, SegmentWriter
-from musrec.index.tune import Sample, build_structure, choose_ann
+from musrec.index.structures import Sample, build_structure, choose_ann
 from musrec.progress import human_bytes
 
 log = logging.getLogger(__name__)

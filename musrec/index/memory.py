@@ -29,7 +29,7 @@ from musrec.audioset.records import split_of
 from musrec.audioset.representation import dimension
 from musrec.index.backends import READ_CHUNK
 from musrec.index.layout import _pid_alive, debris
-from musrec.index.tune import AUTO_IVF_MIN_COUNT, IVF_TRAIN_PER_LIST, choose_ann, ivf_list_count
+from musrec.index.structures import AUTO_IVF_MIN_COUNT, IVF_TRAIN_PER_LIST, choose_ann, ivf_list_count
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio.decode import WINDOW_S, AudioLimits, Window, choose_window, cut, decode, ffmpeg_executable
+from musrec.audio.decode import decode, ffmpeg_executable
+from musrec.audio.limits import AudioLimits
 from musrec.audio.resample import TARGET_RATE
+from musrec.audio.window import WINDOW_S, Window, choose_window, cut
 from musrec.errors import DecodeError, MusrecError, TooLongError, TooShortError, UnsupportedLinkError
 from musrec.links.addresses import AddressPolicy
 from musrec.links.errors import FetchError, FetchFailure, ytdlp_failure

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from musrec.audio.decode import DECODER_MEMORY_BYTES
+from musrec.audio.runner import DECODER_MEMORY_BYTES
 from musrec.childenv import child_environment
 from musrec.links.errors import FetchError, FetchFailure
 
@@ -154,7 +154,7 @@ def _launcher_script(executable: str, environ: Mapping[str, str], *, cap: bool =
     and ``environ`` as its whole environment.
 
     A cap that cannot be set is fine if one at least as low is already set (the hard limit is lower, as
-    :func:`musrec.audio.decode.run_decoder` finds too); otherwise ffmpeg is not run at all.
+    :func:`musrec.audio.runner.run_decoder` finds too); otherwise ffmpeg is not run at all.
     """
     kib = DECODER_MEMORY_BYTES // ULIMIT_UNIT_BYTES
     limit = (

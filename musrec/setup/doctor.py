@@ -186,7 +186,7 @@ def _unloadable(config: Config) -> str | None:
 
 def _index(config: Config, *, annoy_works: bool) -> Check:
     from musrec.index.layout import Manifest, debris, problem
-    from musrec.index.loaded import Index
+    from musrec.index.search import Index
 
     path = config.index_path
     trouble = problem(path)

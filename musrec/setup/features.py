@@ -25,7 +25,8 @@ from musrec.errors import DataError, DownloadError
 from musrec.progress import Meter
 from musrec.setup.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceError
 from musrec.setup.files import NotInSourceError, Wanted, fetch_file, find_file, link_or_copy
-from musrec.setup.state import TFRECORD, SetupOptions, SetupState, Step
+from musrec.setup.options import SetupOptions, Step
+from musrec.setup.state import TFRECORD, SetupState
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ from musrec.config.values import env_name
 from musrec.errors import DataError, DownloadError
 from musrec.setup.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceError, part_path, publish, sha512_file
 from musrec.setup.files import Wanted, fetch_file, find_file, link_or_copy
-from musrec.setup.state import SetupOptions, SetupState, Step
+from musrec.setup.options import SetupOptions, Step
+from musrec.setup.state import SetupState
 
 log = logging.getLogger(__name__)
 

@@ -32,16 +32,8 @@ from musrec.index.memory import KilledBuild, killed_build, memory_limit, release
 from musrec.setup.features import ensure_features
 from musrec.setup.files import NotInSourceError, Wanted
 from musrec.setup.models import MISMATCH, MISSING, VERIFIED, ensure_models, mismatch_message, model_files, model_state
-from musrec.setup.state import (
-    SetupOptions,
-    SetupState,
-    Step,
-    changed_keys,
-    describe_changes,
-    now,
-    setup_flags,
-    signature,
-)
+from musrec.setup.options import SetupOptions, Step
+from musrec.setup.state import SetupState, changed_keys, describe_changes, now, setup_flags, signature
 
 if TYPE_CHECKING:
     from musrec.audioset.labels import Labels

@@ -1,4 +1,4 @@
-"""What a ``musrec setup`` run is asked to do, what it reports, and what it remembers for the next run.
+"""What a ``musrec setup`` run remembers for the next one.
 
 ``setup-state.json`` in the data directory records size, modification time and sha512 of every verified file, so
 a rerun re-hashes nothing that is unchanged; it also records the index setup built and the ``[build]`` settings it
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,31 +16,6 @@ from typing import Any
 STATE_FILE = "setup-state.json"
 STATE_VERSION = 1
 TFRECORD = ".tfrecord"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One thing setup did or found: ``checkpoint: downloaded (289.0 MB from ...; sha512 verified)``."""
-
-    name: str
-    action: str
-    detail: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.action}" + (f" ({self.detail})" if self.detail else "")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SetupOptions:
-    models: bool = True  # the VGGish files
-    features: bool = True  # may download the features (only ever when an index must be built)
-    index: bool = True  # build the default index when it is missing or out of date
-    source: Path | None = None  # a directory of files the user already has (--from)
-    rebuild: bool = False  # build the index even if it is up to date (or was built elsewhere)
-    refresh_index: bool = True  # rebuild an index setup built when the [build] settings changed
-    recheck: bool = False  # re-hash files even if the state file says they are verified
-    progress: bool = False
-    chosen: frozenset[str] = frozenset()  # [build] keys given for this run (--splits, --music-only): remembered
 
 
 class SetupState:

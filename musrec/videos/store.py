@@ -2,7 +2,7 @@
 
 An alive video is kept ``alive_s`` (30 days by default), a gone one ``gone_s`` (a year: the dead rarely return);
 unknown is never stored, so a YouTube that refused to answer is asked again next time. The file is a
-:class:`~musrec.cache.SQLiteFile`, as the embedding cache is: WAL mode, shared by threads and processes, never
+:class:`~musrec.sqlitefile.SQLiteFile`, as the embedding cache is: WAL mode, shared by threads and processes, never
 taking its caller down: a damaged file is started afresh, any other database error reads as "not known".
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from musrec.cache import BUSY_TIMEOUT_S, SQLiteFile
+from musrec.sqlitefile import BUSY_TIMEOUT_S, SQLiteFile
 from musrec.videos.status import ALIVE, GONE, VideoStatus
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class StoreCounts:
 
 
 class VideoStore(SQLiteFile):
-    """Known video states with an expiry (see the module docstring and :class:`~musrec.cache.SQLiteFile`)."""
+    """Known video states with an expiry (see the module docstring and :class:`~musrec.sqlitefile.SQLiteFile`)."""
 
     SCHEMA = _SCHEMA
     SCHEMA_VERSION = SCHEMA_VERSION

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
-from musrec.recommend import Match, Recommendation
+from musrec.recommend.results import Match, Recommendation
 from musrec.videos.checker import VideoChecker
 from musrec.videos.status import VideoStatus
 

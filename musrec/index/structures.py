@@ -39,7 +39,7 @@ from musrec.index.backends import (
 )
 from musrec.index.ivf_file import IvfWriter, SearchAt, training_vectors
 from musrec.index.layout import ANNOY_FILE, EMBEDDINGS_FILE, HOLDOUT_FILE, IVF_FILE
-from musrec.index.loaded import exact_matrix_fits
+from musrec.index.search import exact_matrix_fits
 
 log = logging.getLogger(__name__)
 

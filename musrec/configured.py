@@ -13,7 +13,7 @@ from musrec.cores import usable_cores
 from musrec.errors import EmbedderError
 
 if TYPE_CHECKING:
-    from musrec.embedding.local import Embedder
+    from musrec.embedding.base import Embedder
 
 __all__ = ["embedder_identity", "make_embedder", "model_threads", "use_model_threads"]
 

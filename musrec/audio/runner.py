@@ -1,0 +1,124 @@
+"""Running a decoder (ffmpeg or mpg123) that writes a 16-bit WAV to its standard output, under a deadline and a memory
+cap, with an environment that holds none of musrec's secrets; its output read as it comes, up to the span asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+
+from musrec.audio.wav import check_format, read_wav_header
+from musrec.childenv import child_environment
+from musrec.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+# Higher native rates are converted to this by ffmpeg: ten minutes at 384 kHz would take gigabytes.
+MAX_NATIVE_RATE = 48_000
+READ_CHUNK_FRAMES = 1 << 16
+STDERR_LOG_CHARS = 4000
+# A decoder process may map at most this much memory (RLIMIT_AS): ffmpeg decoding ten minutes of audio, or a video
+# file's audio track, needs under 256 MiB; a crafted file that makes it allocate more fails to decode instead.
+DECODER_MEMORY_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Pcm:
+    summed: npt.NDArray[np.int32]  # per frame, the sum of the channels' int16 values
+    channels: int
+    rate: int
+
+
+def run_decoder(
+    cmd: list[str], *, name: str, span_s: float, deadline: float, limit_rate: bool = False
+) -> tuple[Pcm | None, int | None, str]:
+    """Run a decoder writing a 16-bit WAV to stdout; read up to ``span_s`` seconds of it before ``deadline``.
+
+    Returns the PCM read (None if there was no WAV header, or ``limit_rate`` and the rate is over
+    MAX_NATIVE_RATE), the exit status (None when reading stopped early and the decoder was killed) and the end
+    of its stderr. DecodeError if it cannot run or runs past the deadline.
+    """
+    timed_out = threading.Event()
+    with tempfile.TemporaryFile() as errfile:  # a file, not a pipe: a flood of errors cannot stall the decoder
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, env=child_environment()
+            )
+        except OSError as err:
+            log.error("cannot run %s: %s", cmd[0], err)
+            raise DecodeError("audio decoding is not available on this server") from None
+        _limit_memory(proc.pid)
+
+        def on_timeout() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), on_timeout)
+        timer.start()
+        assert proc.stdout is not None
+        try:
+            pcm, stopped_early = _read_output(proc.stdout, span_s=span_s, limit_rate=limit_rate)
+            if stopped_early:
+                proc.kill()
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
+            proc.stdout.close()
+        errfile.seek(0)
+        stderr = errfile.read().decode("utf-8", "replace")[-STDERR_LOG_CHARS:].strip()
+    if stderr:
+        log.debug("%s (exit %s) on %s: %s", Path(cmd[0]).name, rc, name, stderr)
+    if timed_out.is_set():
+        raise DecodeError("the audio took too long to decode")
+    return pcm, None if stopped_early else rc, stderr
+
+
+def _limit_memory(pid: int) -> None:
+    """Cap a decoder's address space at DECODER_MEMORY_BYTES, right after it started (Linux's prlimit).
+
+    Not in a ``preexec_fn``: that runs between fork and exec, which is unsafe in a program with threads. The few
+    milliseconds before the cap are the decoder's start-up, before it has read any input.
+    """
+    try:
+        resource.prlimit(pid, resource.RLIMIT_AS, (DECODER_MEMORY_BYTES, DECODER_MEMORY_BYTES))
+    except (AttributeError, OSError, ValueError) as err:  # not Linux, or the decoder has already exited
+        log.debug("cannot cap the decoder's memory: %s", err)
+
+
+def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple[Pcm | None, bool]:
+    """ffmpeg's WAV output, and whether reading stopped before its end (span reached, or rate too high)."""
+    try:
+        fmt = read_wav_header(stream.read)
+    except DecodeError:
+        return None, False  # ffmpeg failed before writing a header; its exit status and stderr say why
+    channels, rate, _ = fmt
+    if limit_rate and rate > MAX_NATIVE_RATE:
+        return None, True
+    # ffmpeg passes on what a WAV's header claims: a 1-Hz rate would cost 16,000 resampled samples per byte.
+    check_format(channels, rate)
+    max_frames = round(span_s * rate)
+    out = np.empty(max_frames, dtype=np.int32)  # reserves address space; pages are touched as frames arrive
+    n = 0
+    while n < max_frames:
+        data = stream.read(min(READ_CHUNK_FRAMES, max_frames - n) * 2 * channels)
+        k = len(data) // (2 * channels)
+        if k == 0:
+            break
+        frames = np.frombuffer(data, dtype="<i2", count=k * channels).reshape(k, channels)
+        out[n : n + k] = frames.sum(axis=1, dtype=np.int32)
+        n += k
+    return Pcm(out[:n], channels, rate), n >= max_frames
