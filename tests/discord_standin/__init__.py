@@ -46,8 +46,13 @@ clicked); ``standin.autocomplete(command, options, focused=name)`` sends type 4,
 most 25 choices (``handle.choices``). Messages' action rows are checked (5 rows of 5, custom ids of at most 100
 characters, unique).
 
-Not modelled: sharding beyond one shard, more than one guild, DMs, voice, subcommands, context menus, select menus
-and modals beyond recording their callbacks, MESSAGE_UPDATE/DELETE and reaction events, real rate limits,
+Several guilds: ``world.add_guild()`` before the client starts (each has its GUILD_CREATE; an interaction, a message
+belong to their channel's guild). Members' roles and permissions: ``world.add_role``, ``world.give_role`` and
+``world.permissions_of[user_id]`` (sent with each interaction, as Discord does). Subcommands: dispatch
+``"library add"``.
+
+Not modelled: sharding beyond one shard, DMs, voice, context menus, select menus and modals beyond recording their
+callbacks, MESSAGE_UPDATE/DELETE and reaction events, real rate limits,
 permission overwrites, zombie-connection detection on missed heartbeats, and the 200 command creations a day limit.
 """
 

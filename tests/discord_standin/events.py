@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .objects import (
@@ -44,17 +44,30 @@ def option_type(value: Any) -> int:
 
 
 def command_options(
-    world: World, command: dict[str, Any], values: Mapping[str, Any], *, focused: str | None = None
+    world: World,
+    command: dict[str, Any],
+    values: Mapping[str, Any],
+    *,
+    focused: str | None = None,
+    path: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Interaction ``data.options`` and ``data.resolved`` for ``values``, typed by the registered ``command`` (text
     longer than an option's ``max_length`` is refused: Discord's client does not send it).
 
     ``focused``: the option an autocomplete interaction is for (what the user is typing, always a string; required
-    options may still be missing)."""
+    options may still be missing). ``path``: the subcommand (or group and subcommand) run, ``("add",)`` for
+    ``/library add``: ``values`` are its options, nested in it as Discord nests them."""
+    if path:
+        sub = next((o for o in command.get("options", []) if o["name"] == path[0]), None)
+        if "options" in command and (sub is None or sub["type"] not in SUBCOMMAND_TYPES):
+            raise ValueError(f"/{command['name']} has no subcommand {path[0]!r}")
+        sub = sub or {"name": path[0], "type": SUBCOMMAND_TYPES[0] if len(path) == 1 else SUBCOMMAND_TYPES[1]}
+        options, resolved = command_options(world, sub, values, focused=focused, path=path[1:])
+        return [{"name": sub["name"], "type": sub["type"], "options": options}], resolved
     schema = {o["name"]: o for o in command["options"]} if "options" in command else None
     if schema is not None:
         if any(o["type"] in SUBCOMMAND_TYPES for o in schema.values()):
-            raise NotImplementedError("subcommands are not modelled by the stand-in")
+            raise ValueError(f'/{command["name"]} needs a subcommand: dispatch "{command["name"]} NAME"')
         if unknown := set(values) - set(schema):
             raise ValueError(f"/{command['name']} has no option(s) {sorted(unknown)}")
         if focused is not None and not schema.get(focused, {}).get("autocomplete"):
@@ -97,11 +110,12 @@ def interaction_create(
     channel_id: int,
     locale: str,
     focused: str | None = None,
+    path: Sequence[str] = (),
 ) -> dict[str, Any]:
     """INTERACTION_CREATE for ``command`` (a registered command, or just ``{"name": ...}``): a slash command (type
-    2), or with ``focused`` the autocomplete of that option (type 4)."""
+    2), or with ``focused`` the autocomplete of that option (type 4); ``path`` names its subcommand."""
     data: dict[str, Any] = {"id": command.get("id") or str(world.snowflake()), "name": command["name"], "type": 1}
-    options, resolved = command_options(world, command, values, focused=focused)
+    options, resolved = command_options(world, command, values, focused=focused, path=path)
     if options:
         data["options"] = options
     if resolved:
@@ -132,8 +146,8 @@ def _interaction(
         "application_id": str(world.application_id),
         "type": kind,
         "data": data,
-        "guild_id": str(world.guild_id),
-        "guild": {"id": str(world.guild_id), "locale": "en-US", "features": []},
+        "guild_id": str(world.guild_of(channel_id)),
+        "guild": {"id": str(world.guild_of(channel_id)), "locale": "en-US", "features": []},
         "channel_id": str(channel_id),
         "channel": world.channels[channel_id],
         "member": world.member(user_id, with_permissions=True),
@@ -143,7 +157,7 @@ def _interaction(
         "locale": locale,
         "guild_locale": "en-US",
         "entitlements": [],
-        "authorizing_integration_owners": {"0": str(world.guild_id)},
+        "authorizing_integration_owners": {"0": str(world.guild_of(channel_id))},
         "context": 0,
         "attachment_size_limit": world.upload_limit,
     }
@@ -161,7 +175,7 @@ def message_create(
     return {
         "id": str(world.snowflake()),
         "channel_id": str(channel_id),
-        "guild_id": str(world.guild_id),
+        "guild_id": str(world.guild_of(channel_id)),
         "author": user,
         "content": content,
         "timestamp": timestamp(),

@@ -191,7 +191,7 @@ class Gateway:
             {
                 "v": 10,
                 "user": world.bot_user,
-                "guilds": [{"id": str(world.guild_id), "unavailable": True}],
+                "guilds": [{"id": str(guild_id), "unavailable": True} for guild_id in world.guild_ids],
                 "session_id": session.id,
                 "resume_gateway_url": self.standin.resume_gateway_url,
                 "shard": data.get("shard", [0, 1]),
@@ -206,7 +206,8 @@ class Gateway:
             },
             session=session,
         )
-        await self.dispatch("GUILD_CREATE", world.guild_create(), session=session)
+        for guild_id in world.guild_ids:
+            await self.dispatch("GUILD_CREATE", world.guild_create(guild_id), session=session)
 
     async def _resume(self, connection: Connection, data: dict[str, Any]) -> None:
         self.resumes += 1

@@ -36,7 +36,7 @@ class Messages:
         data: dict[str, Any] = {
             "id": str(world.snowflake()),
             "channel_id": str(channel_id),
-            "guild_id": str(world.guild_id),
+            "guild_id": str(world.guild_of(channel_id)),
             "author": world.bot_user,
             "content": "",
             "timestamp": timestamp(),

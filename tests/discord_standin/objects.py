@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import mimetypes
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +15,7 @@ from urllib.parse import quote
 DISCORD_EPOCH_MS = 1_420_070_400_000
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
+MANAGE_GUILD = 1 << 5  # "Manage Server"
 ADD_REACTIONS = 1 << 6
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
@@ -104,7 +107,8 @@ def guess_content_type(filename: str) -> str:
 
 @dataclass
 class World:
-    """Ids and names of everything the stand-in pretends exists: one application, one guild, its text channel, users."""
+    """Ids and names of everything the stand-in pretends exists: one application, a guild (more with ``add_guild``),
+    their text channels, users, and the roles given to them."""
 
     snowflake: Snowflakes
     application_id: int
@@ -118,6 +122,10 @@ class World:
     bot_role_id: int = 0
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     channels: dict[int, dict[str, Any]] = field(default_factory=dict)
+    other_guilds: list[int] = field(default_factory=list)  # guilds beyond the first (add_guild)
+    roles: dict[int, dict[str, Any]] = field(default_factory=dict)  # roles beyond @everyone and the bot's (add_role)
+    member_roles: dict[int, list[int]] = field(default_factory=dict)  # by user: the roles given (give_role)
+    permissions_of: dict[int, int] = field(default_factory=dict)  # by user: base permissions other than members'
 
     @classmethod
     def create(cls, **kwargs: Any) -> World:
@@ -177,17 +185,44 @@ class World:
         }
         if with_user:
             member["user"] = self.user(user_id)
+        member["roles"] += [str(r) for r in self.member_roles.get(user_id, [])]
         if with_permissions:
-            member["permissions"] = str(self.bot_permissions if is_bot else self.member_permissions)
+            granted = [int(self.roles[r]["permissions"]) for r in self.member_roles.get(user_id, [])]
+            base = self.bot_permissions if is_bot else self.permissions_of.get(user_id, self.member_permissions)
+            member["permissions"] = str(functools.reduce(operator.or_, granted, base))
         return member
+
+    def add_role(self, name: str, *, permissions: int = 0, guild_id: int | None = None) -> int:
+        """A role of ``guild_id`` (default: the first guild), as a server admin makes one; its id."""
+        role_id = self.snowflake()
+        self.roles[role_id] = {**self.role(role_id, name, permissions, 2 + len(self.roles)),
+                               "guild_id": str(guild_id or self.guild_id)}  # fmt: skip
+        return role_id
+
+    def give_role(self, user_id: int, role_id: int) -> None:
+        self.member_roles.setdefault(user_id, []).append(role_id)
 
     # Guild and channels.
 
-    def text_channel(self, channel_id: int, name: str) -> dict[str, Any]:
+    @property
+    def guild_ids(self) -> list[int]:
+        return [self.guild_id, *self.other_guilds]
+
+    def add_guild(self) -> tuple[int, int]:
+        """Another guild the bot is in, with a text channel of its own: (guild id, channel id)."""
+        guild_id, channel_id = self.snowflake(), self.snowflake()
+        self.other_guilds.append(guild_id)
+        self.channels[channel_id] = self.text_channel(channel_id, "music", guild_id=guild_id)
+        return guild_id, channel_id
+
+    def guild_of(self, channel_id: int) -> int:
+        return int(self.channels[channel_id]["guild_id"])
+
+    def text_channel(self, channel_id: int, name: str, *, guild_id: int | None = None) -> dict[str, Any]:
         return {
             "id": str(channel_id),
             "type": GUILD_TEXT,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild_id or self.guild_id),
             "name": name,
             "position": len(self.channels),
             "permission_overwrites": [],
@@ -238,13 +273,16 @@ class World:
             "flags": 0,
         }
 
-    def guild_create(self) -> dict[str, Any]:
-        """The GUILD_CREATE payload: the guild with its roles, members and channels (threads are sent separately)."""
-        text_channels = [c for c in self.channels.values() if c["type"] == GUILD_TEXT]
+    def guild_create(self, guild_id: int | None = None) -> dict[str, Any]:
+        """The GUILD_CREATE payload of ``guild_id`` (default: the first guild): the guild with its roles, members and
+        channels (threads are sent separately)."""
+        guild_id = guild_id or self.guild_id
+        text_channels = [c for c in self.channels.values() if c["type"] == GUILD_TEXT and
+                         int(c["guild_id"]) == guild_id]  # fmt: skip
         members = [self.member(self.application_id), self.member(self.user_id)]
         return {
-            "id": str(self.guild_id),
-            "name": "musrec test guild",
+            "id": str(guild_id),
+            "name": "musrec test guild" if guild_id == self.guild_id else f"musrec test guild {guild_id}",
             "icon": None,
             "splash": None,
             "discovery_splash": None,
@@ -259,8 +297,9 @@ class World:
             "roles": [
                 # @everyone applies to the bot too; keeping it within bot_permissions keeps discord.py's view and the
                 # stand-in's enforcement (permissions_in) identical.
-                self.role(self.guild_id, "@everyone", self.member_permissions & self.bot_permissions, 0),
+                self.role(guild_id, "@everyone", self.member_permissions & self.bot_permissions, 0),
                 self.role(self.bot_role_id, self.bot_name, self.bot_permissions, 1),
+                *(r for r in self.roles.values() if int(r["guild_id"]) == guild_id),
             ],
             "emojis": [],
             "stickers": [],

@@ -276,9 +276,9 @@ class StandIn:
     def registered_commands(self, guild_id: int | None = None) -> list[dict[str, Any]]:
         return self.commands.get(guild_id, [])
 
-    def _find_command(self, name: str) -> dict[str, Any] | None:
-        for guild_id in (self.world.guild_id, None):
-            for command in self.commands.get(guild_id, []):
+    def _find_command(self, name: str, guild_id: int | None = None) -> dict[str, Any] | None:
+        for scope in (guild_id or self.world.guild_id, None):
+            for command in self.commands.get(scope, []):
                 if command["name"] == name and command["type"] == 1:
                     return command
         return None
@@ -296,7 +296,9 @@ class StandIn:
         attachments: Mapping[str, dict[str, Any]] | None = None,
         locale: str = "en-US",
     ) -> InteractionHandle:
-        """Send INTERACTION_CREATE for a slash command, as if ``user_id`` ran ``/command_name`` in ``channel_id``.
+        """Send INTERACTION_CREATE for a slash command, as if ``user_id`` ran ``/command_name`` in ``channel_id`` (by
+        default the first channel of ``guild_id``, else of the first guild). A subcommand is named after its command,
+        as Discord's client shows it: ``"library add"``.
 
         ``options`` maps option names to values: str, int, float, bool, a user object (``world.user(id)``) or an
         attachment object from ``add_attachment`` (``attachments`` is the same mapping, for attachment options only).
@@ -304,27 +306,39 @@ class StandIn:
         raise ``ValueError``, as Discord's client would not send them.
         """
         world = self.world
-        if guild_id not in (None, world.guild_id):
-            raise ValueError("the stand-in models a single guild")
+        if guild_id not in (None, *world.guild_ids):
+            raise ValueError(f"unknown guild {guild_id}")
+        if channel_id is None and guild_id is not None:
+            channel_id = next(c for c, data in world.channels.items() if int(data["guild_id"]) == guild_id)
         channel_id = channel_id or world.channel_id
         if channel_id not in world.channels:
             raise ValueError(f"unknown channel {channel_id}")
         values = {**(options or {}), **(attachments or {})}
-        command = self._find_command(command_name) or {"name": command_name}
+        name, *path = command_name.split()
+        command = self._find_command(name, world.guild_of(channel_id)) or {"name": name}
         payload = events.interaction_create(
-            world, command, values, user_id=user_id or world.user_id, channel_id=channel_id, locale=locale
+            world, command, values, user_id=user_id or world.user_id, channel_id=channel_id, locale=locale, path=path
         )
         return await self._dispatch(payload)
 
     async def autocomplete(
-        self, command_name: str, options: Mapping[str, Any], *, focused: str, user_id: int | None = None
+        self,
+        command_name: str,
+        options: Mapping[str, Any],
+        *,
+        focused: str,
+        user_id: int | None = None,
+        channel_id: int | None = None,
     ) -> InteractionHandle:
         """Send an autocomplete interaction (type 4), as Discord does while the user types option ``focused`` (its
-        text is ``options[focused]``); the bot's answer is ``handle.choices``."""
-        command = self._find_command(command_name) or {"name": command_name}
+        text is ``options[focused]``) of ``command_name`` (``"library remove"`` for a subcommand's); the bot's
+        answer is ``handle.choices``."""
+        channel_id = channel_id or self.world.channel_id
+        name, *path = command_name.split()
+        command = self._find_command(name, self.world.guild_of(channel_id)) or {"name": name}
         payload = events.interaction_create(
-            self.world, command, options, user_id=user_id or self.world.user_id, channel_id=self.world.channel_id,
-            locale="en-US", focused=focused,
+            self.world, command, options, user_id=user_id or self.world.user_id, channel_id=channel_id,
+            locale="en-US", focused=focused, path=path,
         )  # fmt: skip
         return await self._dispatch(payload)
 
