@@ -20,7 +20,6 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,13 +30,13 @@ from musrec.audio.decode import decode
 from musrec.audio.limits import AudioLimits, decode_deadline
 from musrec.audio.scan import decode_loudest
 from musrec.audio.window import Window, cut
-from musrec.cache import CacheKey, EmbeddingCache
 from musrec.compare import Comparison, compare_rows
 from musrec.config import Config
-from musrec.configured import embedder_identity, make_embedder
+from musrec.configured import make_embedder
 from musrec.errors import MusrecError, TooShortError
 from musrec.index.layout import Manifest
 from musrec.index.search import Index
+from musrec.link_queries import LinkQueries
 from musrec.links.fetch import LinkTarget, link_target
 from musrec.links.parse import MAX_LINK_CHARS
 from musrec.links.parse import is_link as is_link_text
@@ -82,14 +81,6 @@ def is_segment(source: object) -> bool:
     return isinstance(source, str) and source.startswith(AUDIOSET_PREFIX)
 
 
-@dataclass(frozen=True)
-class _Span:
-    """What to embed of a source: the query window (``duration_s`` None), or exactly a span."""
-
-    start_s: float | None
-    duration_s: float | None
-
-
 class Musrec:
     """Configuration + embedder + index: the whole pipeline. The embedder and the index load on first use."""
 
@@ -107,9 +98,8 @@ class Musrec:
         self._embedder = embedder
         self._labels = labels
         self._videos, self._videos_opened = videos, videos is not None
-        self._cache: EmbeddingCache | None = None
-        self._cache_opened = False
         self._lock = threading.Lock()
+        self._links = LinkQueries(config, embedder=lambda: self.embedder)
         if config.youtube.allow_private_addresses:
             log.warning("youtube.allow_private_addresses is on: links may reach private and loopback addresses")
 
@@ -140,18 +130,6 @@ class Musrec:
 
             self._labels = default_labels()
         return self._labels
-
-    @property
-    def cache(self) -> EmbeddingCache | None:
-        """The link-embedding cache, opened on first use (None when disabled or unusable)."""
-        with self._lock:
-            if not self._cache_opened:
-                self._cache_opened = True
-                if self.config.youtube.cache_max_entries > 0:
-                    path = self.config.cache_path
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    self._cache = EmbeddingCache(path, max_entries=self.config.youtube.cache_max_entries)
-            return self._cache
 
     @property
     def videos(self) -> VideoChecker | None:
@@ -191,20 +169,21 @@ class Musrec:
         Decoding a file has one budget, ``audio.decode_timeout_s``, or less if ``deadline`` (a
         :func:`time.monotonic` value shared by the sounds of one request) comes first.
         """
-        span = _Span(start_s, duration_s)
         if isinstance(source, LinkTarget):
-            return self._resolve_link(source, span)
+            return self._links.resolve(source, start_s=start_s, duration_s=duration_s)
         if is_segment(source):
             return resolve_segment(str(source), index=self.index, labels=self.labels)
         if is_link(source):
-            return self._resolve_link(self.check_link(str(source)), span)
+            return self._links.resolve(self.check_link(str(source)), start_s=start_s, duration_s=duration_s)
         data: Path | bytes = source if isinstance(source, bytes) else Path(source)
         if isinstance(data, Path):
             _check_file(data)
-        rows, window = self._embed_audio(data, span, deadline=decode_deadline(self.config.audio, deadline))
+        rows, window = self._embed_audio(
+            data, start_s=start_s, duration_s=duration_s, deadline=decode_deadline(self.config.audio, deadline)
+        )
         label = name or (data.name if isinstance(data, Path) else "upload")
-        chosen: dict[str, object] = {"window": "loudest" if span.start_s is None else "start"}
-        if span.duration_s is not None:  # a span asked for (musrec embed), not a query window
+        chosen: dict[str, object] = {"window": "loudest" if start_s is None else "start"}
+        if duration_s is not None:  # a span asked for (musrec embed), not a query window
             chosen = {}
         query = Query(
             kind="file", source=label, start_s=round(window.start_s, 3), end_s=round(window.end_s, 3), extra=chosen
@@ -216,20 +195,23 @@ class Musrec:
         link longer than :data:`MAX_LINK_CHARS` among them)."""
         return link_target(text, options=self.config.youtube)
 
-    def _embed_audio(self, data: Path | bytes, span: _Span, *, deadline: float) -> tuple[npt.NDArray[np.uint8], Window]:
+    def _embed_audio(
+        self, data: Path | bytes, *, start_s: float | None, duration_s: float | None, deadline: float
+    ) -> tuple[npt.NDArray[np.uint8], Window]:
         """Decode ``data`` and embed the query window (or the span); the window in seconds of the source."""
         a = self.config.audio
         limits: AudioLimits = a
-        if span.duration_s is not None:
-            whole = math.isinf(span.duration_s)  # to the end, within the duration limit
-            duration_s = None if whole else span.duration_s
-            audio = decode(data, start_s=span.start_s, duration_s=duration_s, limits=limits, deadline=deadline)
+        if duration_s is not None:
+            whole = math.isinf(duration_s)  # to the end, within the duration limit
+            audio = decode(
+                data, start_s=start_s, duration_s=None if whole else duration_s, limits=limits, deadline=deadline
+            )
             window = Window(0.0, audio.duration_s)
         else:
             # With a start only that window is decoded (ffmpeg seeks); without, the first search_s seconds are scanned
             # cheaply and only their loudest window is decoded exactly, so a long file costs little more than a clip.
-            if span.start_s is not None:
-                audio = decode(data, start_s=span.start_s, duration_s=a.window_s, limits=limits, deadline=deadline)
+            if start_s is not None:
+                audio = decode(data, start_s=start_s, duration_s=a.window_s, limits=limits, deadline=deadline)
             else:
                 search_s = min(a.search_s, a.max_duration_s)
                 audio = decode_loudest(data, duration_s=a.window_s, search_s=search_s, limits=limits, deadline=deadline)
@@ -238,52 +220,6 @@ class Musrec:
         if len(rows) == 0:
             raise TooShortError("the audio is too short to embed: at least one second is needed")
         return rows, Window(audio.offset_s + window.start_s, audio.offset_s + window.end_s)
-
-    def _resolve_link(self, target: LinkTarget, span: _Span) -> Resolved:
-        """A link's window, from the embedding cache when it has it (no network at all), else fetched."""
-        from musrec.links.fetch import fetch_window  # yt-dlp, imported when a link is first fetched
-
-        start_s = span.start_s if span.start_s is not None else target.start_s
-        duration_s = span.duration_s or self.config.audio.window_s
-        key = CacheKey(
-            video_id=target.cache_id,
-            start_s=start_s,
-            duration_s=duration_s,
-            embedder=embedder_identity(self.config),
-        )
-        cache = self.cache
-        hit = cache.get(key) if cache is not None else None
-        if hit is not None:
-            rows, window, title, cached = hit.embedding, Window(hit.window_start_s, hit.window_end_s), hit.title, True
-        else:
-            fetched = fetch_window(
-                target, start_s=start_s, duration_s=duration_s, options=self.config.youtube, limits=self.config.audio
-            )
-            rows = self.embedder.embed(fetched.samples, fetched.sample_rate)
-            window, title, cached = fetched.window, fetched.title, False
-            if cache is not None:
-                cache.put(
-                    key,
-                    rows,
-                    window_start_s=window.start_s,
-                    window_end_s=window.end_s,
-                    title=title,
-                    video_duration_s=fetched.duration_s,
-                )
-        if len(rows) == 0:
-            raise TooShortError("the video is too short to embed: at least one second is needed")
-        extra: dict[str, object] = {"cached": cached}
-        if title:
-            extra["title"] = title
-        query = Query(
-            kind="url",
-            source=target.url,
-            video_id=target.video_id,
-            start_s=round(window.start_s, 3),
-            end_s=round(window.end_s, 3),
-            extra=extra,
-        )
-        return Resolved(rows=rows, query=query)
 
     # ---- what front ends ask for --------------------------------------------------------------------------------
 
@@ -425,8 +361,7 @@ class Musrec:
     def close(self) -> None:
         if self._index is not None:
             self._index.close()
-        if self._cache is not None:
-            self._cache.close()
+        self._links.close()
         if self._videos is not None:
             self._videos.close()
         close = getattr(self._embedder, "close", None)

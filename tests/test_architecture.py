@@ -33,7 +33,14 @@ LAYERS: list[set[str]] = [
     {"musrec.embedding", "musrec.audioset", "musrec.cache"},  # embedders; AudioSet's data; cached embeddings
     {"musrec.index", "musrec.links"},  # the searchable index; links as input
     {"musrec.config", "musrec.recommend", "musrec.compare", "musrec.videos"},  # options of all above; results, live
-    {"musrec.configured", "musrec.pipeline", "musrec.render", "musrec.setup"},  # the pipeline, its parts, first run
+    {
+        "musrec.configured",
+        "musrec.link_queries",
+        "musrec.library",  # one's own recordings in Milvus, searched as AudioSet is
+        "musrec.pipeline",
+        "musrec.render",
+        "musrec.setup",
+    },  # the pipeline, its parts, first run
     {"musrec.cli"},
 ]
 # What the Discord bot may use: the library's top, never its parts.
@@ -46,6 +53,7 @@ BOT_MAY_IMPORT = {
     "musrec.pipeline",
     "musrec.setup",
     "musrec.configured",  # the model's thread count, set before the model loads
+    "musrec.library",  # a server's library of its own tracks
     "musrec.sqlitefile",  # the store of searches keeps its file as the library keeps its own
 }
 
