@@ -18,7 +18,14 @@ from musrec.audioset.records import (
     segment_to_record,
     write_records,
 )
-from musrec.audioset.tfrecord import encode, frame_rows, write_tfrecord
+from musrec.audioset.tfrecord import (
+    HEADER_SIZE,
+    DamagedRecordError,
+    encode,
+    frame_rows,
+    read_tfrecord,
+    write_tfrecord,
+)
 from musrec.vggish.tfutil import import_tensorflow
 
 
@@ -77,3 +84,41 @@ def test_frames_of_a_batch_equal_frames_of_each_segment() -> None:
     for i in range(3):
         np.testing.assert_array_equal(batch[i], frame_rows(rows[i]))
         assert encode("x", 0.0, 10.0, (1,), batch[i, :4]) == encode("x", 0.0, 10.0, (1,), frame_rows(rows[i, :4]))
+
+
+@pytest.mark.parametrize("block", [1 << 22, 7, 300], ids=["whole-file", "tiny-blocks", "records-across-blocks"])
+def test_records_read_without_tensorflow_are_tensorflows_and_any_damage_is_told(
+    segments: list[Segment], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """issue 22: the reader that replaced the deprecated ``tf_record_iterator`` gives the records TensorFlow's writer
+    framed, and refuses, as TensorFlow did, a flipped bit in any record's length, data or checksums, and a cut file;
+    whether a record lies within one block read or across several."""
+    monkeypatch.setattr("musrec.audioset.tfrecord._BLOCK", block)
+    path = tmp_path / "framed.tfrecord"
+    records = [fast_record(s) for s in segments]
+    write_tfrecord(path, records)
+    assert list(read_tfrecord(path)) == records
+    whole = path.read_bytes()
+    second = HEADER_SIZE + len(records[0]) + 4  # where the second record's header starts
+    damaged = {
+        "length": second + 2,
+        "length checksum": second + 9,
+        "data": second + HEADER_SIZE + 40,
+        "data checksum": second + HEADER_SIZE + len(records[1]) + 1,
+    }
+    for what, offset in damaged.items():
+        flipped = bytearray(whole)
+        flipped[offset] ^= 0x10
+        path.write_bytes(bytes(flipped))
+        read: list[bytes] = []
+        with pytest.raises(DamagedRecordError):
+            read.extend(read_tfrecord(path))
+        assert read == records[:1], what  # the record before the damage stands
+    for cut in (second + 5, second + HEADER_SIZE + 3, second + HEADER_SIZE + len(records[1]) + 2):
+        path.write_bytes(whole[:cut])
+        read = []
+        with pytest.raises(DamagedRecordError):
+            read.extend(read_tfrecord(path))
+        assert read == records[:1], cut
+    path.write_bytes(b"")
+    assert list(read_tfrecord(path)) == []

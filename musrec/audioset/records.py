@@ -14,7 +14,6 @@ first header fails the checksum) is an error, since it usually means a wrong pat
 from __future__ import annotations
 
 import logging
-import struct
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +26,7 @@ import numpy.typing as npt
 
 from musrec.audioset.labels import Labels
 from musrec.audioset.representation import SEGMENT_ROWS, fit_rows
+from musrec.audioset.tfrecord import HEADER_SIZE, DamagedRecordError, header_is_valid, read_tfrecord
 from musrec.errors import DataError, is_disk_full
 from musrec.progress import human_bytes
 from musrec.vggish.postprocess import EMBEDDING_SIZE
@@ -35,7 +35,6 @@ from musrec.vggish.tfutil import import_tensorflow
 log = logging.getLogger(__name__)
 
 TFRECORD_SUFFIX = ".tfrecord"
-_HEADER = 12  # uint64 length + uint32 masked crc32c of the length
 
 
 @dataclass(frozen=True)
@@ -197,37 +196,11 @@ def _truncation(path: Path, err: BaseException, shards: dict[str, int], records:
 # ---- reading records ----------------------------------------------------------------------------------------
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def _masked_crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def looks_like_tfrecord(path: Path) -> bool:
     """True when the file is empty or its first record header carries a valid checksum."""
     with path.open("rb") as f:
-        header = f.read(_HEADER)
-    if not header:
-        return True
-    if len(header) < _HEADER:
-        return False
-    length_bytes, crc = header[:8], struct.unpack("<I", header[8:])[0]
-    return _masked_crc32c(length_bytes) == crc
+        header = f.read(HEADER_SIZE)
+    return not header or header_is_valid(header)
 
 
 def read_segments(
@@ -246,14 +219,14 @@ def read_segments(
 
         report.files += 1
         damaged = False
-        records = _record_iterator(tf)(str(rf.path))
+        records = read_tfrecord(rf.path)
         while True:
             try:
                 raw = next(records)
             except StopIteration:
                 break
-            except tf.errors.DataLossError:
-                # A checksum failure or truncation: TF cannot resynchronise inside a file, so the rest is lost.
+            except DamagedRecordError:
+                # A checksum failure or truncation: no reader can resynchronise inside a file, so the rest is lost.
                 report.corrupt_records += 1
                 damaged = True
                 break
@@ -271,18 +244,6 @@ def read_segments(
         if damaged:
             report.damaged_files.append(rf.name)
             log.warning("%s: corrupt or truncated records skipped", rf.name)
-
-
-def _record_iterator(tf: ModuleType) -> Callable[[str], Iterator[bytes]]:
-    """TensorFlow's C++ record reader (lengths and data checksummed), one file at a time.
-
-    ``tf_record_iterator`` rather than ``tf.data.TFRecordDataset``: a dataset costs about 10 ms to set up per file
-    and tens of microseconds per record through its Python iterator, minutes over the release's 12,228 shards and
-    two million records; the plain reader costs microseconds. It is deprecated in favour of tf.data, so it is called
-    unwrapped, without a deprecation notice on every run.
-    """
-    reader = tf.compat.v1.io.tf_record_iterator
-    return getattr(reader, "__wrapped__", reader)  # type: ignore[no-any-return]
 
 
 def _parser(tf: ModuleType) -> Callable[[bytes, str], Segment | None]:
