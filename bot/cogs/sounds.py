@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Awaitable, Iterable
+from dataclasses import replace
 from typing import TypeVar
 
 import discord
@@ -15,13 +16,13 @@ from discord.ext import commands
 
 from bot import embeds, results
 from bot.buttons import reply
-from bot.errors import TIMEOUT, user_message
+from bot.errors import user_message
 from bot.host import Host
 from bot.inputs import Label, Link, Start, check_attachment, check_sound, is_audio, read_attachment
-from bot.replies import Reply, answer, answering, quietly, reject
+from bot.replies import FromMessage, Reply, answer, cycle, reject
 from bot.work import Ticket
 from musrec.compare import similarity_png
-from musrec.errors import BusyError, MusrecError
+from musrec.errors import MusrecError
 from musrec.pipeline import Filters, LinkTarget, Source
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ T = TypeVar("T")
 
 AUTOCOMPLETE_MAX = 25  # choices Discord shows
 SIMILARITY_IMAGE = "similarity.png"
-THREAD_NAME_MAX = 100
 
 
 class Sounds(commands.Cog):
@@ -214,51 +214,23 @@ class Sounds(commands.Cog):
                 url = None
         if clip is None and url is None:
             return
+        request = FromMessage(message, in_thread=config.reply_mode == "thread")
         if clip is not None:
             try:
                 check_attachment(clip, config)  # before admitting: a refused file starts no cooldown
             except MusrecError as err:
-                await quietly(message.reply(user_message(err), mention_author=False))
+                await request.refuse(user_message(err))
                 return
-        queue = self.bot.queue
-        try:
-            ticket = queue.admit(message.author.id)
-        except BusyError as err:
-            await quietly(message.reply(user_message(err), mention_author=False))
-            return
 
-        async def notify(text: str) -> None:  # a shutdown tells the poster to send it again
-            await quietly(message.reply(text, mention_author=False))
+        async def work(ticket: Ticket) -> Reply:
+            musrec = self.bot.musrec
+            with contextlib.ExitStack() as files:
+                source, name = await self._fetch(files, clip, url)
+                page = await self.bot.queue.run(ticket, self._search, source, name=name, start_s=None, k=None,
+                                                filters=None)  # fmt: skip
+            return replace(reply(page, index_size=len(musrec.index)), name=name)
 
-        with answering(self.bot, notify) as work_over:
-            try:
-                if ticket.ahead:
-                    log.info("message %s queued behind %d requests", message.id, ticket.ahead)
-                try:
-                    async with message.channel.typing():
-                        with contextlib.ExitStack() as files:
-                            source, name = await self._fetch(files, clip, url)
-                            musrec = self.bot.musrec
-                            page = await asyncio.wait_for(
-                                queue.run(ticket, self._search, source, name=name, start_s=None, k=None, filters=None),
-                                timeout=queue.timeout_s,
-                            )
-                finally:
-                    work_over()
-                answered = reply(page, index_size=len(musrec.index))
-                view = answered.view or discord.utils.MISSING
-                if config.reply_mode == "thread" and isinstance(message.channel, discord.TextChannel):
-                    title = embeds.clip(f"Sounds like {name or 'this'}", THREAD_NAME_MAX)
-                    thread = await message.create_thread(name=title)
-                    await thread.send(embed=answered.embed, view=view)
-                else:
-                    await message.reply(embed=answered.embed, view=view, mention_author=False)
-            except TimeoutError:
-                await quietly(message.reply(TIMEOUT, mention_author=False))
-            except Exception as err:
-                await quietly(message.reply(user_message(err, context=f"message {message.id}"), mention_author=False))
-            finally:
-                queue.release(ticket)
+        await cycle(self.bot, request, work)
 
     # ---- the request cycle ----------------------------------------------------------------------------------
 
