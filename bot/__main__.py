@@ -109,8 +109,20 @@ def main(argv: Sequence[str] | None = None, *, timeout_s: float = DISCORD_TIMEOU
         except MusrecError as err:
             print(f"musrec-bot: {redactor.redact(str(err))}", file=sys.stderr)
             return EXIT_FAILURE
+        except ImportError as err:  # an installation without one of its dependencies: say which
+            log.debug("import failed", exc_info=True)
+            print(f"musrec-bot: {redactor.redact(missing_module(err))}", file=sys.stderr)
+            return EXIT_FAILURE
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
+
+
+def missing_module(err: ImportError) -> str:
+    """The line for a module that cannot be imported: which one, and what to do."""
+    return (
+        f"cannot import {err.name or 'a module the bot needs'} ({err}): this installation is incomplete; "
+        "reinstall musrec with its dependencies"
+    )
 
 
 def _config(path: Path | None) -> Config:
@@ -162,10 +174,8 @@ def _run(config: Config, token: str, *, timeout_s: float = DISCORD_TIMEOUT_S) ->
 
 def _prepare(config: Config) -> None:
     """Make sure the model files and the index exist (a first run downloads and builds them)."""
-    try:
-        from musrec.setup.provision import ensure_ready
-    except ImportError:  # a build without the provisioning module: the files must already be there
-        return
+    from musrec.setup.provision import ensure_ready
+
     ensure_ready(config, progress=True)  # bars on a terminal, periodic log lines elsewhere (e.g. in a container)
 
 

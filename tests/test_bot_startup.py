@@ -337,6 +337,21 @@ def test_run_with_a_certificate_that_does_not_verify(
     assert "CERTIFICATE_VERIFY_FAILED" in err and err.endswith("any proxy that intercepts TLS")
 
 
+def test_run_with_a_module_missing_names_it(
+    tmp_path: Path, shared_index: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: an ImportError while importing the set-up was taken for a build without it, and the bot started
+    without checking its model files and index. A module that cannot be imported is named, and the start stops."""
+    monkeypatch.delitem(sys.modules, "musrec.setup.provision", raising=False)
+    monkeypatch.setitem(sys.modules, "musrec.setup.features", None)  # as if it were not installed
+    code, err = start(["--config", str(bot_config(tmp_path, shared_index)), "run"], capsys)
+    assert code == 1
+    assert err == (
+        "musrec-bot: cannot import musrec.setup.features (import of musrec.setup.features halted; None in "
+        "sys.modules): this installation is incomplete; reinstall musrec with its dependencies"
+    )
+
+
 # ---- python -m bot sync -------------------------------------------------------------------------------------
 
 
