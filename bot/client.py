@@ -22,6 +22,7 @@ from bot.inputs import refusal
 from bot.queries import FILENAME, QueryStore
 from bot.replies import drop_unanswered
 from bot.spool import Spool
+from bot.startup import Startup
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.configured import model_threads
@@ -69,7 +70,10 @@ class MusrecBot(commands.Bot):
         queue: WorkQueue | None = None,
         **options: Any,
     ) -> None:
+        # What it asks Discord while it starts, seen by the start that watches it (bot/startup.py).
+        self.startup = Startup()
         super().__init__(
+            http_trace=self.startup.trace,
             command_prefix=commands.when_mentioned,
             intents=intents_for(config),
             help_command=None,
@@ -116,6 +120,10 @@ class MusrecBot(commands.Bot):
         await self.add_cog(Admin(self, self.config.bot))
 
     async def setup_hook(self) -> None:
+        with self.startup.unbounded():  # loading the model takes what it takes: no deadline of Discord's
+            await self._set_up()
+
+    async def _set_up(self) -> None:
         # Loading TensorFlow and the model takes seconds: never on the event loop.
         self._musrec = await asyncio.to_thread(self._factory)
         self._downloads = aiohttp.ClientSession(

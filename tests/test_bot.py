@@ -518,8 +518,8 @@ def test_main_entry_serves_and_shuts_down_on_sigterm(
         assert handle is not None and handle.original is not None and handle.original.embeds
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(served, timeout=TIMEOUT)
-        # The start-up probe's connection, then the session that identified: the bot closed it itself.
-        assert standin.gateway.identifies == 1 and len(standin.gateway.close_codes) == 2
+        # One gateway connection, the session that identified (issue 22: no probe before it): the bot closed it.
+        assert standin.gateway.identifies == 1 and len(standin.gateway.close_codes) == 1
 
     run(main, timeout=TIMEOUT * 3, heartbeat_interval=0.5)
 

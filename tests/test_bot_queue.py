@@ -10,6 +10,8 @@ this machine is; the cooldown runs on a clock the test moves.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from bot_fixtures import (
     HEARTBEAT_S,
     HeldEmbedder,
     attachment_at,
+    bot_with,
     clip,
     downloads,
     eventually,
@@ -24,9 +27,10 @@ from bot_fixtures import (
     held_scenario,
     small_world,
 )
-from discord_standin import InteractionHandle, StandIn
+from discord_standin import InteractionHandle, StandIn, run
 from test_bot import ephemeral_text
 
+from bot.__main__ import serve
 from bot.client import MusrecBot
 from bot.errors import RESTARTING, TIMEOUT
 from bot.work import WorkQueue
@@ -203,6 +207,38 @@ def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: dict[str, Any
         assert not any(m.embeds for h in (running, waiting) for m in h.messages)
 
     held_scenario(world, body, embedder, queue=queue, listen=True)
+
+
+def test_sigterm_tells_each_user_whose_request_it_drops(world: dict[str, Any]) -> None:
+    """Issue 22: SIGTERM as a process manager sends it, to the bot run as ``python -m bot`` runs it
+    (``bot.__main__.serve``), while one request runs the model and two wait (a command and a posted clip): no
+    "thinking" message is left, each user is told to send the request again, and the bot returns cleanly."""
+    embedder = HeldEmbedder()
+    queue = WorkQueue(workers=1, max_waiting=2, cooldown_s=0.0, timeout_s=WAIT_S)
+
+    async def main(standin: StandIn) -> None:
+        client = bot_with(world, standin, embedder, queue=queue, listen=True)
+        served = asyncio.create_task(serve(client, standin.token, timeout_s=WAIT_S))
+        try:
+            await eventually(client.is_ready, what="the bot ready")
+            running = await ask(standin, USER, 3)
+            await eventually(lambda: embedder.started == [3], what="the first request in the model")
+            waiting = await ask(standin, OTHER, 4)
+            await waiting.wait_for_original(lambda m: "number 2 in the queue" in m.content, timeout=WAIT_S)
+            posted = await standin.post_message("this?", attachments=[standin.add_attachment("p.wav", clip(5))])
+            await eventually(lambda: len(client.answering) == 3, what="the posted clip waiting too")
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.wait_for(served, timeout=WAIT_S)
+        finally:
+            embedder.open()
+        for handle in (running, waiting):
+            assert handle.original is not None and handle.original.deleted
+            assert ephemeral_text(handle) == RESTARTING
+        assert [m.content for m in posted.replies] == [RESTARTING]
+        assert client.answering == {} and queue.pending == 0 and client.is_closed()
+        assert not standin.errors
+
+    run(main, timeout=WAIT_S * 3, heartbeat_interval=HEARTBEAT_S)
 
 
 def test_heartbeats_continue_through_long_work(world: dict[str, Any]) -> None:

@@ -38,7 +38,8 @@ from conftest import child_environment
 from discord_standin import StandIn
 from setup_fixtures import FileServer, SetupFiles, setup_files, write_config
 
-from bot.__main__ import INTENT_HELP, TEMPORARY, main
+from bot.__main__ import main
+from bot.startup import INTENT_HELP, TEMPORARY
 from musrec.audioset.labels import default_labels
 from musrec.cli import main as cli_main
 from musrec.index.build import BuildOptions, build_index
@@ -563,4 +564,46 @@ def test_the_process_prints_exactly_one_line(tmp_path: Path, shared_index: Path,
     assert done.stderr == (
         "musrec-bot: cannot reach Discord (discord.com): DNS lookup failed (Temporary failure in name resolution); "
         f"check this machine's network; {TEMPORARY}\n"
+    )
+
+
+_GATEWAY_CLOSED_BOT = """
+import os, sys
+import discord.gateway, discord.http, yarl
+discord.http.Route.BASE = os.environ["STANDIN_API"]
+discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(os.environ["STANDIN_GATEWAY"])
+from bot.__main__ import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_the_process_with_the_gateway_unreachable_prints_exactly_one_line(tmp_path: Path, shared_index: Path) -> None:
+    """Issue 22: the start is watched through discord.py's public API (``bot.start``, its events and its
+    ``http_trace``); discord.py's own traceback of the gateway it could not reach is not printed beside the line."""
+    port = closed_port()
+    with standin_thread() as standin:
+        env = child_environment(
+            tmp_path / "home",
+            MUSREC_DISCORD_TOKEN=TOKEN,
+            STANDIN_API=standin.api_url,
+            STANDIN_GATEWAY=f"ws://127.0.0.1:{port}/gateway-ws",
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", _GATEWAY_CLOSED_BOT, "--config", str(bot_config(tmp_path, shared_index)), "run"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert standin.calls(route="me")  # logged in over REST first
+    assert done.returncode == 75, done.stderr
+    assert "Traceback" not in done.stderr and " ERROR " not in done.stderr, done.stderr
+    *logged, line = done.stderr.splitlines()
+    assert [entry.split(" INFO ", 1)[1] for entry in logged] == [
+        "bot.client: ready: 40 segments, MaxEmbedder, 2 workers of 1 model threads"  # loaded, after logging in
+    ]
+    assert line == (
+        f"musrec-bot: cannot reach Discord's gateway (127.0.0.1) on port {port}: connection refused; check this "
+        f"machine's network; {TEMPORARY}"
     )

@@ -11,6 +11,10 @@ How discord.py (2.x) is pointed at it. ``StandIn.start()`` sets, and ``StandIn.s
   never asks ``GET /gateway/bot``: it connects straight to ``DEFAULT_GATEWAY`` (only ``AutoShardedClient`` asks, and
   gets the same URL). RESUMEs go to READY's ``resume_gateway_url``, which is the stand-in's ``/gateway-ws/resume``.
 
+These two are the tests' way in, never the bot's: discord.py has no public setting for its API base or its gateway
+(a ``connector`` resolving discord.com to loopback would need TLS with a certificate the client trusts). The bot reads
+neither; it learns where it talks from the requests themselves (``http_trace``, bot/startup.py).
+
 Nothing else is overridden: the client keeps its default transport compression (``zlib-stream``, or ``zstd-stream``
 when ``zstandard`` is installed) and the stand-in compresses accordingly. Attachment URLs point at ``standin.cdn_url``
 (``http://127.0.0.1:<port>/attachments/{channel}/{id}/{filename}`` plus Discord's ``?ex=&is=&hm=`` signature), which
