@@ -1,9 +1,11 @@
-"""Fixtures for the bot's promises under pressure: an embedder the test holds and lets through, an HTTP host beside
-the Discord stand-in (attachments elsewhere, slow or redirected), a small index, and a bot with an injected queue.
+"""Fixtures for the bot on the Discord stand-in: its world (an index, and the embedder and clips that go with it),
+its configuration, the bot itself (:func:`bot_for`), a scenario that runs a test's body against it; and for its
+promises under pressure, an embedder the test holds and lets through and an HTTP host beside the stand-in
+(attachments elsewhere, slow or redirected).
 
-The embedder stands in for VGGish where the test must decide when work ends: everything else is real (the discord.py
-client, the stand-in, ffmpeg decoding the clips, the index search, the bot's queue and its worker threads). It tells
-whose clip it embeds by the number of rows: a clip of ``n`` seconds (``n`` < 10) gives ``n`` rows.
+The held embedder stands in for VGGish where the test must decide when work ends: everything else is real (the
+discord.py client, the stand-in, ffmpeg decoding the clips, the index search, the bot's queue and its worker
+threads). It tells whose clip it embeds by the number of rows: a clip of ``n`` seconds (``n`` < 10) gives ``n`` rows.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +26,20 @@ import yarl
 from aiohttp import web
 from audioset_fixtures import make_segments
 from discord_standin import InteractionHandle, StandIn, run
-from test_bot import config_for
+from vggish_fixtures import distinct_clip, shared_embedder
 
 from bot.client import MusrecBot, make_bot
 from bot.work import WorkQueue
+from musrec.audio.decode import decode
 from musrec.audio.wav import to_wav_bytes
 from musrec.audioset.labels import default_labels
-from musrec.config import Config
+from musrec.audioset.records import Segment
+from musrec.audioset.representation import fit_rows
+from musrec.config import Config, load_config
+from musrec.embedding.base import Embedder
 from musrec.index.build import BuildOptions, build_index
 from musrec.index.search import Index
+from musrec.links.parse import YOUTUBE_HOSTS
 from musrec.pipeline import Musrec
 
 RATE = 16000
@@ -39,15 +47,120 @@ ROW_SAMPLES = 15360  # one embedding row: 0.96 s at 16 kHz
 EMBEDDING_SIZE = 128
 WAIT_S = 60.0  # how long a held call or a condition may take before the test gives up (never reached when it passes)
 LOOPBACK = "127.0.0.1"
+CLIPS = 3
+STRANGER = 424242  # a user who is not the bot's owner
+HEARTBEAT_S = 0.5  # the stand-in's heartbeat interval in these tests
 
 
-def small_world(tmp_path_factory: pytest.TempPathFactory, structure: str = "annoy") -> dict[str, Any]:
+@dataclass(frozen=True)
+class World:
+    """What the bot searches in a test (a module's ``world`` fixture): its ``index`` (of ``structure``: Annoy or
+    IVF), the ``embedder`` that embedded its clips (None where each test brings one of its own), and the ``clips``
+    (WAV) indexed as ``botclip0000``... (Guitar and Jazz)."""
+
+    index: Path
+    structure: str
+    embedder: Embedder | None = None
+    clips: tuple[bytes, ...] = ()
+
+
+def make_world(tmp_path_factory: pytest.TempPathFactory, structure: str) -> World:
+    """200 synthetic segments and three of real clips (``botclip000N``, Guitar and Jazz) in an index of
+    ``structure``, with the random-weight VGGish that embedded them."""
+    embedder = shared_embedder(tmp_path_factory)
+    root = tmp_path_factory.mktemp(f"bot-{structure}")
+    clips = []
+    segments: list[Segment] = make_segments(200, split="eval")
+    for i in range(CLIPS):
+        wav = to_wav_bytes(distinct_clip(i, 12.0))
+        clips.append(wav)
+        rows = embedder.embed(decode(wav).samples[: 10 * RATE])
+        segments.append(Segment(f"botclip{i:04d}", 0.0, 10.0, (140, 235), "eval", fit_rows(rows)))
+    options = BuildOptions(trees=8, backend=structure)
+    build_index(segments, root / "index", labels=default_labels(), options=options)
+    assert Index(root / "index").manifest.ann == structure
+    return World(index=root / "index", structure=structure, embedder=embedder, clips=tuple(clips))
+
+
+def small_world(tmp_path_factory: pytest.TempPathFactory, structure: str = "annoy") -> World:
     """An index of 60 synthetic segments (Annoy, or IVF with ``structure="ivf"``): the bot's world when the embedder
-    is a stand-in too (a module's ``world`` fixture)."""
+    is a stand-in too."""
     root = tmp_path_factory.mktemp(f"bot-small-{structure}")
     options = BuildOptions(trees=4, backend=structure)
     build_index(make_segments(60, split="eval"), root / "index", labels=default_labels(), options=options)
-    return {"index": root / "index", "structure": structure}
+    return World(index=root / "index", structure=structure)
+
+
+def config_for(world: World, standin: StandIn, *, listen: bool = False, **bot: Any) -> Config:
+    """The configuration of a bot on ``world``'s index talking to ``standin``: attachments from its CDN, no
+    cooldown, ``[bot]`` settings from ``bot``; ``listen``: it answers clips posted in the stand-in's channel."""
+    config = load_config(None, environ={})
+    listening = {"listen_channels": (str(standin.world.channel_id),)} if listen else {}
+    settings = {"attachment_hosts": (standin.cdn_hostname,), "cooldown_s": 0.0, **listening, **bot}
+    # YouTube's hosts (never fetched here) and the loopback media server: 127.0.0.1 allowed explicitly, private
+    # addresses opted in.
+    youtube = replace(
+        config.youtube,
+        allowed_hosts=(*YOUTUBE_HOSTS, "127.0.0.1"),
+        allow_private_addresses=True,
+        retries=0,
+        socket_timeout_s=5.0,
+        cache_path=world.index.parent / f"cache-{id(standin)}.sqlite3",
+    )
+    return replace(
+        config,
+        index=replace(config.index, path=world.index),
+        bot=replace(config.bot, **settings),
+        youtube=youtube,
+    )
+
+
+def bot_for(world: World, config: Config, *, embedder: Any = None, queue: WorkQueue | None = None) -> MusrecBot:
+    """The bot on ``world``'s index with ``config``, embedding with ``embedder`` (default: the world's); ``queue``
+    replaces the one ``[bot]`` describes."""
+    chosen = embedder if embedder is not None else world.embedder
+    assert chosen is not None, "this world has no embedder of its own: give one"
+
+    def factory() -> Musrec:
+        return Musrec(config=config, index=Index(world.index), embedder=chosen)
+
+    made = make_bot(config, musrec_factory=factory, queue=queue, guild_ready_timeout=0.05)
+    assert isinstance(made, MusrecBot)
+    return made
+
+
+def scenario(
+    world: World,
+    body: Callable[[StandIn, MusrecBot], Awaitable[None]],
+    *,
+    embedder: Any = None,
+    **bot: Any,
+) -> None:
+    """Run ``body`` against the bot on ``world`` (``bot``: its ``[bot]`` settings, see :func:`config_for`)."""
+
+    async def main(standin: StandIn) -> None:
+        client = bot_for(world, config_for(world, standin, **bot), embedder=embedder)
+        async with standin.running(client, timeout=WAIT_S):
+            await body(standin, client)
+        assert not standin.errors
+
+    run(main, timeout=WAIT_S * 2, heartbeat_interval=HEARTBEAT_S)
+
+
+async def all_handled(standin: StandIn) -> None:
+    """Post a control message the bot always answers (its owner's command, from someone else) and wait for the
+    answer: the bot handles messages in the order they come, so every message posted before has been handled, and a
+    test may assert that one of them got no reply (a fixed sleep would pass without proving it on a slow machine)."""
+    control = await standin.post_message(f"<@{standin.world.application_id}> sync", author=STRANGER)
+    assert (await control.wait_for_reply(timeout=WAIT_S)).content == "Only the bot's owner can do that."
+
+
+def ephemeral_text(handle: Any) -> str:
+    """The one message still shown for ``handle``, which only its user sees."""
+    visible = [m for m in handle.messages if not m.deleted]
+    assert len(visible) == 1, visible
+    assert visible[0].ephemeral, visible[0]
+    return str(visible[0].content)
 
 
 def clip(seconds: int, *, hz: float = 440.0) -> bytes:
@@ -103,34 +216,8 @@ async def eventually(predicate: Callable[[], bool], *, what: str, timeout: float
     assert predicate(), what
 
 
-def bot_with(
-    world: dict[str, Any],
-    standin: StandIn,
-    embedder: Any,
-    *,
-    queue: WorkQueue | None = None,
-    listen: bool = False,
-    **bot: Any,
-) -> MusrecBot:
-    """The bot on ``world``'s index with ``embedder``; ``queue`` replaces the one ``[bot]`` describes; ``listen``:
-    it answers clips posted in the stand-in's channel."""
-    if listen:
-        bot["listen_channels"] = (str(standin.world.channel_id),)
-    config: Config = config_for(world, standin, **bot)
-
-    def factory() -> Musrec:
-        return Musrec(config=config, index=Index(world["index"]), embedder=embedder)
-
-    made = make_bot(config, musrec_factory=factory, queue=queue, guild_ready_timeout=0.05)
-    assert isinstance(made, MusrecBot)
-    return made
-
-
-HEARTBEAT_S = 0.5  # the stand-in's heartbeat interval in these tests
-
-
 def held_scenario(
-    world: dict[str, Any],
+    world: World,
     body: Callable[[StandIn, MusrecBot], Awaitable[None]],
     embedder: HeldEmbedder,
     *,
@@ -138,12 +225,13 @@ def held_scenario(
     wait_s: float = WAIT_S,
     **bot: Any,
 ) -> None:
-    """Run ``body`` against the bot on ``world`` with ``embedder`` (see :func:`bot_with`); whatever happens, the
-    embedder is opened at the end, so a failed test leaves no worker thread waiting. ``wait_s`` bounds the start;
-    three times it, the whole run (only a hang reaches either)."""
+    """Run ``body`` against the bot on ``world`` with ``embedder`` and ``queue`` (see :func:`bot_for`; ``bot``: its
+    ``[bot]`` settings, see :func:`config_for`); whatever happens, the embedder is opened at the end, so a failed
+    test leaves no worker thread waiting. ``wait_s`` bounds the start; three times it, the whole run (only a hang
+    reaches either)."""
 
     async def main(standin: StandIn) -> None:
-        client = bot_with(world, standin, embedder, queue=queue, **bot)
+        client = bot_for(world, config_for(world, standin, **bot), embedder=embedder, queue=queue)
         try:
             async with standin.running(client, timeout=wait_s):
                 await body(standin, client)

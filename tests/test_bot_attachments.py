@@ -15,14 +15,16 @@ import pytest
 from bot_fixtures import (
     FileHost,
     HeldEmbedder,
+    World,
     attachment_at,
-    bot_with,
+    bot_for,
     clip,
+    config_for,
+    ephemeral_text,
     file_host,
     small_world,
 )
 from discord_standin import InteractionHandle, StandIn, run
-from test_bot import ephemeral_text
 
 from bot.client import MusrecBot
 
@@ -32,7 +34,7 @@ NOT_DOWNLOADED = "I could not download that attachment from Discord; try sending
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return small_world(tmp_path_factory)
 
 
@@ -41,12 +43,10 @@ def settled(handle: InteractionHandle) -> bool:
     return any(m.embeds or m.ephemeral for m in handle.messages)
 
 
-def scenario(
-    world: dict[str, Any], body: Callable[[StandIn, MusrecBot, FileHost], Awaitable[None]], **bot: Any
-) -> None:
+def scenario(world: World, body: Callable[[StandIn, MusrecBot, FileHost], Awaitable[None]], **bot: Any) -> None:
     async def main(standin: StandIn) -> None:
         async with file_host() as host:
-            client = bot_with(world, standin, HeldEmbedder(held=False), **bot)
+            client = bot_for(world, config_for(world, standin, **bot), embedder=HeldEmbedder(held=False))
             async with standin.running(client, timeout=WAIT_S):
                 await body(standin, client, host)
         assert not standin.errors
@@ -55,7 +55,7 @@ def scenario(
 
 
 @pytest.mark.parametrize("host_part", ["localhost", "127.0.0.1@localhost"], ids=["other-host", "userinfo"])
-def test_an_attachment_on_another_host_is_refused_before_any_request(world: dict[str, Any], host_part: str) -> None:
+def test_an_attachment_on_another_host_is_refused_before_any_request(world: World, host_part: str) -> None:
     async def body(standin: StandIn, bot: MusrecBot, host: FileHost) -> None:
         data = clip(3)
         host.serve("a.wav", data)
@@ -70,7 +70,7 @@ def test_an_attachment_on_another_host_is_refused_before_any_request(world: dict
     scenario(world, body)
 
 
-def test_a_redirect_to_another_host_is_not_followed(world: dict[str, Any]) -> None:
+def test_a_redirect_to_another_host_is_not_followed(world: World) -> None:
     async def body(standin: StandIn, bot: MusrecBot, host: FileHost) -> None:
         data = clip(3)
         host.serve("a.wav", data)
@@ -83,7 +83,7 @@ def test_a_redirect_to_another_host_is_not_followed(world: dict[str, Any]) -> No
     scenario(world, body)
 
 
-def test_a_posted_clip_on_another_host_is_refused(world: dict[str, Any]) -> None:
+def test_a_posted_clip_on_another_host_is_refused(world: World) -> None:
     async def body(standin: StandIn, bot: MusrecBot, host: FileHost) -> None:
         data = clip(3)
         host.serve("posted.wav", data)
@@ -95,7 +95,7 @@ def test_a_posted_clip_on_another_host_is_refused(world: dict[str, Any]) -> None
     scenario(world, body, listen=True)
 
 
-def test_allowed_hosts_are_fetched_but_never_beyond_the_size_limit(world: dict[str, Any]) -> None:
+def test_allowed_hosts_are_fetched_but_never_beyond_the_size_limit(world: World) -> None:
     """The control: with ``localhost`` allowed, the same kind of URL is fetched and answered. A file larger than
     Discord announced is not read past ``max_attachment_bytes``."""
 

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 from audioset_fixtures import make_segments
-from bot_fixtures import eventually
+from bot_fixtures import WAIT_S, World, bot_for, config_for, ephemeral_text, eventually, make_world
 from discord_standin import InteractionHandle, StandIn, StoredMessage, run
 from discord_standin.events import buttons
-from test_bot import TIMEOUT, bot_for, config_for, ephemeral_text, make_world
 
 from bot.client import MusrecBot
 from bot.results import GONE_SEARCH, GONE_SEGMENT
@@ -28,7 +27,7 @@ VIDEO = re.compile(r"youtu\.be/([A-Za-z0-9_-]+)\]")
 
 
 @pytest.fixture(scope="module", params=("annoy", "ivf"))
-def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
     return make_world(tmp_path_factory, request.param)
 
 
@@ -44,23 +43,21 @@ class Counting:
         return self.inner.embed(samples, sample_rate)
 
 
-def configured(world: dict[str, Any], standin: StandIn, data: Path, **bot: Any) -> Config:
+def configured(world: World, standin: StandIn, data: Path, **bot: Any) -> Config:
     config = config_for(world, standin, **bot)
     return replace(config, data=replace(config.data, dir=data))
 
 
-def scenario(
-    world: dict[str, Any], body: Callable[[StandIn, MusrecBot], Awaitable[None]], tmp_path: Path, **bot: Any
-) -> None:
+def scenario(world: World, body: Callable[[StandIn, MusrecBot], Awaitable[None]], tmp_path: Path, **bot: Any) -> None:
     async def main(standin: StandIn) -> None:
         if bot.pop("listen", False):
             bot["listen_channels"] = (str(standin.world.channel_id),)
-        client = bot_for(world, configured(world, standin, tmp_path / "data", **bot), embedder=world.get("counting"))
-        async with standin.running(client, timeout=TIMEOUT):
+        client = bot_for(world, configured(world, standin, tmp_path / "data", **bot))
+        async with standin.running(client, timeout=WAIT_S):
             await body(standin, client)
         assert not standin.errors and not standin.unexpected
 
-    run(main, timeout=TIMEOUT * 3, heartbeat_interval=0.5)
+    run(main, timeout=WAIT_S * 3, heartbeat_interval=0.5)
 
 
 def videos(message: StoredMessage) -> list[str]:
@@ -72,19 +69,20 @@ def labels_of(message: StoredMessage) -> list[str]:
 
 
 async def answered(handle: InteractionHandle) -> StoredMessage:
-    return await handle.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+    return await handle.wait_for_original(lambda m: bool(m.embeds), timeout=WAIT_S)
 
 
-async def recommend(standin: StandIn, world: dict[str, Any], user: int | None = None, **options: Any) -> StoredMessage:
-    clip = standin.add_attachment("my clip.wav", world["clips"][1], "audio/wav")
+async def recommend(standin: StandIn, world: World, user: int | None = None, **options: Any) -> StoredMessage:
+    clip = standin.add_attachment("my clip.wav", world.clips[1], "audio/wav")
     handle = await standin.dispatch_interaction(
         "recommend", {"clip": clip, "start": "0", "top_k": 3, **options}, user_id=user
     )
     return await answered(handle)
 
 
-def test_more_like_a_match_and_more_of_an_uploaded_clip(world: dict[str, Any], tmp_path: Path) -> None:
-    world = {**world, "counting": Counting(world["embedder"])}
+def test_more_like_a_match_and_more_of_an_uploaded_clip(world: World, tmp_path: Path) -> None:
+    counting = Counting(world.embedder)
+    world = replace(world, embedder=counting)
 
     async def body(standin: StandIn, bot: MusrecBot) -> None:
         first = await recommend(standin, world)
@@ -92,7 +90,7 @@ def test_more_like_a_match_and_more_of_an_uploaded_clip(world: dict[str, Any], t
         assert all(len(b["custom_id"]) <= 100 for b in buttons(first.data))
         shown = videos(first)
         assert shown[0] == "botclip0001"
-        embedded = world["counting"].calls
+        embedded = counting.calls
 
         like = await standin.click(first, label="More like 1")
         liked = await answered(like)
@@ -112,46 +110,46 @@ def test_more_like_a_match_and_more_of_an_uploaded_clip(world: dict[str, Any], t
         page3 = await answered(await standin.click(page2, label="More"))
         assert [f["name"].split(".")[0] for f in page3.embeds[0]["fields"]] == ["7", "8", "9"]
         assert not set(videos(page3)) & {*shown, *videos(page2)}
-        assert world["counting"].calls == embedded  # "More" searched the remembered rows: nothing embedded again
+        assert counting.calls == embedded  # "More" searched the remembered rows: nothing embedded again
 
     scenario(world, body, tmp_path)
 
 
-def test_buttons_after_a_restart_and_after_a_rebuild(world: dict[str, Any], tmp_path: Path) -> None:
+def test_buttons_after_a_restart_and_after_a_rebuild(world: World, tmp_path: Path) -> None:
     rebuilt = tmp_path / "rebuilt"
     build_index(make_segments(40, split="eval", seed=7), rebuilt, labels=default_labels(),
-                options=BuildOptions(trees=4, backend=world["structure"]))  # fmt: skip
+                options=BuildOptions(trees=4, backend=world.structure))  # fmt: skip
 
     async def main(standin: StandIn) -> None:
         config = configured(world, standin, tmp_path / "data")
-        async with standin.running(bot_for(world, config), timeout=TIMEOUT):
+        async with standin.running(bot_for(world, config), timeout=WAIT_S):
             first = await recommend(standin, world)
         # A new bot object on the same data directory: the buttons of the first one's message still work.
-        async with standin.running(bot_for(world, config), timeout=TIMEOUT):
+        async with standin.running(bot_for(world, config), timeout=WAIT_S):
             page2 = await answered(await standin.click(first, label="More"))
             assert [f["name"].split(".")[0] for f in page2.embeds[0]["fields"]] == ["4", "5", "6"]
             liked = await answered(await standin.click(first, label="More like 2"))
             assert liked.embeds[0]["description"].startswith("AudioSet segment")
         # The index rebuilt: the search and the segment are gone, and the user is told so, only them.
         moved = replace(config, index=replace(config.index, path=rebuilt))
-        async with standin.running(bot_for({**world, "index": rebuilt}, moved), timeout=TIMEOUT):
+        async with standin.running(bot_for(replace(world, index=rebuilt), moved), timeout=WAIT_S):
             for label, expected in (("More", GONE_SEARCH), ("More like 1", GONE_SEGMENT)):
                 handle = await standin.click(first, label=label, user_id=hash(label) % 10**6)
-                await standin.wait_until(lambda h=handle: any(m.ephemeral for m in h.messages), timeout=TIMEOUT)
+                await standin.wait_until(lambda h=handle: any(m.ephemeral for m in h.messages), timeout=WAIT_S)
                 assert ephemeral_text(handle) == expected + "."
         assert not standin.errors and not standin.unexpected
 
-    run(main, timeout=TIMEOUT * 4, heartbeat_interval=0.5)
+    run(main, timeout=WAIT_S * 4, heartbeat_interval=0.5)
 
 
-def test_clicks_have_the_limits_of_commands(world: dict[str, Any], tmp_path: Path) -> None:
+def test_clicks_have_the_limits_of_commands(world: World, tmp_path: Path) -> None:
     now = [1000.0]
-    queue = WorkQueue(workers=1, max_waiting=2, cooldown_s=30.0, timeout_s=TIMEOUT, clock=lambda: now[0])
+    queue = WorkQueue(workers=1, max_waiting=2, cooldown_s=30.0, timeout_s=WAIT_S, clock=lambda: now[0])
 
     async def main(standin: StandIn) -> None:
         client = bot_for(world, configured(world, standin, tmp_path / "data"))
         client.queue = queue
-        async with standin.running(client, timeout=TIMEOUT):
+        async with standin.running(client, timeout=WAIT_S):
             first = await recommend(standin, world)
             early = await standin.click(first, label="More")
             await early.wait_for_response()
@@ -162,14 +160,14 @@ def test_clicks_have_the_limits_of_commands(world: dict[str, Any], tmp_path: Pat
             assert (await answered(await standin.click(first, label="More like 3"))).embeds
         assert not standin.errors
 
-    run(main, timeout=TIMEOUT * 3, heartbeat_interval=0.5)
+    run(main, timeout=WAIT_S * 3, heartbeat_interval=0.5)
 
 
-def test_posted_clips_get_buttons(world: dict[str, Any], tmp_path: Path) -> None:
+def test_posted_clips_get_buttons(world: World, tmp_path: Path) -> None:
     async def body(standin: StandIn, bot: MusrecBot) -> None:
-        clip = standin.add_attachment("posted.wav", world["clips"][0], "audio/wav")
+        clip = standin.add_attachment("posted.wav", world.clips[0], "audio/wav")
         posted = await standin.post_message("what is this?", attachments=[clip])
-        reply = await posted.wait_for_reply(timeout=TIMEOUT)
+        reply = await posted.wait_for_reply(timeout=WAIT_S)
         assert labels_of(reply)[0] == "More like 1" and labels_of(reply)[-1] == "More"
         await eventually(lambda: bot.queue.pending == 0, what="the posted clip's request released")
         page2 = await answered(await standin.click(reply, label="More"))
@@ -178,7 +176,7 @@ def test_posted_clips_get_buttons(world: dict[str, Any], tmp_path: Path) -> None
     scenario(world, body, tmp_path, listen=True)
 
 
-def test_label_autocomplete_and_filters(world: dict[str, Any], tmp_path: Path) -> None:
+def test_label_autocomplete_and_filters(world: World, tmp_path: Path) -> None:
     async def body(standin: StandIn, bot: MusrecBot) -> None:
         typed = await standin.autocomplete("recommend", {"label": "roc"}, focused="label")
         await typed.wait_for_response()
@@ -198,7 +196,7 @@ def test_label_autocomplete_and_filters(world: dict[str, Any], tmp_path: Path) -
         assert "*only Jazz (or a kind of it)*" in more.embeds[0]["description"]  # "More" keeps the filters
         assert all("Jazz" in f["name"] and "Guitar" not in f["name"] for f in more.embeds[0]["fields"])
 
-        clip = standin.add_attachment("a.wav", world["clips"][1], "audio/wav")
+        clip = standin.add_attachment("a.wav", world.clips[1], "audio/wav")
         wrong = await standin.dispatch_interaction("recommend", {"clip": clip, "label": "Jaz"}, user_id=55)
         await wrong.wait_for_response()
         assert wrong.deferred is None and ephemeral_text(wrong).startswith("Unknown AudioSet label 'Jaz'")
@@ -213,10 +211,10 @@ def test_label_autocomplete_and_filters(world: dict[str, Any], tmp_path: Path) -
     scenario(world, body, tmp_path)
 
 
-def test_blend_two_clips(world: dict[str, Any], tmp_path: Path) -> None:
+def test_blend_two_clips(world: World, tmp_path: Path) -> None:
     async def body(standin: StandIn, bot: MusrecBot) -> None:
-        a = standin.add_attachment("a.wav", world["clips"][0], "audio/wav")
-        b = standin.add_attachment("b.wav", world["clips"][2], "audio/wav")
+        a = standin.add_attachment("a.wav", world.clips[0], "audio/wav")
+        b = standin.add_attachment("b.wav", world.clips[2], "audio/wav")
         handle = await standin.dispatch_interaction(
             "blend", {"first_clip": a, "second_clip": b, "first_start": "0", "second_start": "0", "top_k": 4}
         )
@@ -241,15 +239,16 @@ def test_blend_two_clips(world: dict[str, Any], tmp_path: Path) -> None:
     scenario(world, body, tmp_path)
 
 
-def test_more_of_a_blend_and_a_filtered_blend(world: dict[str, Any], tmp_path: Path) -> None:
-    world = {**world, "counting": Counting(world["embedder"])}
+def test_more_of_a_blend_and_a_filtered_blend(world: World, tmp_path: Path) -> None:
+    counting = Counting(world.embedder)
+    world = replace(world, embedder=counting)
 
     async def body(standin: StandIn, bot: MusrecBot) -> None:
-        a = standin.add_attachment("a.wav", world["clips"][0], "audio/wav")
-        b = standin.add_attachment("b.wav", world["clips"][2], "audio/wav")
+        a = standin.add_attachment("a.wav", world.clips[0], "audio/wav")
+        b = standin.add_attachment("b.wav", world.clips[2], "audio/wav")
         options = {"first_clip": a, "second_clip": b, "first_start": "0", "second_start": "0", "top_k": 3}
         first = await answered(await standin.dispatch_interaction("blend", options))
-        embedded = world["counting"].calls
+        embedded = counting.calls
         page2 = await answered(await standin.click(first, label="More"))
         embed = page2.embeds[0]
         assert embed["title"] == "Sounds like all of them"
@@ -263,7 +262,7 @@ def test_more_of_a_blend_and_a_filtered_blend(world: dict[str, Any], tmp_path: P
         page3 = await answered(await standin.click(page2, label="More"))
         assert [f["name"].split(".")[0] for f in page3.embeds[0]["fields"]] == ["7", "8", "9"]
         assert not set(videos(page3)) & {*videos(first), *videos(page2)}
-        assert world["counting"].calls == embedded  # the remembered sounds were blended again, not embedded
+        assert counting.calls == embedded  # the remembered sounds were blended again, not embedded
 
         typed = await standin.autocomplete("blend", {"label": "jaz"}, focused="label")
         await typed.wait_for_response()

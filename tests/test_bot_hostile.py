@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot_fixtures import attachment_at
+from bot_fixtures import WAIT_S, World, attachment_at, bot_for, config_for, ephemeral_text, make_world
 from discord_standin import InteractionHandle, StandIn, StoredMessage, run
 from discord_standin.events import buttons
 from discord_standin.objects import MEMBER_PERMISSIONS, MENTION_EVERYONE
-from test_bot import TIMEOUT, bot_for, config_for, ephemeral_text, make_world
 
 from bot.client import MusrecBot, command_payload
 from bot.errors import CONTENT_MAX, GENERIC, InputError, user_message
@@ -34,12 +33,12 @@ LONG = 3300  # characters: the issue's reproduction
 
 
 @pytest.fixture(scope="module", params=("annoy", "ivf"))
-def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
     return make_world(tmp_path_factory, request.param)
 
 
 def scenario(
-    world: dict[str, Any],
+    world: World,
     body: Callable[[StandIn, MusrecBot], Awaitable[None]],
     data: Path,
     *,
@@ -47,23 +46,21 @@ def scenario(
     **bot: Any,
 ) -> None:
     async def main(standin: StandIn) -> None:
-        if bot.pop("listen", False):
-            bot["listen_channels"] = (str(standin.world.channel_id),)
         config = config_for(world, standin, **bot)
         client = bot_for(world, replace(config, data=replace(config.data, dir=data)))
-        async with standin.running(client, timeout=TIMEOUT):
+        async with standin.running(client, timeout=WAIT_S):
             await body(standin, client)
         assert not standin.errors and not standin.unexpected
 
-    run(main, timeout=TIMEOUT * 3, heartbeat_interval=0.5, bot_permissions=permissions)
+    run(main, timeout=WAIT_S * 3, heartbeat_interval=0.5, bot_permissions=permissions)
 
 
 async def answered(handle: InteractionHandle) -> StoredMessage:
-    return await handle.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+    return await handle.wait_for_original(lambda m: bool(m.embeds), timeout=WAIT_S)
 
 
-async def recommend(standin: StandIn, world: dict[str, Any], user: int, **options: Any) -> InteractionHandle:
-    clip = standin.add_attachment("my clip.wav", world["clips"][1], "audio/wav")
+async def recommend(standin: StandIn, world: World, user: int, **options: Any) -> InteractionHandle:
+    clip = standin.add_attachment("my clip.wav", world.clips[1], "audio/wav")
     return await standin.dispatch_interaction(
         "recommend", {"clip": clip, "start": "0", "top_k": 3, **options}, user_id=user
     )
@@ -86,7 +83,7 @@ def warnings(caplog: pytest.LogCaptureFixture, text: str) -> int:
 
 
 def test_a_damaged_store_of_searches_is_replaced_at_start_and_while_running(
-    world: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 23, point 1. Start-up with a store that is not a database used to raise sqlite3.DatabaseError and end
     the bot. Now it starts afresh: answers carry buttons, "More" works. Damaged again while the bot runs, the next
@@ -107,7 +104,7 @@ def test_a_damaged_store_of_searches_is_replaced_at_start_and_while_running(
         again = await answered(await standin.click(second, label="More", user_id=2))
         assert again.embeds[0]["fields"][0]["name"].startswith("4. ")
         gone = await standin.click(first, label="More", user_id=1)
-        await standin.wait_until(lambda: any(m.ephemeral for m in gone.messages), timeout=TIMEOUT)
+        await standin.wait_until(lambda: any(m.ephemeral for m in gone.messages), timeout=WAIT_S)
         assert ephemeral_text(gone) == GONE_SEARCH + "."
 
     with caplog.at_level(logging.WARNING, logger="bot"):
@@ -117,7 +114,7 @@ def test_a_damaged_store_of_searches_is_replaced_at_start_and_while_running(
 
 
 def test_a_search_that_cannot_be_saved_is_answered_without_buttons(
-    world: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 23, point 1. Another process holds the store's write lock past the busy timeout: the search worked,
     so it is answered, without buttons (there is nothing they could find), and a warning is logged. It used to be
@@ -158,7 +155,7 @@ def test_a_search_that_cannot_be_saved_is_answered_without_buttons(
     ids=["start", "label", "exclude_label", "link", "blend-start", "quoted-start", "label-at-limit"],
 )
 def test_long_option_text_is_refused_in_a_short_private_message(
-    world: dict[str, Any], tmp_path: Path, command: str, options: dict[str, Any], expected: str
+    world: World, tmp_path: Path, command: str, options: dict[str, Any], expected: str
 ) -> None:
     """Issue 23, point 2. A start of 3,300 characters used to get no answer at all (the refusal quoted it whole, was
     over Discord's 2,000 characters, and failed to send), a label of 3,300 a false apology. Each option now has a
@@ -166,7 +163,7 @@ def test_long_option_text_is_refused_in_a_short_private_message(
     it does quote of a user's text is escaped. No work is done, no cooldown starts."""
 
     async def body(standin: StandIn, bot: MusrecBot) -> None:
-        clips = [standin.add_attachment(f"{n}.wav", world["clips"][0], "audio/wav") for n in range(2)]
+        clips = [standin.add_attachment(f"{n}.wav", world.clips[0], "audio/wav") for n in range(2)]
         sound = {"clip": clips[0]} if command == "recommend" else {"first_clip": clips[0], "second_clip": clips[1]}
         handle = await standin.dispatch_interaction(command, {**sound, **options})
         await handle.wait_for_response()
@@ -180,13 +177,13 @@ def test_long_option_text_is_refused_in_a_short_private_message(
     scenario(world, body, tmp_path / "data", cooldown_s=600.0)
 
 
-def test_registered_options_keep_their_length(world: dict[str, Any], tmp_path: Path) -> None:
+def test_registered_options_keep_their_length(world: World, tmp_path: Path) -> None:
     """Issue 23, point 2: once the commands are synced, Discord's client itself keeps text within ``max_length``
     (the stand-in refuses to send more); the bot's own check above is for a command registered before."""
 
     async def body(standin: StandIn, bot: MusrecBot) -> None:
         standin.register_commands(await command_payload(bot.config), guild_id=standin.world.guild_id)
-        clip = standin.add_attachment("a.wav", world["clips"][0], "audio/wav")
+        clip = standin.add_attachment("a.wav", world.clips[0], "audio/wav")
         with pytest.raises(ValueError, match="'start' takes at most 32 characters"):
             await standin.dispatch_interaction("recommend", {"clip": clip, "start": "1" * 33})
         handle = await standin.dispatch_interaction("recommend", {"clip": clip, "start": " " * 31 + "0"})
@@ -204,7 +201,7 @@ def test_every_refusal_fits_a_message() -> None:
 # ---- point 3: file names --------------------------------------------------------------------------------------
 
 
-def test_a_file_name_pings_nobody_and_shows_as_it_is_named(world: dict[str, Any], tmp_path: Path) -> None:
+def test_a_file_name_pings_nobody_and_shows_as_it_is_named(world: World, tmp_path: Path) -> None:
     """Issue 23, point 3, in a server where the bot may ping everyone. A refused file named to ping everyone and a
     member used to be answered in public with its name as a ping (and "the limit is 0 MiB"); now the name is shown
     escaped, nobody is pinged, and a limit under 1 MiB reads in KiB. A file named like a masked link is shown as its
@@ -214,16 +211,16 @@ def test_a_file_name_pings_nobody_and_shows_as_it_is_named(world: dict[str, Any]
         member = standin.world.user_id
         big = standin.add_attachment(f"@everyone <@{member}>.mp3", b"\xff\xfb" * 300_000, "audio/mpeg")  # 0.6 MiB
         refused = await standin.post_message("", attachments=[big])
-        reply = await refused.wait_for_reply(timeout=TIMEOUT)
+        reply = await refused.wait_for_reply(timeout=WAIT_S)
         assert reply.content == f"@{ZWSP}everyone <@{ZWSP}{member}>.mp3 is 586 KiB; the limit is 488.2 KiB."
         assert reply.data["mention_everyone"] is False and reply.data["mentions"] == []
         masked = "[x](https://example.com) @here.wav"  # a name a client may send; no file system has it
         shown = f"\\[x](https://example.com) @{ZWSP}here.wav (0:"
-        posted = await standin.post_message("", attachments=[named(standin, masked, world["clips"][1])])
-        answer = await posted.wait_for_reply(timeout=TIMEOUT)
+        posted = await standin.post_message("", attachments=[named(standin, masked, world.clips[1])])
+        answer = await posted.wait_for_reply(timeout=WAIT_S)
         assert answer.embeds[0]["description"].startswith(shown)
         assert answer.data["mention_everyone"] is False and answer.data["mentions"] == []
-        clip = named(standin, masked, world["clips"][1])
+        clip = named(standin, masked, world.clips[1])
         handle = await standin.dispatch_interaction("recommend", {"clip": clip}, user_id=member + 1)
         assert (await answered(handle)).embeds[0]["description"].startswith(shown)
 

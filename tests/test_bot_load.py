@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from bot_fixtures import HeldEmbedder, RssPeak, clip, downloads, eventually, held_scenario, small_world
+from bot_fixtures import HeldEmbedder, RssPeak, World, clip, downloads, eventually, held_scenario, small_world
 from discord_standin import InteractionHandle, StandIn
 
 USERS = 50
@@ -28,11 +28,11 @@ WAIT_S = 120.0
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return small_world(tmp_path_factory)
 
 
-def test_fifty_users_at_once(world: dict[str, Any]) -> None:
+def test_fifty_users_at_once(world: World) -> None:
     embedder = HeldEmbedder()
     users = [60_000 + i for i in range(USERS)]
 

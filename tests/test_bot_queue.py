@@ -12,23 +12,24 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import Any
 
 import pytest
 from bot_fixtures import (
     HEARTBEAT_S,
     HeldEmbedder,
+    World,
     attachment_at,
-    bot_with,
+    bot_for,
     clip,
+    config_for,
     downloads,
+    ephemeral_text,
     eventually,
     file_host,
     held_scenario,
     small_world,
 )
 from discord_standin import InteractionHandle, StandIn, run
-from test_bot import ephemeral_text
 
 from bot.__main__ import serve
 from bot.client import MusrecBot
@@ -43,7 +44,7 @@ IN_PROGRESS = "You already have a request in progress: wait for its answer first
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return small_world(tmp_path_factory)
 
 
@@ -67,7 +68,7 @@ def answer_order(standin: StandIn, handles: list[InteractionHandle]) -> list[Int
     return sorted(handles, key=position)
 
 
-def test_cooldown_says_how_long_to_wait_then_accepts(world: dict[str, Any]) -> None:
+def test_cooldown_says_how_long_to_wait_then_accepts(world: World) -> None:
     now = [1000.0]
     queue = WorkQueue(workers=1, max_waiting=2, cooldown_s=30.0, timeout_s=WAIT_S, clock=lambda: now[0])
 
@@ -90,7 +91,7 @@ def test_cooldown_says_how_long_to_wait_then_accepts(world: dict[str, Any]) -> N
     held_scenario(world, body, HeldEmbedder(held=False), queue=queue)
 
 
-def test_one_request_at_a_time_per_user(world: dict[str, Any]) -> None:
+def test_one_request_at_a_time_per_user(world: World) -> None:
     """While a user's request works, their next /recommend, /compare or posted clip is refused at once, without a
     download; other users queue as usual; once answered, the user may ask again."""
     embedder = HeldEmbedder()
@@ -120,7 +121,7 @@ def test_one_request_at_a_time_per_user(world: dict[str, Any]) -> None:
     held_scenario(world, body, embedder, workers=1, max_waiting=4, listen=True)
 
 
-def test_first_come_first_served_behind_a_slow_request(world: dict[str, Any]) -> None:
+def test_first_come_first_served_behind_a_slow_request(world: World) -> None:
     """Four users queue behind a slow request; the first of them is the last to have its clip downloaded (its
     download is held): a free worker still goes to the requests in the order they came."""
     embedder = HeldEmbedder()
@@ -152,7 +153,7 @@ def test_first_come_first_served_behind_a_slow_request(world: dict[str, Any]) ->
     held_scenario(world, body, embedder, workers=1, max_waiting=4)
 
 
-def test_a_request_that_outlasts_the_answer_timeout(world: dict[str, Any]) -> None:
+def test_a_request_that_outlasts_the_answer_timeout(world: World) -> None:
     """The user is told it took too long; the model's thread cannot be stopped, so its worker stays busy: the next
     user is shown a place in line behind it, and the one after that is told the queue is full. When the thread
     ends, the next request runs, and the late result goes nowhere."""
@@ -183,7 +184,7 @@ def test_a_request_that_outlasts_the_answer_timeout(world: dict[str, Any]) -> No
     held_scenario(world, body, embedder, queue=queue)
 
 
-def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: dict[str, Any]) -> None:
+def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: World) -> None:
     """SIGTERM (the bot closing) while one request runs the model and two wait for a worker (a command and a clip
     posted in a listened channel): the commands' "thinking" messages are replaced by a private note to send the
     request again, instead of hanging for 15 minutes, and the posted clip gets that note as a reply."""
@@ -209,7 +210,7 @@ def test_a_shutdown_tells_the_users_whose_requests_it_drops(world: dict[str, Any
     held_scenario(world, body, embedder, queue=queue, listen=True)
 
 
-def test_sigterm_tells_each_user_whose_request_it_drops(world: dict[str, Any]) -> None:
+def test_sigterm_tells_each_user_whose_request_it_drops(world: World) -> None:
     """Issue 22: SIGTERM as a process manager sends it, to the bot run as ``python -m bot`` runs it
     (``bot.__main__.serve``), while one request runs the model and two wait (a command and a posted clip): no
     "thinking" message is left, each user is told to send the request again, and the bot returns cleanly."""
@@ -217,7 +218,7 @@ def test_sigterm_tells_each_user_whose_request_it_drops(world: dict[str, Any]) -
     queue = WorkQueue(workers=1, max_waiting=2, cooldown_s=0.0, timeout_s=WAIT_S)
 
     async def main(standin: StandIn) -> None:
-        client = bot_with(world, standin, embedder, queue=queue, listen=True)
+        client = bot_for(world, config_for(world, standin, listen=True), embedder=embedder, queue=queue)
         served = asyncio.create_task(serve(client, standin.token, timeout_s=WAIT_S))
         try:
             await eventually(client.is_ready, what="the bot ready")
@@ -241,7 +242,7 @@ def test_sigterm_tells_each_user_whose_request_it_drops(world: dict[str, Any]) -
     run(main, timeout=WAIT_S * 3, heartbeat_interval=HEARTBEAT_S)
 
 
-def test_heartbeats_continue_through_long_work(world: dict[str, Any]) -> None:
+def test_heartbeats_continue_through_long_work(world: World) -> None:
     """The model is held for several heartbeat intervals: the gateway heartbeat goes on meanwhile (one beat may be
     lost to where the window falls between two), and the answer comes once the model is let go."""
     embedder = HeldEmbedder()

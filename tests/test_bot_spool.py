@@ -16,15 +16,16 @@ import pytest
 from bot_fixtures import (
     HeldEmbedder,
     RssPeak,
+    World,
     attachment_at,
     clip,
+    ephemeral_text,
     eventually,
     file_host,
     held_scenario,
     small_world,
 )
 from discord_standin import InteractionHandle, StandIn
-from test_bot import ephemeral_text
 
 from bot.client import MusrecBot
 from bot.errors import RESTARTING, TIMEOUT
@@ -41,7 +42,7 @@ RSS_BOUND_MIB = 24
 
 
 @pytest.fixture(scope="module", params=("annoy", "ivf"))
-def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
     return small_world(tmp_path_factory, request.param)
 
 
@@ -67,7 +68,7 @@ async def blend(standin: StandIn, user: int, sounds: list[bytes]) -> Interaction
     return await standin.dispatch_interaction("blend", options, user_id=user)
 
 
-def test_attachments_wait_in_files_until_answered_or_dropped_at_shutdown(world: dict[str, Any]) -> None:
+def test_attachments_wait_in_files_until_answered_or_dropped_at_shutdown(world: World) -> None:
     """A /recommend in the model, a /blend and a /compare waiting: their six files are in the spool, byte for byte.
     The answered request's file is gone when its answer shows; a shutdown drops the other two and removes the
     spool's directory."""
@@ -97,7 +98,7 @@ def test_attachments_wait_in_files_until_answered_or_dropped_at_shutdown(world: 
     held_scenario(world, body, embedder, queue=queue)
 
 
-def test_every_other_outcome_removes_the_files(world: dict[str, Any]) -> None:
+def test_every_other_outcome_removes_the_files(world: World) -> None:
     """Audio that cannot be decoded, a file larger than Discord announced, a download refused by its server (alone,
     or beside another download of the same /blend, which it stops), a request given up at the answer timeout (while
     its thread still works), a posted clip answered: each leaves the spool empty by the time its user is told."""
@@ -146,7 +147,7 @@ def test_every_other_outcome_removes_the_files(world: dict[str, Any]) -> None:
     held_scenario(world, body, embedder, queue=queue, listen=True, max_attachment_bytes=200_000)
 
 
-def test_nine_blends_of_three_large_files_wait_on_disk_not_in_memory(world: dict[str, Any]) -> None:
+def test_nine_blends_of_three_large_files_wait_on_disk_not_in_memory(world: World) -> None:
     """One /blend in the model, then eight more waiting, each with three 4-MiB files (96 MiB for the eight): the
     process grows by less than RSS_BOUND_MIB while they arrive and wait. Each is sent once the one before waits, so
     the stand-in's own send buffers hold one request's files at most."""

@@ -16,11 +16,10 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import discord.http
 import pytest
-from bot_fixtures import small_world
+from bot_fixtures import World, small_world
 from conftest import child_environment
 from discord_standin import StandIn, run
 from test_bot_startup import bot_config, closed_port, start
@@ -62,12 +61,12 @@ raise SystemExit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return small_world(tmp_path_factory)
 
 
-def test_the_token_never_reaches_the_logs(world: dict[str, Any], tmp_path: Path) -> None:
-    config = bot_config(tmp_path / "bot", world["index"])
+def test_the_token_never_reaches_the_logs(world: World, tmp_path: Path) -> None:
+    config = bot_config(tmp_path / "bot", world.index)
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
 
     interaction_tokens: list[str] = []
@@ -189,7 +188,7 @@ def test_a_short_secret_is_masked_only_where_it_stands_whole() -> None:
 
 
 def test_a_short_token_leaves_the_bots_own_message_whole(
-    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name in [k for k in os.environ if k.startswith("MUSREC_") or k.lower().endswith("_proxy")]:
         monkeypatch.delenv(name)
@@ -200,7 +199,7 @@ def test_a_short_token_leaves_the_bots_own_message_whole(
     discord_log, client_log = logging.getLogger("discord"), logging.getLogger("discord.client")
     level, filters = discord_log.level, list(client_log.filters)
     try:
-        code, err = start(["--config", str(bot_config(tmp_path / "bot", world["index"])), "run"], capsys)
+        code, err = start(["--config", str(bot_config(tmp_path / "bot", world.index)), "run"], capsys)
     finally:
         discord_log.setLevel(level)
         client_log.filters = filters

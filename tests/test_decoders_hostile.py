@@ -13,12 +13,11 @@ import shutil
 import stat
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from audio_fixtures import FORMATS, ffmpeg
+from bot_fixtures import WAIT_S, World, bot_for, config_for, ephemeral_text, make_world
 from discord_standin import StandIn, run
-from test_bot import TIMEOUT, bot_for, config_for, ephemeral_text, make_world
 from vggish_fixtures import music_like
 
 from musrec.audio import decode as decode_module
@@ -136,17 +135,17 @@ def test_one_sound_has_one_budget_for_all_its_steps(
 
 
 @pytest.fixture(scope="module", params=("annoy", "ivf"))
-def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
     return make_world(tmp_path_factory, request.param)
 
 
 def test_a_blend_has_one_budget_for_its_three_sounds(
-    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_executables: None
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_executables: None
 ) -> None:
     """Three sounds of two slow steps each: every step fits the 2-s timeout, the request does not. The user is told,
     the worker is free again (a clip after it is answered), and nothing else is lost."""
     songs = [loud_recording(tmp_path, name).read_bytes() for name in ("a", "b", "c")]
-    clip = world["clips"][0]
+    clip = world.clips[0]
     slow_ffmpeg(tmp_path, monkeypatch)
 
     async def body(standin: StandIn) -> None:
@@ -155,19 +154,19 @@ def test_a_blend_has_one_budget_for_its_three_sounds(
             for key, data in zip(("first_clip", "second_clip", "third_clip"), songs, strict=True)
         }
         handle = await standin.dispatch_interaction("blend", attachments)
-        await handle.wait_for_followups(timeout=TIMEOUT)
+        await handle.wait_for_followups(timeout=WAIT_S)
         text = ephemeral_text(handle).lower()
         assert "took too long to decode" in text and " sound (" in text  # the first, or a later one on a busy machine
         again = await standin.dispatch_interaction("recommend", {"clip": standin.add_attachment(
             "ok.wav", clip, "audio/wav"), "start": "0", "top_k": 3})  # fmt: skip
-        await again.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+        await again.wait_for_original(lambda m: bool(m.embeds), timeout=WAIT_S)
         assert "botclip0000" in again.original.embeds[0]["fields"][0]["value"]
 
     async def main(standin: StandIn) -> None:
         config = config_for(world, standin)
         config = replace(config, audio=replace(config.audio, decode_timeout_s=2.0))
-        async with standin.running(bot_for(world, config), timeout=TIMEOUT):
+        async with standin.running(bot_for(world, config), timeout=WAIT_S):
             await body(standin)
         assert not standin.errors
 
-    run(main, timeout=TIMEOUT * 2, heartbeat_interval=0.5)
+    run(main, timeout=WAIT_S * 2, heartbeat_interval=0.5)

@@ -16,7 +16,7 @@ import pytest
 from audio_fixtures import ffmpeg, tone
 from audioset_fixtures import make_segments
 from tolerances import dot_tolerance
-from vggish_fixtures import music_like, shared_embedder, shared_vggish_files
+from vggish_fixtures import distinct_clip, music_like, shared_embedder, shared_vggish_files
 
 from musrec.audio.decode import decode
 from musrec.audio.wav import to_wav_bytes
@@ -178,16 +178,6 @@ def test_missing_model_files(
     assert main(["--config", str(config_file), "embed", str(clips[0]), "--checkpoint", str(tmp_path / "no.ckpt")]) == 1
     err = capsys.readouterr().err
     assert "VGGish model files not found (no.ckpt" in err and "musrec setup" in err
-
-
-def distinct_clip(i: int, seconds: float) -> np.ndarray:
-    """Clips that differ in register, rhythm and timbre, so even a random-weight network tells them apart."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    base = 110.0 * 2 ** (i * 0.75)
-    notes = base * 2 ** ((np.floor(t * (2 + i)) % 5) * 2 / 12)
-    x = 0.3 * np.sin(2 * np.pi * np.cumsum(notes) / RATE) + 0.15 * np.sin(2 * np.pi * base * (3 + i % 3) * t)
-    x *= 0.6 + 0.4 * np.sin(2 * np.pi * (0.5 + i) * t) ** 2
-    return x + 0.01 * np.random.default_rng(i).standard_normal(len(t))
 
 
 def _write(path: Path, data: bytes) -> Path:

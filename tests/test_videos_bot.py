@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bot_fixtures import WAIT_S, World, bot_for, config_for, make_world
 from discord_standin import StandIn, StoredMessage, run
-from test_bot import TIMEOUT, bot_for, config_for, make_world
 from test_videos import BUDGET_S, YouTubeStandIn, serving_youtube
 
 from musrec.config import Config, load_config
@@ -27,7 +27,7 @@ HOSTILE = "**Bold** [link](https://evil.example) @everyone <@123456789012345678>
 
 
 @pytest.fixture(scope="module", params=("annoy", "ivf"))
-def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
     return make_world(tmp_path_factory, request.param)
 
 
@@ -37,17 +37,17 @@ def youtube() -> Iterator[YouTubeStandIn]:
         yield standin
 
 
-def checked_config(world: dict[str, Any], standin: StandIn, youtube: YouTubeStandIn, data: Path) -> Config:
+def checked_config(world: World, standin: StandIn, youtube: YouTubeStandIn, data: Path) -> Config:
     config = config_for(world, standin)
     videos = replace(config.videos, oembed_url=youtube.oembed_url, api_url=youtube.api_url, budget_s=BUDGET_S)
     return replace(config, data=replace(config.data, dir=data), videos=videos)
 
 
-def unchecked(world: dict[str, Any], source: Any, k: int, **options: Any) -> list[Match]:
+def unchecked(world: World, source: Any, k: int, **options: Any) -> list[Match]:
     """The best ``k`` matches with the check off."""
     base = load_config(None, environ={})
-    off = replace(base, index=replace(base.index, path=world["index"]), videos=replace(base.videos, check=False))
-    musrec = Musrec(config=off, index=Index(world["index"]), embedder=world["embedder"])
+    off = replace(base, index=replace(base.index, path=world.index), videos=replace(base.videos, check=False))
+    musrec = Musrec(config=off, index=Index(world.index), embedder=world.embedder)
     return list(musrec.recommend(source, k=k, **options).matches)
 
 
@@ -61,10 +61,8 @@ def embed_size(embed: dict[str, Any]) -> int:
     return sum(len(p) for p in parts)
 
 
-def test_answers_and_their_buttons_leave_gone_videos_out(
-    world: dict[str, Any], youtube: YouTubeStandIn, tmp_path: Path
-) -> None:
-    clip = world["clips"][1]
+def test_answers_and_their_buttons_leave_gone_videos_out(world: World, youtube: YouTubeStandIn, tmp_path: Path) -> None:
+    clip = world.clips[1]
     matches = unchecked(world, clip, 20, start_s=0.0)
     before = [m.video_id for m in matches]
     like_before = [m.video_id for m in unchecked(world, f"audioset:{before[0]}@{matches[0].start_s:g}", 20)]
@@ -74,10 +72,10 @@ def test_answers_and_their_buttons_leave_gone_videos_out(
 
     async def main(standin: StandIn) -> None:
         client = bot_for(world, checked_config(world, standin, youtube, tmp_path / "data"))
-        async with standin.running(client, timeout=TIMEOUT):
+        async with standin.running(client, timeout=WAIT_S):
             attachment = standin.add_attachment("my clip.wav", clip, "audio/wav")
             handle = await standin.dispatch_interaction("recommend", {"clip": attachment, "start": "0", "top_k": 3})
-            first = await handle.wait_for_original(lambda m: bool(m.embeds), timeout=TIMEOUT)
+            first = await handle.wait_for_original(lambda m: bool(m.embeds), timeout=WAIT_S)
             live = [v for v in before if v not in gone]
             assert shown(first) == live[:3]  # k kept, the next ones in the gone ones' places
             top = first.embeds[0]["fields"][0]["value"]
@@ -89,11 +87,11 @@ def test_answers_and_their_buttons_leave_gone_videos_out(
             assert embed_size(first.embeds[0]) <= EMBED_TOTAL_MAX
 
             page2 = await (await standin.click(first, label="More")).wait_for_original(
-                lambda m: bool(m.embeds), timeout=TIMEOUT
+                lambda m: bool(m.embeds), timeout=WAIT_S
             )
             assert shown(page2) == live[3:6]  # consistent with the first page, disjoint from it
             liked = await (await standin.click(first, label="More like 1")).wait_for_original(
-                lambda m: bool(m.embeds), timeout=TIMEOUT
+                lambda m: bool(m.embeds), timeout=WAIT_S
             )
             page1 = set(shown(first))
             assert shown(liked) == [v for v in like_before if v not in page1 and v not in gone][:3]
@@ -108,4 +106,4 @@ def test_answers_and_their_buttons_leave_gone_videos_out(
             assert videos["value"].startswith(f"{checked:,} checked, {share}% of them gone")
         assert not standin.errors and not standin.unexpected
 
-    run(main, timeout=TIMEOUT * 3, heartbeat_interval=0.5)
+    run(main, timeout=WAIT_S * 3, heartbeat_interval=0.5)

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from audio_fixtures import FORMATS, ffmpeg
 from audioset_fixtures import make_segments
+from bot_fixtures import WAIT_S, World, ephemeral_text, make_world, scenario
 from discord_standin import StandIn
-from test_bot import TIMEOUT, ephemeral_text, make_world, scenario
 from vggish_fixtures import music_like, shared_embedder, shared_vggish_files
 
 from bot.client import MusrecBot
@@ -184,28 +183,28 @@ def test_a_blend_names_the_input_that_failed(
 
 
 @pytest.fixture(scope="module", params=("annoy", "ivf"))
-def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
     return make_world(tmp_path_factory, request.param)
 
 
-def test_the_bot_answers_clips_loudest_at_their_end(world: dict[str, Any], tmp_path: Path) -> None:
+def test_the_bot_answers_clips_loudest_at_their_end(world: World, tmp_path: Path) -> None:
     """The bot's own clip ``botclip0001`` at the end of a longer recording, in the formats that failed, posted to
     /recommend without a start; and a blend whose second sound cannot be read says which one it was."""
-    clip = decode(world["clips"][1]).samples[: round(CLIP_S * RATE)].astype(np.float64)
+    clip = decode(world.clips[1]).samples[: round(CLIP_S * RATE)].astype(np.float64)
     posted = {kind: recording(tmp_path, kind, clip, "end") for kind in ("wav", "ogg", "opus", "m4a", "mp4")}
 
     async def body(standin: StandIn, bot: MusrecBot) -> None:
         for kind, path in posted.items():
             attachment = standin.add_attachment(path.name, path.read_bytes(), "application/octet-stream")
             handle = await standin.dispatch_interaction("recommend", {"clip": attachment, "top_k": 3})
-            await handle.wait_for_original(lambda m: bool(m.embeds) or bool(m.content), timeout=TIMEOUT)
+            await handle.wait_for_original(lambda m: bool(m.embeds) or bool(m.content), timeout=WAIT_S)
             embed = handle.original.embeds[0]
             assert embed["description"].startswith(f"{path.name} (0:01–0:11)"), (kind, embed["description"])
             assert "watch?v=botclip0001&t=0s" in embed["fields"][0]["value"], kind
         good = standin.add_attachment("a.ogg", posted["ogg"].read_bytes(), "audio/ogg")
         broken = standin.add_attachment("b.m4a", b"\0" * 4096, "audio/mp4")
         handle = await standin.dispatch_interaction("blend", {"first_clip": good, "second_clip": broken})
-        await handle.wait_for_followups(timeout=TIMEOUT)
+        await handle.wait_for_followups(timeout=WAIT_S)
         assert ephemeral_text(handle).lower().startswith("the second sound (b.m4a): could not read this as audio")
 
     scenario(world, body)

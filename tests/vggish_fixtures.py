@@ -79,3 +79,13 @@ def music_like(seconds: float, *, rate: int = RATE, seed: int = 0) -> npt.NDArra
     x += 0.1 * np.sin(2 * np.pi * (300 + 150 * t) * t)
     x += 0.02 * rng.standard_normal(len(t))
     return x
+
+
+def distinct_clip(i: int, seconds: float) -> npt.NDArray[np.float64]:
+    """Clips that differ in register, rhythm and timbre, so even a random-weight network tells them apart."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    base = 110.0 * 2 ** (i * 0.75)
+    notes = base * 2 ** ((np.floor(t * (2 + i)) % 5) * 2 / 12)
+    x = 0.3 * np.sin(2 * np.pi * np.cumsum(notes) / RATE) + 0.15 * np.sin(2 * np.pi * base * (3 + i % 3) * t)
+    x *= 0.6 + 0.4 * np.sin(2 * np.pi * (0.5 + i) * t) ** 2
+    return x + 0.01 * np.random.default_rng(i).standard_normal(len(t))
