@@ -148,7 +148,9 @@ class MusrecBot(commands.Bot):
         return await super().is_owner(user)
 
     async def close(self) -> None:
-        # Before the connection closes: the users of requests still being answered are told to send them again.
+        # Before the connection closes: the users of requests still being answered are told to send them again,
+        # and those of requests that come meanwhile, at once.
+        self.queue.stop_admitting()
         await drop_unanswered(self.answering, timeout_s=SHUTDOWN_NOTICE_S)
         self.queue.shutdown()
         await super().close()

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bot.errors import RESTARTING
 from musrec.config import BotConfig
 from musrec.errors import BusyError
 
@@ -67,6 +68,7 @@ class WorkQueue:
         self._busy = 0  # workers running a job, given-up requests' jobs included
         self._abandoned = 0  # jobs still running for requests that gave up
         self._turns: list[tuple[int, asyncio.Future[None]]] = []  # requests waiting for a worker, by ticket number
+        self._stopped = False  # the bot is shutting down: nothing more is admitted
 
     @classmethod
     def from_config(cls, config: BotConfig) -> WorkQueue:
@@ -80,8 +82,11 @@ class WorkQueue:
     def admit(self, user_id: int) -> Ticket:
         """Reserve a place for ``user_id``, before any work or download.
 
-        Raises BusyError when the user already has a request in the system, asked too recently, or the queue is full.
+        Raises BusyError when the user already has a request in the system, asked too recently, or the queue is full,
+        and once the bot is shutting down (:meth:`stop_admitting`).
         """
+        if self._stopped:
+            raise BusyError(RESTARTING)
         if user_id in self._admitted:
             raise BusyError("you already have a request in progress: wait for its answer first")
         now = self._clock()
@@ -167,5 +172,11 @@ class WorkQueue:
         """Workers running a job, those of requests that gave up included."""
         return self._busy
 
+    def stop_admitting(self) -> None:
+        """The bot is shutting down: a request that comes now is told so at once, before anything shows it as
+        being worked on (a "thinking" message the closing connection could leave behind)."""
+        self._stopped = True
+
     def shutdown(self) -> None:
+        self._stopped = True
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -33,8 +33,9 @@ from discord_standin import InteractionHandle, StandIn, run
 
 from bot.__main__ import serve
 from bot.client import MusrecBot
-from bot.errors import RESTARTING, TIMEOUT
+from bot.errors import RESTARTING, TIMEOUT, user_message
 from bot.work import WorkQueue
+from musrec.errors import BusyError
 
 WAIT_S = 60.0  # the longest any step may take before the test gives up (never reached when it passes)
 HELD_INTERVALS = 6  # heartbeat intervals the model is held for
@@ -240,6 +241,19 @@ def test_sigterm_tells_each_user_whose_request_it_drops(world: World) -> None:
         assert not standin.errors
 
     run(main, timeout=WAIT_S * 3, heartbeat_interval=HEARTBEAT_S)
+
+
+def test_a_request_during_the_shutdown_is_told_at_once() -> None:
+    """Issue 22: a request that came while the bot was closing (telling the dropped requests' users) was admitted,
+    shown as "thinking", then failed or was left so when the connection closed. Now the closing bot admits nothing
+    more (MusrecBot.close stops admissions first) and the user is told at once to send it again."""
+    queue = WorkQueue(workers=1, max_waiting=2, cooldown_s=0.0, timeout_s=WAIT_S)
+    queue.admit(OTHER)
+    queue.stop_admitting()
+    with pytest.raises(BusyError) as refused:
+        queue.admit(USER)
+    assert user_message(refused.value) == RESTARTING and queue.pending == 1
+    queue.shutdown()
 
 
 def test_heartbeats_continue_through_long_work(world: World) -> None:
