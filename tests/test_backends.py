@@ -5,6 +5,7 @@ Issue: "Full AudioSet on one machine: 2 million segments, high recall, fast quer
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from musrec.audioset.representation import represent
 from musrec.audioset.synthetic import SyntheticAudioSet
 from musrec.cli import main
 from musrec.errors import ConfigError, IndexFormatError
+from musrec.index import backends as backends_module
 from musrec.index import search as index_module
 from musrec.index.backends import ExactBackend, IvfBackend, ScanBackend, TopN
 from musrec.index.build import BuildOptions, build_index
@@ -168,10 +170,13 @@ def test_large_indexes_stream_exact_search_instead_of_holding_vectors(
     scan = Index(tmp_path / "idx", backend="exact")
     assert isinstance(scan.backend, ScanBackend)
     full = ExactBackend(scan.all_vectors())
-    for q in new_queries("mean", 5):
-        ids, scores = scan.search(q, 7)
-        want_ids, want_scores = full.search(q, 7)
-        assert ids.tolist() == want_ids.tolist() and np.allclose(scores, want_scores, atol=1e-6)
+    whole_chunks = backends_module.iter_vectors
+    for chunk in (backends_module._CHUNK, 300, 5):  # one chunk; several; fewer rows a chunk than results (issue 22)
+        monkeypatch.setattr(backends_module, "iter_vectors", functools.partial(whole_chunks, chunk=chunk))
+        for q in new_queries("mean", 5):
+            ids, scores = scan.search(q, 7)
+            want_ids, want_scores = full.search(q, 7)
+            assert ids.tolist() == want_ids.tolist() and np.allclose(scores, want_scores, atol=1e-6)
 
 
 def test_ivf_build_is_atomic_when_it_fails_after_ingest(tmp_path: Path) -> None:
