@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audio.head import MAGIC_BYTES, Head, read_head
 from musrec.audio.limits import (
     AudioLimits,
     check_size,
@@ -45,7 +45,7 @@ from musrec.audio.limits import (
 )
 from musrec.audio.resample import TARGET_RATE, resample
 from musrec.audio.runner import MAX_NATIVE_RATE, Pcm, run_decoder
-from musrec.audio.wav import INT16_SCALE, is_wav, read_wav_bytes, wav_format
+from musrec.audio.wav import INT16_SCALE, read_wav_bytes, wav_format
 from musrec.errors import DecodeError, TooLongError, TooShortError
 from musrec.timecode import format_timecode
 
@@ -58,7 +58,6 @@ DURATION_TOLERANCE_S = DURATION_SLACK_S / 2
 TRIM_MARGIN_S = 0.5
 # ffmpeg recognises these playlists by their first bytes; they only point at other files or URLs.
 PLAYLIST_MAGIC = (b"#EXTM3U", b"ffconcat version")
-MAGIC_BYTES = 32
 WAV_PROBE_BYTES = 32 * 1024  # ffmpeg's probe of a WAV: its header and a little of the samples
 # The demuxers ffmpeg may use on a user's file: audio and video containers and raw audio streams. Left out are those
 # that only point at other files or URLs (dash, hls, concat, webm_dash_manifest, sdp...), images and lavfi.
@@ -114,7 +113,7 @@ def ffmpeg_executable() -> str:
 
 
 def decode(
-    source: Source,
+    source: Source | Head,
     *,
     start_s: float | None = None,
     duration_s: float | None = None,
@@ -122,7 +121,8 @@ def decode(
     limits: AudioLimits = AudioLimits(),  # noqa: B008 - frozen, so one shared default is safe
     deadline: float | None = None,
 ) -> Audio:
-    """Decode a file path or encoded bytes (any format ffmpeg reads; its first audio track) to 16 kHz mono.
+    """Decode a file path or encoded bytes (any format ffmpeg reads; its first audio track) to 16 kHz mono; or the
+    file of a :class:`~musrec.audio.head.Head` that :func:`check_file` returned (with the same limits), not read again.
 
     Another ``sample_rate`` is ffmpeg's own resampling, not the reference's: cheap, for scanning loudness.
 
@@ -148,9 +148,9 @@ def decode(
     span_s = duration_s if duration_s is not None else limits.max_duration_s + DURATION_SLACK_S
     out_rate = None if sample_rate == TARGET_RATE else sample_rate
     started = time.monotonic()
-    with source_file(source, limits) as path:
+    with source_file(source, limits) as head:
         mono, rate = _decode_file(
-            path, start_s=start_s, span_s=span_s, deadline=decode_deadline(limits, deadline), out_rate=out_rate
+            head, start_s=start_s, span_s=span_s, deadline=decode_deadline(limits, deadline), out_rate=out_rate
         )
 
     decoded_s = len(mono) / rate
@@ -172,32 +172,32 @@ def decode(
 
 
 @contextlib.contextmanager
-def source_file(source: Source, limits: AudioLimits) -> Iterator[Path]:
-    """``source`` as a file the decoders can open, after :func:`check_file`'s checks: a path as it is, encoded bytes
-    written to a private temporary file (a file, not stdin: MP4/M4A and some other containers need seekable input).
-    Bytes are checked before they are written."""
+def source_file(source: Source | Head, limits: AudioLimits) -> Iterator[Head]:
+    """The :class:`~musrec.audio.head.Head` of a file the decoders can open, after :func:`check_file`'s checks: a
+    path as it is, encoded bytes written to a private temporary file (a file, not stdin: MP4/M4A and some other
+    containers need seekable input), a Head as it is. Bytes are checked before they are written."""
+    if isinstance(source, Head):
+        yield source
+        return
     if not isinstance(source, bytes | bytearray | memoryview):
-        path = Path(os.path.abspath(source))
-        check_file(path, limits)
-        yield path
+        yield check_file(Path(os.path.abspath(source)), limits)
         return
     view = memoryview(source).cast("B")
     _check_head(view.nbytes, bytes(view[:MAGIC_BYTES]), limits)
     with tempfile.TemporaryDirectory(prefix="musrec-") as tmp:
         path = Path(tmp) / "input"
         path.write_bytes(view)
-        yield path
+        yield check_file(path, limits)
 
 
-def check_file(path: Path, limits: AudioLimits) -> None:
+def check_file(path: Path, limits: AudioLimits) -> Head:
     """What :func:`decode` checks of a file before running ffmpeg: a regular, readable file within ``max_bytes``,
-    not a playlist. DecodeError or TooLongError, with decode's messages."""
+    not a playlist. Returns its :class:`~musrec.audio.head.Head` for the decoders. DecodeError or TooLongError, with
+    decode's messages."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise DecodeError("this is not a file")
-        with path.open("rb") as f:
-            _check_head(info.st_size, f.read(MAGIC_BYTES), limits)
+        head = read_head(path)
+        _check_head(head.size, head.magic, limits)
+        return head
     except FileNotFoundError:
         raise DecodeError("the file does not exist") from None
     except OSError as err:
@@ -206,12 +206,13 @@ def check_file(path: Path, limits: AudioLimits) -> None:
 
 
 def decode_pcm(
-    path: Path, *, start_s: float | None, span_s: float, sample_rate: int, deadline: float
+    head: Head, *, start_s: float | None, span_s: float, sample_rate: int, deadline: float
 ) -> npt.NDArray[np.float64]:
-    """Up to ``span_s`` seconds of ``path`` from ``start_s`` as mono float64 at ``sample_rate`` (ffmpeg's resampling),
-    for scanning: no duration or silence checks, and a start past the end gives no samples. Call :func:`check_file`
-    first. DecodeError if ffmpeg cannot read it, or runs past ``deadline`` (see :func:`decode_deadline`)."""
-    mono, _ = _decode_file(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=sample_rate)
+    """Up to ``span_s`` seconds of a file from ``start_s`` as mono float64 at ``sample_rate`` (ffmpeg's resampling),
+    for scanning: no duration or silence checks, and a start past the end gives no samples. ``head`` is what
+    :func:`check_file` returned. DecodeError if ffmpeg cannot read it, or runs past ``deadline`` (see
+    :func:`decode_deadline`)."""
+    mono, _ = _decode_file(head, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=sample_rate)
     return mono
 
 
@@ -243,12 +244,12 @@ def _check_head(size: int, head: bytes, limits: AudioLimits) -> None:
 
 
 def _decode_file(
-    path: Path, *, start_s: float | None, span_s: float, deadline: float, out_rate: int | None
+    head: Head, *, start_s: float | None, span_s: float, deadline: float, out_rate: int | None
 ) -> tuple[npt.NDArray[np.float64], int]:
     """Mono float64 at ``out_rate`` or the native rate (at most MAX_NATIVE_RATE), channels averaged as the reference."""
-    pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=out_rate)
+    pcm = _run_ffmpeg(head, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=out_rate)
     if pcm is None and out_rate is None:
-        pcm = _run_ffmpeg(path, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=MAX_NATIVE_RATE)
+        pcm = _run_ffmpeg(head, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=MAX_NATIVE_RATE)
     if pcm is None:
         raise DecodeError("could not read this as audio")
     mono = pcm.summed.astype(np.float64)
@@ -261,12 +262,13 @@ def _decode_file(
 
 
 def _run_ffmpeg(
-    path: Path, *, start_s: float | None, span_s: float, deadline: float, out_rate: int | None
+    head: Head, *, start_s: float | None, span_s: float, deadline: float, out_rate: int | None
 ) -> Pcm | None:
     """Up to ``span_s`` seconds from ``start_s``; None if ``out_rate`` is None and the native rate is too high."""
     cmd = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error"]
     cmd += ["-protocol_whitelist", "file,pipe", "-format_whitelist", ALLOWED_DEMUXERS]
-    if _is_wav(path):
+    path = head.path
+    if head.wav:
         # A WAV's header says all there is to know: probing its default 5 MB of samples would double ffmpeg's time.
         cmd += ["-probesize", str(WAV_PROBE_BYTES)]
     if start_s:
@@ -283,11 +285,3 @@ def _run_ffmpeg(
             raise DecodeError("the file has no audio track")
         raise DecodeError("could not read this as audio")
     return pcm
-
-
-def _is_wav(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return is_wav(f.read(12))
-    except OSError:
-        return False

@@ -34,19 +34,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from musrec.audio.decode import Audio, Source, check_file, decode, decode_pcm, source_file
+from musrec.audio.head import Head
 from musrec.audio.limits import AudioLimits, decode_deadline, refuse_short, refuse_silent
 from musrec.audio.resample import TARGET_RATE
 from musrec.audio.runner import Pcm, run_decoder
-from musrec.audio.wav import INT16_SCALE, read_wav_header
+from musrec.audio.wav import INT16_SCALE
 from musrec.audio.window import SEARCH_S, WINDOW_S, window_energies
 from musrec.cores import usable_cores
-from musrec.errors import DecodeError, TooShortError
+from musrec.errors import TooShortError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,14 +71,6 @@ TAIL_LEAD_S = 0.5
 # Envelopes are decoded in this many parts at once (at most one per usable core): on two idle cores, a 3-minute
 # MP3's envelope takes about half the time of one run.
 ENVELOPE_PARTS = 2
-# MPEG audio layer III: bitrates (kbit/s) by index for MPEG-1 and MPEG-2/2.5, sample rates by version and index.
-_MP3_BITRATES = {
-    True: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
-    False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-}
-_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
-_ID3_HEADER = 10
-_SNIFF_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -107,19 +100,18 @@ def decode_loudest(
     """
     started = time.monotonic()
     deadline = decode_deadline(limits, deadline)
-    with source_file(source, limits) as path:
-        head = _read_head(path)
+    with source_file(source, limits) as head:
         if head.seconds is not None and head.seconds <= duration_s + SHORT_SLACK_S:  # nothing to choose (within slack)
-            return decode(path, duration_s=duration_s, limits=limits, deadline=deadline)
-        envelope = scan_envelope(path, search_s=search_s, limits=limits, head=head, deadline=deadline)
+            return decode(head, duration_s=duration_s, limits=limits, deadline=deadline)
+        envelope = scan_envelope(head.path, search_s=search_s, limits=limits, head=head, deadline=deadline)
         rate = envelope.rate
         width = min(round(duration_s * rate), len(envelope.samples))
         if width == len(envelope.samples):  # a clip no longer than the window is used whole
-            return decode(path, duration_s=duration_s, limits=limits, deadline=deadline)
+            return decode(head, duration_s=duration_s, limits=limits, deadline=deadline)
         starts, energies = window_energies(envelope.samples, sample_rate=rate, width=width, search_s=search_s)
         scanned = time.monotonic()
         candidates = _candidates(starts / rate, energies, duration_s=duration_s)
-        audio = _loudest_exactly(path, candidates, duration_s=duration_s, limits=limits, deadline=deadline)
+        audio = _loudest_exactly(head, candidates, duration_s=duration_s, limits=limits, deadline=deadline)
     log.debug(
         "envelope (%s) of %.1f s in %.2f s; %d candidates; window at %.1f s decoded in %.2f s",
         envelope.decoder,
@@ -142,21 +134,21 @@ def scan_envelope(
 ) -> Envelope:
     """The first ``search_s`` seconds of ``path`` at a low rate: by mpg123 for MP3 where it is installed, else ffmpeg.
 
-    ``head`` is the file's :class:`Head`, if the caller has read it; ``deadline`` as for :func:`decode`. DecodeError
-    (silent, corrupt, ...), TooShortError and TooLongError as :func:`decode` raises them.
+    ``head`` is the file's :class:`~musrec.audio.head.Head` if the caller has checked it (:func:`check_file`, with
+    the same limits); ``deadline`` as for :func:`decode`. DecodeError (silent, corrupt, ...), TooShortError and
+    TooLongError as :func:`decode` raises them.
     """
-    check_file(path, limits)
+    head = head or check_file(path, limits)
     deadline = decode_deadline(limits, deadline)
-    head = head or _read_head(path)
     parts = _parts(head.seconds, search_s)
     mpg123 = mpg123_executable()
     if mpg123 and head.mp3_rate:
         envelope = _mpg123_envelope(
-            mpg123, path, head.mp3_rate, parts=parts, search_s=search_s, limits=limits, deadline=deadline
+            mpg123, head.path, head.mp3_rate, parts=parts, search_s=search_s, limits=limits, deadline=deadline
         )
         if envelope is not None:
             return envelope
-    return _ffmpeg_envelope(path, parts=parts, search_s=search_s, limits=limits, deadline=deadline)
+    return _ffmpeg_envelope(head, parts=parts, search_s=search_s, limits=limits, deadline=deadline)
 
 
 @lru_cache(maxsize=1)
@@ -165,74 +157,6 @@ def mpg123_executable() -> str | None:
     if os.environ.get("MUSREC_NO_MPG123"):
         return None
     return shutil.which("mpg123")
-
-
-@dataclass(frozen=True)
-class Head:
-    """What a file's first bytes say: an MP3's sample rate, and how long it plays where that is cheap to know."""
-
-    mp3_rate: int | None
-    seconds: float | None
-
-
-def _read_head(path: Path) -> Head:
-    """The rate of an MP3 (see :func:`_mp3_head`), and the duration of a 16-bit WAV (exact, from its header) or of a
-    constant-bitrate MP3 (its first frame's bitrate over the file's size); None for what is not known."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            try:
-                channels, rate, data_bytes = read_wav_header(f.read)
-                return Head(None, (data_bytes if data_bytes is not None else size - f.tell()) / (2 * channels * rate))
-            except (DecodeError, ZeroDivisionError):  # not a 16-bit WAV
-                f.seek(0)
-                mp3 = _mp3_head(f)
-    except OSError:
-        return Head(None, None)
-    if mp3 is None:
-        return Head(None, None)
-    rate, kbps, offset, variable = mp3
-    return Head(rate, None if variable else (size - offset) * 8 / (kbps * 1000))
-
-
-def _mp3_head(f: BinaryIO) -> tuple[int, int, int, bool] | None:
-    """(sample rate, first frame's bitrate in kbit/s, where the frames start, whether the bitrate varies) of an MPEG
-    audio layer III file, read from its start (after any ID3v2 tag), or None if it does not start as one.
-
-    Two consecutive valid frame headers are required, so other formats (whose bytes may contain a frame sync) are left
-    to ffmpeg. A variable bitrate shows as a Xing or VBRI tag in the first frame (LAME writes "Info" there for a
-    constant one).
-    """
-    head = f.read(_ID3_HEADER)
-    offset = 0
-    if head[:3] == b"ID3" and len(head) == _ID3_HEADER:
-        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
-        offset = _ID3_HEADER + size + (_ID3_HEADER if head[5] & 0x10 else 0)  # a footer, if flagged
-    f.seek(offset)
-    data = f.read(_SNIFF_BYTES)
-    first = _mp3_frame(data, 0)
-    if first is None:
-        return None
-    rate, length, kbps = first
-    second = _mp3_frame(data, length)
-    if second is None or second[0] != rate:
-        return None
-    variable = b"Xing" in data[:length] or b"VBRI" in data[:length]
-    return rate, kbps, offset, variable
-
-
-def _mp3_frame(data: bytes, at: int) -> tuple[int, int, int] | None:
-    """(sample rate, frame length, bitrate in kbit/s) of the layer III frame header at ``data[at:]``, or None."""
-    if at + 4 > len(data) or data[at] != 0xFF or data[at + 1] & 0xE0 != 0xE0:
-        return None
-    version, layer = (data[at + 1] >> 3) & 3, (data[at + 1] >> 1) & 3
-    bitrate_index, rate_index, padding = data[at + 2] >> 4, (data[at + 2] >> 2) & 3, (data[at + 2] >> 1) & 1
-    if version == 1 or layer != 1 or bitrate_index in (0, 15) or rate_index == 3:  # reserved, not layer III, free
-        return None
-    mpeg1 = version == 3
-    rate, kbps = _MP3_RATES[version][rate_index], _MP3_BITRATES[mpeg1][bitrate_index]
-    length = (144 if mpeg1 else 72) * 1000 * kbps // rate + padding
-    return rate, length, kbps
 
 
 def _mpg123_envelope(
@@ -269,14 +193,14 @@ def _mpg123_envelope(
     return _checked(samples, pieces[0].rate, "mpg123", limits)
 
 
-def _ffmpeg_envelope(path: Path, *, parts: int, search_s: float, limits: AudioLimits, deadline: float) -> Envelope:
+def _ffmpeg_envelope(head: Head, *, parts: int, search_s: float, limits: AudioLimits, deadline: float) -> Envelope:
     """ffmpeg's decode at SCAN_RATE, in ``parts`` spans at once (joined where ffmpeg's seek lands: within a codec
     frame of the boundary, which moves no window's energy by more than that frame's share)."""
     edges = [search_s * i / parts for i in range(parts + 1)]
 
     def part(index: int) -> npt.NDArray[np.float64]:
         start, end = edges[index], edges[index + 1]
-        return decode_pcm(path, start_s=start or None, span_s=end - start, sample_rate=SCAN_RATE, deadline=deadline)
+        return decode_pcm(head, start_s=start or None, span_s=end - start, sample_rate=SCAN_RATE, deadline=deadline)
 
     pieces = _at_once(part, range(parts))
     # A part that ends short of its span met the end of the file, so the parts after it lie past the end. They are
@@ -340,7 +264,7 @@ def _spans(starts_s: list[float], duration_s: float) -> list[tuple[float, float]
 
 
 def _loudest_exactly(
-    path: Path, candidates: list[float], *, duration_s: float, limits: AudioLimits, deadline: float
+    head: Head, candidates: list[float], *, duration_s: float, limits: AudioLimits, deadline: float
 ) -> Audio:
     """Decode the spans around ``candidates`` exactly (at once); the loudest candidate window, cut from its span.
 
@@ -353,10 +277,10 @@ def _loudest_exactly(
     width = round(duration_s * TARGET_RATE)
     spans = _spans(candidates, duration_s)
     decoded = _at_once(
-        lambda span: _decode_span(path, span, duration_s=duration_s, limits=limits, deadline=deadline), spans
+        lambda span: _decode_span(head, span, duration_s=duration_s, limits=limits, deadline=deadline), spans
     )
     if any(span is None for span in decoded):  # the whole file is shorter than the window: it is used whole
-        return decode(path, duration_s=duration_s, limits=limits, deadline=deadline)
+        return decode(head, duration_s=duration_s, limits=limits, deadline=deadline)
     best: tuple[float, Audio, int] | None = None  # energy, span, first sample
     for (span_start, span_end), span in zip(spans, decoded, strict=True):
         assert span is not None
@@ -379,7 +303,7 @@ def _loudest_exactly(
 
 
 def _decode_span(
-    path: Path, span: tuple[float, float], *, duration_s: float, limits: AudioLimits, deadline: float
+    head: Head, span: tuple[float, float], *, duration_s: float, limits: AudioLimits, deadline: float
 ) -> Audio | None:
     """The span decoded exactly, holding at least one whole window; None if the file is shorter than a window.
 
@@ -388,14 +312,14 @@ def _decode_span(
     """
     width = round(duration_s * TARGET_RATE)
     start, end = span
-    audio = _decode_or_none(path, start_s=start, duration_s=end - start, limits=limits, deadline=deadline)
+    audio = _decode_or_none(head, start_s=start, duration_s=end - start, limits=limits, deadline=deadline)
     if audio is not None and len(audio.samples) >= width:
         return audio
     ends_at = start + (audio.duration_s if audio is not None else 0.0)
     earlier = max(0.0, ends_at - duration_s - TAIL_LEAD_S)
     if earlier >= start:  # nothing earlier to read: a start past the end of what the envelope saw
         earlier = max(0.0, start - duration_s - TAIL_LEAD_S)
-    audio = _decode_or_none(path, start_s=earlier, duration_s=end - earlier, limits=limits, deadline=deadline)
+    audio = _decode_or_none(head, start_s=earlier, duration_s=end - earlier, limits=limits, deadline=deadline)
     if audio is None or len(audio.samples) < width:
         if earlier > 0:
             raise TooShortError("the audio is shorter than its first decode said")
@@ -404,10 +328,10 @@ def _decode_span(
 
 
 def _decode_or_none(
-    path: Path, *, start_s: float, duration_s: float, limits: AudioLimits, deadline: float
+    head: Head, *, start_s: float, duration_s: float, limits: AudioLimits, deadline: float
 ) -> Audio | None:
     """:func:`decode` of a span, or None where the span holds no audio (it starts at or past the end)."""
     try:
-        return decode(path, start_s=start_s or None, duration_s=duration_s, limits=limits, deadline=deadline)
+        return decode(head, start_s=start_s or None, duration_s=duration_s, limits=limits, deadline=deadline)
     except TooShortError:
         return None
