@@ -249,3 +249,17 @@ def test_a_clip_known_to_fit_the_window_needs_no_envelope(
     longer = record(tmp_path, "noise", codec, seconds=12)
     decode_loudest(longer, duration_s=10.0)
     assert envelopes == [longer]
+
+
+@pytest.mark.parametrize("codec", ["wav", "mp3", "flac"])
+def test_a_files_head_is_read_once_per_query(tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 22: the checks, ffmpeg's probe size, the envelope's decoder and the length known from the header all come
+    from one read of the file's head, however many decoders the loudest window takes."""
+    from musrec.audio import decode as decode_module
+
+    reads: list[Path] = []
+    real = decode_module.read_head
+    monkeypatch.setattr(decode_module, "read_head", lambda path: reads.append(path) or real(path))
+    path = record(tmp_path, "noise", codec, seconds=30)
+    audio = decode_loudest(path, duration_s=10.0, search_s=30.0)
+    assert reads == [path] and audio.duration_s == pytest.approx(10.0, abs=0.01)
