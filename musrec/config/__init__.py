@@ -21,6 +21,7 @@ from musrec.audio.limits import AudioLimits
 from musrec.audio.window import SEARCH_S, WINDOW_S
 from musrec.audioset.records import SHORT_SEGMENT_POLICIES, SPLITS, SegmentFilter
 from musrec.audioset.representation import REPRESENTATION_DIMS
+from musrec.config.library import LibraryConfig
 from musrec.config.values import SECTION, apply, at_least, choice, env_overrides, read_toml, section_names
 from musrec.errors import ConfigError
 from musrec.index.build import BuildOptions
@@ -313,6 +314,7 @@ class Config:
     bot: BotConfig = field(default_factory=BotConfig)
     youtube: YouTubeConfig = field(default_factory=YouTubeConfig)
     videos: VideosConfig = field(default_factory=VideosConfig)
+    library: LibraryConfig = field(default_factory=LibraryConfig)
     # The TOML file these settings were read from (None: defaults and MUSREC_* variables only); not a [section].
     file: Path | None = field(default=None, compare=False, metadata={SECTION: False})
 

@@ -1,0 +1,101 @@
+"""What the library's operations return: frozen dataclasses, each with ``to_json()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from musrec.library.tracks import TrackInfo
+from musrec.recommend.results import Query
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """One recording added: ``added`` False when the same content was already in the library (nothing written)."""
+
+    track: TrackInfo
+    added: bool
+    completed: bool = False  # an interrupted add had left segments of it, now replaced
+
+
+@dataclass(frozen=True)
+class AddProgress:
+    """Where an add of many files stands, after each file."""
+
+    done: int
+    total: int
+    added: int
+    present: int
+    failed: int
+    seconds: float
+
+    @property
+    def tracks_per_min(self) -> float:
+        """Tracks embedded and stored per minute (those already there cost only their hash, not counted)."""
+        return 60.0 * self.added / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class AddReport:
+    """An add of many files: tracks ``added``, already ``present``, ``completed`` (an interrupted add's leftovers
+    replaced), ``not_audio`` (files ffmpeg refused whose names did not say audio, or skipped by their extension),
+    and ``failed``: (file, one-line reason) for each damaged file."""
+
+    added: int
+    present: int
+    completed: int
+    not_audio: int
+    failed: tuple[tuple[str, str], ...]
+    seconds: float
+    segments: int
+
+    @property
+    def tracks_per_min(self) -> float:
+        return 60.0 * self.added / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "added": self.added,
+            "present": self.present,
+            "completed": self.completed,
+            "not_audio": self.not_audio,
+            "failed": [{"file": f, "reason": r} for f, r in self.failed],
+            "segments": self.segments,
+            "seconds": round(self.seconds, 3),
+            "tracks_per_min": round(self.tracks_per_min, 2),
+        }
+
+
+@dataclass(frozen=True)
+class LibraryMatch:
+    """A track that sounds like the query, at its best segment: ``score`` is the cosine similarity, as the
+    AudioSet search's."""
+
+    track: TrackInfo
+    start_s: float
+    end_s: float
+    score: float
+
+    def to_json(self) -> dict[str, object]:
+        t = self.track
+        return {
+            "track_id": t.track_id,
+            "title": t.title,
+            "artist": t.artist,
+            "album": t.album,
+            "file": t.file,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "score": round(self.score, 6),
+        }
+
+
+@dataclass(frozen=True)
+class LibraryRecommendation:
+    """A library's answer to a query."""
+
+    query: Query
+    library: str
+    matches: tuple[LibraryMatch, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"query": self.query.to_json(), "library": self.library, "matches": [m.to_json() for m in self.matches]}
