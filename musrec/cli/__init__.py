@@ -38,6 +38,7 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("embed", None): commands.embed,
     ("serve", None): commands.serve,
     ("videos", "check"): commands.videos_check,
+    ("library", None): commands.library,
 }
 
 

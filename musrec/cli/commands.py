@@ -109,6 +109,10 @@ def index_info(args: argparse.Namespace, config: Config) -> int:
 def recommend(args: argparse.Namespace, config: Config) -> int:
     from musrec.pipeline import Musrec
 
+    if args.library is not None or args.inputs[0].startswith("library:"):
+        from musrec.cli.library import recommend_library
+
+        return recommend_library(args, config, resolve=_resolve)
     if len(args.inputs) > 1 and not args.blend:
         raise MusrecError("several INPUTs need --blend (the segments that sound like all of them)")
     if args.blend and not 2 <= len(args.inputs) <= 3:
@@ -197,6 +201,13 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         header_timeout_s=srv.header_timeout_s,
     )
     return 0
+
+
+def library(args: argparse.Namespace, config: Config) -> int:
+    from musrec.cli.library import library_add, library_list, library_remove
+
+    run = {"add": library_add, "list": library_list, "remove": library_remove}
+    return run[args.library_command](args, config)
 
 
 # ---- videos -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from musrec import __version__
+from musrec.cli.library import add_parsers as add_library_parsers
 from musrec.config import (
     BACKENDS,
     BUILD_BACKENDS,
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("directory", type=Path, nargs="?", metavar="DIR", help="index directory (default: from config)")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
+    add_library_parsers(commands, _Parser)
+
     videos = commands.add_parser("videos", help="check which of the index's videos still play on YouTube")
     videos_commands = videos.add_subparsers(
         dest="videos_command", required=True, parser_class=_Parser, metavar="ACTION"
@@ -231,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="index.backend",
         choices=BACKENDS,
         help="search backend (default: what the index measured fastest)",
+    )
+    rec.add_argument(
+        "--library",
+        metavar="NAME",
+        help="search this library of your own tracks instead of AudioSet (INPUT may also be library:TRACK[@SECONDS])",
     )
     rec.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -1,0 +1,177 @@
+"""``musrec library`` and ``musrec recommend --library`` as a user runs them, on the real Milvus Lite (issue 25):
+recordings made here, a track found by an excerpt of itself first, idempotent adds, removal, one line for a store
+another process holds, and a ``library add`` killed with SIGKILL that the next add finishes with every track once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import child_environment
+from library_fixtures import Recording, excerpt, recording, write_config
+from vggish_fixtures import shared_vggish_files
+
+from musrec.cli import main
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory: pytest.TempPathFactory) -> list[Recording]:
+    root = tmp_path_factory.mktemp("music")
+    (root / "cover.jpg").write_bytes(b"\xff\xd8\xff" + bytes(64))
+    (root / "damaged.mp3").write_bytes(b"ID3" + bytes(4000))
+    return [
+        recording(root, "one.mp3", seed=21, seconds=34, title="First Light", artist="The Ones", album="Dawn"),
+        recording(root / "disc 2", "two.flac", seed=22, seconds=28, title="Second Wind", artist="The Twos"),
+        recording(root / "disc 2", "three.m4a", seed=23, seconds=23, title="Third Eye", artist="The Threes"),
+        recording(root, "four.ogg", seed=24, seconds=31),
+    ]
+
+
+@pytest.fixture
+def config(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, local_embedder: Any) -> Path:
+    files = shared_vggish_files(tmp_path_factory)
+    return write_config(tmp_path / "config.toml", data_dir=tmp_path / "data", checkpoint=files.checkpoint,
+                        pca_params=files.pca_column)  # fmt: skip
+
+
+def run(config: Path, *argv: str) -> int:
+    return main(["--config", str(config), *argv])
+
+
+def test_add_list_search_remove_end_to_end(
+    config: Path, music: list[Recording], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = music[0].path.parent
+    assert run(config, "library", "add", str(folder), "--library", "home", "--no-progress") == 0
+    out, err = capsys.readouterr()
+    assert "added 4 tracks (13 segments) to library home" in out and "tracks/min" in out
+    assert "1 files skipped (not audio)" in out  # the cover, by its name
+    assert "index FLAT: recall@10 1.000 against exact search on 13 stored segments" in out
+    assert err.strip().splitlines() == [f"failed: {folder / 'damaged.mp3'}: could not read this as audio"]
+
+    # An excerpt of the second track, encoded on its own, finds that track first, at the segment it came from.
+    clip = excerpt(music[1], tmp_path / "clip.wav", start_s=10)
+    assert run(config, "recommend", str(clip), "--library", "home", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    first = result["matches"][0]
+    assert (first["title"], first["artist"], first["file"]) == ("Second Wind", "The Twos", str(music[1].path))
+    assert (first["start_s"], first["end_s"]) == (10.0, 20.0)
+    assert len({m["track_id"] for m in result["matches"]}) == len(result["matches"]) == 4  # one per track
+    assert run(config, "recommend", str(clip), "--library", "home") == 0
+    table = capsys.readouterr().out
+    assert "Second Wind - The Twos" in table and "0:10-0:20" in table
+
+    # The same files again add nothing; a renamed copy neither.
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "renamed.mp3").write_bytes(music[0].path.read_bytes())
+    assert run(config, "library", "add", str(folder), str(tmp_path / "copy"), "--library", "home", "--no-progress") == 0
+    assert "added 0 tracks" in capsys.readouterr().out
+    assert run(config, "library", "list", "--library", "home", "--json") == 0
+    tracks = {t["title"]: t for t in json.loads(capsys.readouterr().out)["tracks"]}
+    assert sorted(tracks) == ["First Light", "Second Wind", "Third Eye", "four"]
+    assert tracks["First Light"]["album"] == "Dawn" and tracks["First Light"]["segments"] == 4
+
+    # A track of the library as the query: the others, never itself.
+    own = tracks["Second Wind"]["track_id"]
+    assert run(config, "recommend", f"library:{own[:8]}", "--library", "home", "--json") == 0
+    assert own not in {m["track_id"] for m in json.loads(capsys.readouterr().out)["matches"]}
+
+    assert run(config, "library", "remove", own[:6], "--library", "home") == 0
+    assert "removed" in capsys.readouterr().out
+    assert run(config, "library", "list", "--library", "home") == 0
+    listing = capsys.readouterr().out
+    assert "Second Wind" not in listing and "3 tracks in library home" in listing
+    assert run(config, "library", "list") == 0
+    assert capsys.readouterr().out.split() == ["home", "3", "tracks"]
+    assert run(config, "library", "remove", own, "--library", "home") == 1
+    assert "names no track in library home" in capsys.readouterr().err
+
+
+def test_libraries_are_apart(config: Path, music: list[Recording], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(config, "library", "add", str(music[0].path), "--library", "a", "--no-progress") == 0
+    assert run(config, "library", "add", str(music[1].path), "--library", "b", "--no-progress") == 0
+    capsys.readouterr()
+    assert run(config, "recommend", str(music[0].path), "--library", "b", "--json") == 0
+    assert [m["title"] for m in json.loads(capsys.readouterr().out)["matches"]] == ["Second Wind"]
+    assert run(config, "recommend", str(music[0].path), "--library", "empty") == 0
+    assert "no tracks in this library yet" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line(config: Path, music: list[Recording], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(config, "library", "add", str(music[0].path), "--library", "bad name!") == 1
+    assert "a library name is letters, digits" in capsys.readouterr().err
+    assert run(config, "recommend", "library:abcdef", "--library", "none") == 1
+    assert "names no track in library none" in capsys.readouterr().err
+    assert run(config, "recommend", str(music[0].path), str(music[1].path), "--blend", "--library", "x") == 1
+    assert "--library searches with one INPUT" in capsys.readouterr().err
+
+
+def test_a_library_another_process_holds_is_one_line(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(config, "library", "list") == 0  # creates the store, then releases it
+    capsys.readouterr()
+    uri = tmp_path / "data" / "library.db"
+    hold = f"from pymilvus import MilvusClient\nMilvusClient({str(uri)!r})\nprint('held', flush=True)\ninput()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert run(config, "library", "list") == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is in use by another process" in err and "then try again" in err
+    finally:
+        holder.communicate("\n", timeout=60)
+
+
+def test_killed_add_is_finished_by_the_next_with_every_track_once(
+    config: Path, tmp_path: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A `library add` killed with SIGKILL once it has stored some tracks and while it works on others, then the same
+    # add again: every track exactly once, each with all its segments, and nothing else.
+    folder = tmp_path / "many"
+    music = [recording(folder, f"t{i}.flac", seed=40 + i, seconds=30, title=f"T{i}") for i in range(8)]
+    argv = [
+        sys.executable,
+        "-m",
+        "musrec.cli",
+        "--config",
+        str(config),
+        "-v",
+        "library",
+        "add",
+        str(folder),
+        "--no-progress",
+    ]
+    child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=child_environment(isolated_home))
+    stored, said = 0, []
+    assert child.stderr is not None
+    for line in child.stderr:
+        said.append(line)
+        stored += "stored track" in line
+        if stored == 3:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    child.wait(timeout=120)
+    assert child.returncode == -signal.SIGKILL, "the add ended before it could be killed: " + "".join(said[-5:])
+
+    assert run(config, "library", "add", str(folder), "--no-progress", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["added"] + report["present"] == 8 and report["present"] >= 3 and report["tracks"] == 8
+    assert run(config, "library", "list", "--library", "default", "--json") == 0
+    tracks = json.loads(capsys.readouterr().out)["tracks"]
+    assert sorted(t["title"] for t in tracks) == [f"T{i}" for i in range(8)]
+    from musrec.library.store import MilvusStore
+
+    store = MilvusStore(str(tmp_path / "data" / "library.db"))
+    try:
+        for t in tracks:
+            assert store.segment_count("default", t["track_id"]) == t["segments"] == 3
+        assert store.segment_count("default") == 3 * len(music)
+    finally:
+        store.close()
