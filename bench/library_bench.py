@@ -1,0 +1,181 @@
+"""``musrec library``: how fast ``library add`` stores recordings against the model's own bound, and how a Milvus Lite
+library answers at scale.
+
+1. Throughput: ``--tracks`` 3-minute MP3s (made here) added as ``musrec library
+   add`` does (decoding, hashing, tags, embedding, storing), in tracks/min, against the VGGish forward pass alone for
+   18 windows (180 examples) per track, measured in the same run with the same weights (random, the real shapes).
+2. Scale: ``--segments`` synthetic AudioSet-shaped segments (musrec.audioset.synthetic, 18 per track) in one library of
+   a Milvus Lite store per ``--index`` type; query latency (median and 95th percentile over ``--queries`` held-out
+   segments, one match per track and plain) and recall@10 of plain segment search against exact search (computed
+   here in numpy over the same vectors, chunk by chunk).
+
+Run: ``.venv/bin/python bench/library_bench.py`` (defaults: 8 tracks; 100,000 segments; FLAT IVF_FLAT HNSW).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from common import median_s, random_embedder  # noqa: E402
+
+from musrec.audio.limits import AudioLimits  # noqa: E402
+from musrec.audioset.representation import represent  # noqa: E402
+from musrec.audioset.synthetic import SyntheticAudioSet  # noqa: E402
+from musrec.config.library import LibraryConfig  # noqa: E402
+from musrec.library import Library  # noqa: E402
+from musrec.library.add import add_paths  # noqa: E402
+from musrec.library.segments import REPRESENTATION  # noqa: E402
+from musrec.library.store import MilvusStore  # noqa: E402
+
+TRACK_S = 180.0
+WINDOWS = 18  # 10-s segments of a 3-minute track
+EXAMPLES = 10 * WINDOWS
+SEGMENTS_PER_TRACK = WINDOWS
+CHUNK = 20_000
+K = 10
+SETTLE_PASSES = 30
+SETTLE_QUERIES = 20
+SETTLE_PAUSE_S = 5.0
+
+
+def throughput(tmp: Path, tracks: int) -> None:
+    from library_fixtures import recording
+
+    print(f"making {tracks} 3-minute MP3s ...", flush=True)
+    music = tmp / "music"
+    for i in range(tracks):
+        recording(music, f"track{i:02d}.mp3", seed=100 + i, seconds=TRACK_S, title=f"Track {i}", artist="Bench")
+    embedder = random_embedder(tmp / "vggish")
+    examples = np.random.default_rng(0).normal(0, 1, size=(EXAMPLES, 96, 64)).astype(np.float32)
+    forward_s = median_s(lambda: embedder.embed_examples(examples), repeats=3)
+    bound = 60.0 / forward_s
+    print(
+        f"model bound: {forward_s:.3f} s per track (VGGish forward pass, {EXAMPLES} examples) = {bound:.1f} tracks/min"
+    )
+    batched = hasattr(embedder, "embed_batch")
+    uri = tmp / "add.db"
+    library = Library(MilvusStore(str(uri)), options=LibraryConfig(uri=str(uri)), limits=AudioLimits(),
+                      embedder=embedder)  # fmt: skip
+    try:
+        warm = add_paths(library, [music / "track00.mp3"], library="warm")  # start-up costs out of the measure
+        assert warm.added == 1
+        report = add_paths(library, [music], library="bench")
+    finally:
+        library.close()
+    rate = report.tracks_per_min
+    print(f"library add: {report.added} tracks ({report.segments} segments) in {report.seconds:.2f} s = "
+          f"{rate:.1f} tracks/min = {100 * rate / bound:.0f}% of the model bound "
+          f"({'batched forward passes' if batched else 'one forward pass per window'})")  # fmt: skip
+
+
+def vectors(gen: SyntheticAudioSet, start: int, count: int) -> npt.NDArray[np.float32]:
+    rows, _ = gen.rows(start, count)
+    return represent(rows, REPRESENTATION)
+
+
+def exact_top(gen: SyntheticAudioSet, queries: npt.NDArray[np.float32], total: int) -> npt.NDArray[np.int64]:
+    """The exact top-K segment numbers for each query, by cosine (the vectors are unit length), chunk by chunk."""
+    best_scores = np.full((len(queries), K), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(queries), K), dtype=np.int64)
+    for start in range(0, total, CHUNK):
+        n = min(CHUNK, total - start)
+        scores = queries @ vectors(gen, start, n).T
+        merged_scores = np.concatenate([best_scores, scores], axis=1)
+        merged_ids = np.concatenate([best_ids, np.arange(start, start + n)[None, :].repeat(len(queries), 0)], axis=1)
+        top = np.argsort(-merged_scores, axis=1)[:, :K]
+        best_scores = np.take_along_axis(merged_scores, top, 1)
+        best_ids = np.take_along_axis(merged_ids, top, 1)
+    return best_ids
+
+
+def settle(store: MilvusStore, queries: npt.NDArray[np.float32]) -> None:
+    """Search until a pass over the queries is no faster than the one before: Milvus Lite builds a flushed segment's
+    index in the background (until then it searches that segment exhaustively), and says nothing when it is done."""
+    before = float("inf")
+    for _ in range(SETTLE_PASSES):
+        started = time.perf_counter()
+        for q in queries[:SETTLE_QUERIES]:
+            store.search(q, library="bench", limit=K, one_per_track=False)
+        took = time.perf_counter() - started
+        if took > 0.9 * before:
+            return
+        before = took
+        time.sleep(SETTLE_PAUSE_S)
+
+
+def scale(tmp: Path, total: int, index: str, n_queries: int) -> None:
+    gen = SyntheticAudioSet()
+    queries = vectors(gen, 10**9, n_queries)  # held out: never inserted
+    uri = tmp / f"scale-{index}-{total}.db"
+    store = MilvusStore(str(uri), index=index, timeout_s=3600)
+    try:
+        started = time.perf_counter()
+        for start in range(0, total, CHUNK):
+            n = min(CHUNK, total - start)
+            ids = np.arange(start, start + n)
+            tracks = [f"{i // SEGMENTS_PER_TRACK:016x}" for i in ids]
+            spans = np.stack([(ids % SEGMENTS_PER_TRACK) * 10.0, (ids % SEGMENTS_PER_TRACK) * 10.0 + 10], 1)
+            store.insert_segments("bench", tracks, spans.astype(np.float32), vectors(gen, start, n))
+        inserted_s = time.perf_counter() - started
+        started = time.perf_counter()
+        store.flush()
+        flushed_s = time.perf_counter() - started
+        exact = exact_top(gen, queries, total)
+
+        def segment_number(hit: tuple[str, float, float, float]) -> int:
+            return int(hit[0], 16) * SEGMENTS_PER_TRACK + int(hit[1] // 10)
+
+        settle(store, queries)
+        for grouped in (False, True):
+            times, recalls = [], []
+            for q, truth in zip(queries, exact, strict=True):
+                t = time.perf_counter()
+                hits = store.search(q, library="bench", limit=K, one_per_track=grouped)
+                times.append(time.perf_counter() - t)
+                if not grouped:
+                    recalls.append(len({segment_number(h) for h in hits} & set(truth.tolist())) / K)
+            p95 = sorted(times)[int(0.95 * (len(times) - 1))]
+            what = "one per track" if grouped else f"recall@10 {statistics.mean(recalls):.3f}"
+            kind = "grouped" if grouped else "plain"
+            median = 1000 * statistics.median(times)
+            print(f"{total:>9,} segments  {index:<8}  {kind:<7}  median {median:7.1f} ms  p95 {1000 * p95:7.1f} ms  "
+                  f"{what}", flush=True)  # fmt: skip
+        print(f"{'':>19}{index:<8}  inserted in {inserted_s:.0f} s ({total / inserted_s:,.0f} segments/s), "
+              f"flushed in {flushed_s:.1f} s", flush=True)  # fmt: skip
+    finally:
+        store.close()
+        shutil.rmtree(uri, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracks", type=int, default=8, help="3-minute tracks added (0: skip)")
+    parser.add_argument("--segments", type=int, nargs="*", default=[100_000], help="library sizes for the scale part")
+    parser.add_argument("--index", nargs="+", default=["FLAT", "IVF_FLAT", "HNSW"], help="Milvus index types")
+    parser.add_argument("--queries", type=int, default=100)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="library-bench-"))
+    try:
+        if args.tracks:
+            throughput(tmp, args.tracks)
+        for total in args.segments:
+            for index in args.index:
+                scale(tmp, total, index, args.queries)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
