@@ -205,3 +205,23 @@ def test_a_batch_of_segments_embeds_as_each_alone(local_embedder: Any, music: li
         difference = np.abs(rows.astype(int) - alone.astype(int))
         assert difference.max() <= 1 and (difference > 0).mean() < 0.01
     assert local_embedder.embed_batch([np.zeros(100)], 16000)[0].shape == (0, 128)
+
+
+def test_a_link_is_added_once_by_what_it_links_to(lib: Library, music: list[Recording], tmp_path: Path) -> None:
+    # A media link on a loopback server (the host policy's own path, as the bot's /library add link: takes): the
+    # whole track, titled by the link, found by itself; the same link again adds nothing, with no download.
+    from youtube_fixtures import loopback_options, media_server
+
+    from musrec.links.fetch import link_target
+
+    shutil.copy(music[1].path, tmp_path / "song.flac")
+    options = loopback_options()
+    with media_server(tmp_path) as served:
+        target = link_target(f"{served.url}/media/song.flac", options=options)
+        added = lib.add_link(target, library="links", options=options)
+        fetched = len(served.requests)
+        again = lib.add_link(target, library="links", options=options)
+        assert len(served.requests) == fetched  # nothing fetched the second time
+    assert added.added and not again.added and again.track.track_id == added.track.track_id
+    assert added.track.segments == 3 and added.track.file == target.url
+    assert lib.count("links") == 1

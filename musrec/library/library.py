@@ -33,6 +33,8 @@ from musrec.recommend.results import Query
 if TYPE_CHECKING:
     from musrec.config import Config
     from musrec.embedding.base import Embedder
+    from musrec.links.fetch import LinkTarget
+    from musrec.links.options import FetchOptions
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,23 @@ class Library:
             return AddResult(prepared, added=False)
         tags = Tags(title or prepared.tags.title, artist or prepared.tags.artist, album or prepared.tags.album)
         return self.store_prepared(replace(prepared, tags=tags), library=library)
+
+    def add_link(self, target: LinkTarget, *, library: str, options: FetchOptions) -> AddResult:
+        """Add a link's media (a link the host policy passed: :func:`~musrec.links.fetch.link_target`), up to
+        ``[library] max_track_s`` from its start, titled by the video's title. Its identity is the video (or the
+        media URL), not the bytes of a download: the same video again adds nothing. fetch_window's errors."""
+        from musrec.links.fetch import fetch_window  # yt-dlp, imported when a link is first added
+
+        valid_library_name(library)
+        track_id = content_id(f"link:{target.cache_id}".encode())
+        present = self.store.tracks(library, [track_id])
+        if present:
+            return AddResult(present[0], added=False)
+        fetched = fetch_window(target, start_s=0.0, duration_s=self.options.max_track_s, options=options,
+                               limits=self.limits)  # fmt: skip
+        audio = Audio(fetched.samples, sample_rate=fetched.sample_rate)
+        tags = Tags(title=fetched.title or target.url)
+        return self.store_prepared(Prepared(track_id, tags, target.url, audio.duration_s, audio), library=library)
 
     def prepare(self, source: Path | bytes, *, library: str, name: str | None = None) -> Prepared | TrackInfo:
         """Read a recording: its id, and the track already there if any (nothing decoded then), else its tags and
