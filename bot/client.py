@@ -15,10 +15,13 @@ from discord.ext import commands
 
 from bot.buttons import DYNAMIC_ITEMS
 from bot.cogs.admin import Admin
+from bot.cogs.library import LibraryCommands
 from bot.cogs.sounds import Sounds
 from bot.errors import GENERIC, user_message
 from bot.host import Answering
 from bot.inputs import refusal
+from bot.libraries import ServerLibraries
+from bot.library_buttons import LIBRARY_ITEMS
 from bot.queries import FILENAME, QueryStore
 from bot.replies import drop_unanswered
 from bot.spool import Spool
@@ -26,6 +29,7 @@ from bot.startup import Startup
 from bot.work import WorkQueue
 from musrec.config import Config
 from musrec.configured import model_threads
+from musrec.library import Library
 from musrec.pipeline import Musrec
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,7 @@ class MusrecBot(commands.Bot):
         self._downloads: aiohttp.ClientSession | None = None
         self._queries: QueryStore | None = None
         self._spool: Spool | None = None
+        self._libraries: ServerLibraries | None = None
         self.queue = queue or WorkQueue.from_config(config.bot)
         self.answering: Answering = {}
 
@@ -115,9 +120,16 @@ class MusrecBot(commands.Bot):
             raise RuntimeError("the bot is not set up yet")
         return self._spool
 
+    @property
+    def libraries(self) -> ServerLibraries:
+        if self._libraries is None:
+            raise RuntimeError("the bot is not set up yet")
+        return self._libraries
+
     async def add_cogs(self) -> None:
         await self.add_cog(Sounds(self))
         await self.add_cog(Admin(self, self.config.bot))
+        await self.add_cog(LibraryCommands(self))
 
     async def setup_hook(self) -> None:
         with self.startup.unbounded():  # loading the model takes what it takes: no deadline of Discord's
@@ -131,8 +143,13 @@ class MusrecBot(commands.Bot):
         )
         self._queries = await asyncio.to_thread(QueryStore, self.config.data_dir / FILENAME)
         self._spool = await asyncio.to_thread(Spool)
+        # The servers' libraries share the loaded model; their store opens at the first library request.
+        musrec, config = self._musrec, self.config
+        self._libraries = ServerLibraries(
+            lambda: Library.from_config(config, embedder=musrec.embedder), max_tracks=config.library.max_server_tracks
+        )
         # The buttons of every result message, those sent before this start included.
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.add_dynamic_items(*DYNAMIC_ITEMS, *LIBRARY_ITEMS)
         await self.add_cogs()
         log.info(
             "ready: %d segments, %s, %d workers of %d model threads",
@@ -158,6 +175,8 @@ class MusrecBot(commands.Bot):
             await self._downloads.close()
         if self._spool is not None:
             await asyncio.to_thread(self._spool.close)
+        if self._libraries is not None:
+            await asyncio.to_thread(self._libraries.close)
         if self._musrec is not None:
             await asyncio.to_thread(self._musrec.close)
 

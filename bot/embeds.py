@@ -169,6 +169,7 @@ def about_embed(manifest: Manifest, *, embedder: str, videos: StoreCounts | None
             "• `/recommend clip:<file>` or `/recommend link:<YouTube link>` (with `start:1:30` for a part)\n"
             "• `/compare` two clips or links; `/blend` two or three: what sounds like all of them\n"
             "• the buttons under results: *More like N* searches from that match, *More* shows the next ones\n"
+            "• `/library add` this server's own tracks, then `/recommend source:library` finds what sounds alike\n"
             "I embed a 10-second window with VGGish and search AudioSet's released embeddings by cosine similarity."
         ),
         colour=COLOUR,

@@ -1,6 +1,6 @@
 """What the cogs and buttons need from the bot that hosts them: its configuration, its work queue, the musrec
-pipeline, the searches behind result messages, the HTTP session attachments are downloaded with and the directory
-they wait in.
+pipeline, the servers' libraries, the searches behind result messages, the HTTP session attachments are downloaded
+with and the directory they wait in.
 
 The cogs see the bot through this protocol, never through its class, so the bot may import the cogs to register
 them without an import circle.
@@ -14,6 +14,7 @@ from typing import Protocol
 
 import aiohttp
 
+from bot.libraries import ServerLibraries
 from bot.queries import QueryStore
 from bot.spool import Spool
 from bot.work import WorkQueue
@@ -45,6 +46,11 @@ class Host(Protocol):
     @property
     def queries(self) -> QueryStore:
         """The searches behind result messages' buttons (RuntimeError before the bot's set-up finished)."""
+        ...
+
+    @property
+    def libraries(self) -> ServerLibraries:
+        """Each server's library of its own tracks (RuntimeError before the bot's set-up finished)."""
         ...
 
     @property

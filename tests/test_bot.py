@@ -354,10 +354,10 @@ def test_owner_sync_sends_exactly_the_printed_payload(world: World) -> None:
         assert (await stranger.wait_for_reply()).content == "Only the bot's owner can do that."
         owner = await standin.post_message(mention, author=standin.world.user_id)
         reply = await owner.wait_for_reply(timeout=WAIT_S)
-        assert reply.content.startswith("Synced 4 commands to guild")
+        assert reply.content.startswith("Synced 5 commands to guild")
         synced = standin.commands[standin.world.guild_id]
         expected = await command_payload(bot.config)
-        assert [c["name"] for c in synced] == ["recommend", "blend", "compare", "about"]
+        assert [c["name"] for c in synced] == ["recommend", "blend", "compare", "about", "library"]
         assert json.loads(json.dumps(expected)) == [{k: v for k, v in c.items() if k in expected[0]} for c in synced]
 
     scenario(world, body, owner_ids=())
@@ -373,14 +373,15 @@ def test_print_commands_cli() -> None:
     )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
-    assert {c["name"] for c in payload} == {"recommend", "blend", "compare", "about"}
+    assert {c["name"] for c in payload} == {"recommend", "blend", "compare", "about", "library"}
     recommend = next(c for c in payload if c["name"] == "recommend")
     assert [o["name"] for o in recommend["options"]] == [
-        "clip", "link", "start", "top_k", "music_only", "label", "exclude_label"
+        "clip", "link", "start", "top_k", "music_only", "label", "exclude_label", "source"
     ]  # fmt: skip
-    assert [o.get("autocomplete", False) for o in recommend["options"]][-2:] == [True, True]
-    # Issue 23: every text option has a length Discord's client keeps to.
-    lengths = {o["name"]: o.get("max_length") for c in payload for o in c["options"] if o["type"] == 3}
+    assert [o.get("autocomplete", False) for o in recommend["options"]][-3:] == [True, True, False]
+    # Issue 23: every text option has a length Discord's client keeps to (an option with choices sends one of them).
+    lengths = {o["name"]: o.get("max_length") for c in payload for o in c["options"] if o["type"] == 3 and
+               "choices" not in o}  # fmt: skip
     assert lengths == {
         "link": 2048, "start": 32, "label": 100, "exclude_label": 100, "first_link": 2048, "second_link": 2048,
         "third_link": 2048, "first_start": 32, "second_start": 32, "third_start": 32,

@@ -14,8 +14,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import embeds, results
+from bot import embeds, library_buttons, library_results, results
 from bot.buttons import reply
+from bot.cogs.library import SOURCES, library_search
 from bot.errors import user_message
 from bot.host import Host
 from bot.inputs import Label, Link, Start, check_attachment, check_sound, is_audio, read_attachment
@@ -48,7 +49,10 @@ class Sounds(commands.Cog):
         music_only="only segments labelled as music",
         label="only segments with this AudioSet label, or a kind of it (like Rock music)",
         exclude_label="no segments with this AudioSet label, nor a kind of it (like Speech)",
+        search_in="where to search: AudioSet (the default), or this server's own library (/library add)",
     )
+    @app_commands.rename(search_in="source")
+    @app_commands.choices(search_in=SOURCES)
     async def recommend(
         self,
         interaction: discord.Interaction,
@@ -59,12 +63,14 @@ class Sounds(commands.Cog):
         music_only: bool = False,
         label: Label | None = None,
         exclude_label: Label | None = None,
+        search_in: app_commands.Choice[str] | None = None,
     ) -> None:
-        """Find AudioSet sounds that sound like a clip or a YouTube link."""
+        """Find AudioSet sounds (or tracks of this server's library) that sound like a clip or a YouTube link."""
         musrec = self.bot.musrec
         try:
             check_sound(clip, link, self.bot.config.bot)
             filters = musrec.filters(music_only=music_only, label=_given(label), exclude_label=_given(exclude_label))
+            guild_id = library_search(interaction, search_in, filters)
         except MusrecError as err:
             await reject(interaction, err)
             return
@@ -72,6 +78,11 @@ class Sounds(commands.Cog):
         async def work(ticket: Ticket) -> Reply:
             with contextlib.ExitStack() as files:
                 source, name = await self._fetch(files, clip, link)
+                if guild_id is not None:  # this server's library
+                    found = await self.bot.queue.run(ticket, library_results.search_sound, musrec, self.bot.libraries,
+                                                     self.bot.queries, guild_id, source, name=name, start_s=start,
+                                                     k=top_k)  # fmt: skip
+                    return library_buttons.reply(found)
                 page = await self.bot.queue.run(ticket, self._search, source, name=name, start_s=start, k=top_k,
                                                 filters=filters)  # fmt: skip
             return reply(page, index_size=len(musrec.index))
