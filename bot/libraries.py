@@ -24,6 +24,8 @@ from typing import ParamSpec, TypeVar
 
 from bot.errors import InputError
 from musrec.library import AddResult, Library, LibraryError, TrackInfo, UnknownTrackError
+from musrec.links.fetch import LinkTarget
+from musrec.links.options import FetchOptions
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,23 @@ class ServerLibraries:
     @told
     def add(self, guild_id: int, path: Path, *, name: str) -> AddResult:
         """Add the recording at ``path`` (shown as ``name``) to the server's library, within its quota."""
+        return self._within_quota(guild_id, lambda library, name_: library.add_track(path, library=name_, name=name))
+
+    @told
+    def add_link(self, guild_id: int, target: LinkTarget, *, options: FetchOptions) -> AddResult:
+        """Add a link's media (one the host policy passed) to the server's library, within its quota."""
+        return self._within_quota(
+            guild_id, lambda library, name: library.add_link(target, library=name, options=options)
+        )
+
+    def _within_quota(self, guild_id: int, add: Callable[[Library, str], AddResult]) -> AddResult:
+        """``add(store, library name)`` once the server's library has room for it."""
         library = self.store()
         with self._lock:
             adding = self._adding.setdefault(guild_id, threading.Lock())
         with adding:  # two adds at once cannot both take the last place
             self.check_room(guild_id)
-            return library.add_track(path, library=library_name(guild_id), name=name)
+            return add(library, library_name(guild_id))
 
     @told
     def remove(self, guild_id: int, track: str) -> TrackInfo:

@@ -27,6 +27,7 @@ from discord_standin.events import buttons
 from discord_standin.objects import MANAGE_GUILD, MEMBER_PERMISSIONS, MENTION_EVERYONE
 from test_bot_hostile import ZWSP, named
 from vggish_fixtures import distinct_clip
+from youtube_fixtures import media_server
 
 from bot.client import MusrecBot, command_payload
 from bot.libraries import UNAVAILABLE
@@ -312,6 +313,33 @@ def test_recommend_searches_audioset_unless_asked_for_the_library(world: World, 
     scenario(world, body, tmp_path)
 
 
+def test_a_link_is_added_once(annoy_world: World, tmp_path: Path) -> None:
+    """/library add link: a link's media (on a loopback server, allowed in these tests as YouTube's hosts are) is
+    added, titled by its name; the same link again adds nothing and fetches nothing; a clip and a link at once are
+    refused."""
+    wav = tmp_path / "linked.wav"
+    wav.write_bytes(to_wav_bytes(distinct_clip(7, 20.0)))
+    ffmpeg("-i", str(wav), "-c:a", "aac", "-b:a", "128k", str(tmp_path / "linked.m4a"))
+
+    async def body(standin: StandIn, bot: MusrecBot, guilds: list[int]) -> None:
+        with media_server(tmp_path) as media:
+            url = media.media("linked.m4a")
+            first = await answered(await standin.dispatch_interaction("library add", {"link": url}, user_id=MANAGER))
+            assert first.embeds[0]["title"] == "Added to this server's library"
+            assert first.embeds[0]["description"].startswith("**linked**\n")
+            fetched = media.count("/media/")
+            assert fetched > 0
+            again = await answered(await standin.dispatch_interaction("library add", {"link": url}, user_id=MANAGER))
+            assert again.embeds[0]["title"] == "Already in this server's library"
+            assert media.count("/media/") == fetched
+            clip = standin.add_attachment("a.wav", wav.read_bytes(), "audio/wav")
+            both = await standin.dispatch_interaction("library add", {"link": url, "clip": clip}, user_id=MANAGER)
+            assert (await refused(standin, both)).startswith("Give exactly one of `clip` (a file) or `link`")
+        assert "linked" in await listed(standin)
+
+    scenario(annoy_world, body, tmp_path)
+
+
 def test_tags_name_the_track(annoy_world: World, tmp_path: Path) -> None:
     """An MP3's own tags give its title and artist (escaped: tags are the uploader's text)."""
     wav = tmp_path / "tagged.wav"
@@ -388,5 +416,9 @@ def test_print_commands_shows_the_library_group() -> None:
     assert library["dm_permission"] is False  # servers only: a library belongs to one
     source = next(o for o in payload["recommend"]["options"] if o["name"] == "source")
     assert [c["value"] for c in source["choices"]] == ["audioset", "library"]
+    add = next(o for o in library["options"] if o["name"] == "add")
+    assert [(o["name"], o.get("required", False), o.get("max_length")) for o in add["options"]] == [
+        ("clip", False, None), ("link", False, 2048)
+    ]  # fmt: skip
     remove = next(o for o in library["options"] if o["name"] == "remove")
     assert remove["options"][0]["autocomplete"] is True and remove["options"][0]["max_length"] == 100

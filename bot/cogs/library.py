@@ -4,7 +4,8 @@ Every member of a server may list its library and search it (``/recommend source
 *Manage Server*, or the role ``[library] manage_role`` names. A server's library holds at most
 ``[library] max_server_tracks`` tracks. An added file passes the checks every attachment passes (audio, within
 ``[bot] max_attachment_bytes``, from Discord's own file servers) before it is downloaded, into the spool like any
-other, and the library's own limits (``[audio] max_bytes``, ``[library] max_track_s``) when it is read.
+other, and the library's own limits (``[library] max_bytes`` and ``max_track_s``) when it is read; a link passes the
+pipeline's host policy, and its first ``[library] max_track_s`` seconds are fetched.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bot import library_embeds
 from bot.embeds import quoted
 from bot.errors import InputError, user_message
 from bot.host import Host
-from bot.inputs import TextOption, check_attachment, read_attachment
+from bot.inputs import Link, TextOption, check_sound, read_attachment
 from bot.replies import Reply, answer, fail, reject, what
 from bot.work import Ticket
 from musrec.errors import MusrecError
@@ -70,13 +71,18 @@ class LibraryCommands(commands.Cog, name="Library"):
         self.bot = bot
 
     @library.command(name="add")
-    @app_commands.describe(clip="an audio or video file of the track (its tags give the title and artist)")
-    async def add(self, interaction: discord.Interaction, clip: discord.Attachment) -> None:
+    @app_commands.describe(
+        clip="an audio or video file of the track (its tags give the title and artist)",
+        link="a YouTube link to the track (its first minutes, titled by the video)",
+    )
+    async def add(
+        self, interaction: discord.Interaction, clip: discord.Attachment | None = None, link: Link | None = None
+    ) -> None:
         """Add a track to this server's library (Manage Server, or the library's role)."""
         libraries, config = self.bot.libraries, self.bot.config
         try:
             guild_id = managed_guild(interaction, config.library.manage_role)
-            check_attachment(clip, config.bot)
+            check_sound(clip, link, config.bot)
         except MusrecError as err:
             await reject(interaction, err)
             return
@@ -84,9 +90,13 @@ class LibraryCommands(commands.Cog, name="Library"):
         async def work(ticket: Ticket) -> Reply:
             await asyncio.to_thread(libraries.check_room, guild_id)  # a full library downloads nothing
             with contextlib.ExitStack() as files:
-                path = files.enter_context(self.bot.spool.file())
-                await read_attachment(clip, config.bot, self.bot.downloads, path)
-                added = await self.bot.queue.run(ticket, libraries.add, guild_id, path, name=clip.filename)
+                if link is not None:
+                    added = await self.bot.queue.run(ticket, libraries.add_link, guild_id, link, options=config.youtube)
+                else:
+                    assert clip is not None
+                    path = files.enter_context(self.bot.spool.file())
+                    await read_attachment(clip, config.bot, self.bot.downloads, path)
+                    added = await self.bot.queue.run(ticket, libraries.add, guild_id, path, name=clip.filename)
             tracks = await asyncio.to_thread(libraries.count, guild_id)
             embed = library_embeds.added_embed(
                 added.track, added=added.added, tracks=tracks, quota=libraries.max_tracks
