@@ -150,3 +150,47 @@ def test_a_wrong_file_and_a_missing_one_are_both_named(tmp_path: Path, server: F
         'vggish_pca_params.npz: for a model of your own, set [setup] pca_sha512 = "" (or MUSREC_SETUP_PCA_SHA512= in '
         "the environment) (nothing was copied)\n"
     )
+
+
+def test_a_tarball_from_the_directory_is_read_once_by_the_build(
+    tmp_path: Path, server: FileServer, files: SetupFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: set-up read the 2.4 GB tarball once to check it and again to build. The build's read now verifies it
+    (to the end of its gzip stream), and a second set-up trusts the record that read left."""
+    from musrec.setup import features
+
+    monkeypatch.setattr(features, "_read_tarball", lambda *a, **k: pytest.fail("a separate check read the tarball"))
+    mine = directory(tmp_path, files.checkpoint, files.pca, files.features)
+    config = small_config(tmp_path, server, files)
+    r = run(["--config", str(config), "setup", "--from", str(mine), "--no-progress"])
+    assert r.code == 0, r.err
+    assert server.hits() == []
+    assert re.search(r"^features: verified \(.*, tarball reads to the end \(as the index built\): \d+ ", r.out, re.M)
+    again = run(["--config", str(config), "setup", "--from", str(mine), "--no-progress", "--rebuild"])
+    assert again.code == 0, again.err
+    assert re.search(r"^features: present \(.*tarball reads to the end \(as the index built\)", again.out, re.M)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "gzip checksum"])
+def test_a_damaged_tarball_from_the_directory_is_refused_and_not_kept(
+    tmp_path: Path, server: FileServer, files: SetupFiles, damage: str
+) -> None:
+    """Issue 22: checked by the build instead of before it, a tarball cut short or whose gzip CRC fails (the tar
+    inside intact: only the checksum read to the end tells) is still refused, nothing is built, and its copy in the
+    data directory is removed; the user's own file is left as it is."""
+    mine = directory(tmp_path, files.checkpoint, files.pca, files.features)
+    tarball = mine / files.features.name
+    data = bytearray(tarball.read_bytes())
+    if damage == "truncated":
+        del data[len(data) * 2 // 3 :]
+    else:
+        data[-8] ^= 0xFF  # the trailer's CRC32 of the uncompressed bytes
+    tarball.write_bytes(bytes(data))
+    r = run(["--config", str(small_config(tmp_path, server, files)), "setup", "--from", str(mine), "--no-progress"])
+    assert r.code == 1
+    assert r.err.startswith(f"musrec: error: {tarball.name} is not a complete tarball: "), r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert server.hits() == []
+    assert tarball.read_bytes() == bytes(data)
+    assert not (tmp_path / "data" / "audioset" / "features.tar.gz").exists()
+    assert not (tmp_path / "data" / "index").exists()

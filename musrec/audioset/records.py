@@ -13,13 +13,16 @@ first header fails the checksum) is an error, since it usually means a wrong pat
 
 from __future__ import annotations
 
+import gzip
 import logging
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import ModuleType
+from typing import BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +38,7 @@ from musrec.vggish.tfutil import import_tensorflow
 log = logging.getLogger(__name__)
 
 TFRECORD_SUFFIX = ".tfrecord"
+_DRAIN = 1 << 20  # bytes read at once past a tarball's end marker
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class IngestReport:
     damaged_files: list[str] = field(default_factory=list)
     splits: dict[str, int] = field(default_factory=dict)  # segments kept, by split ("" when the path names none)
     truncated: list[str] = field(default_factory=list)  # tarballs that end early: what was read, what is lost
+    # TFRecord files in tarballs read to their end (gzip checksum included), by split ("other": none named): what
+    # ``musrec setup`` records as verified while it builds.
+    archived: dict[str, int] = field(default_factory=dict)
+    archive_errors: list[str] = field(default_factory=list)  # why a tarball could not be read to its end
 
     def count_filtered(self, reason: str) -> None:
         self.filtered[reason] = self.filtered.get(reason, 0) + 1
@@ -91,6 +99,15 @@ class IngestReport:
         if self.corrupt_records:
             parts.append(f"{self.corrupt_records} corrupt records in {len(self.damaged_files)} files")
         return ", ".join(parts)
+
+
+class DamagedArchiveError(DataError):
+    """A build's tarball ends early or is damaged: nothing is built from part of an archive. ``reasons`` are the
+    archive's or the decompressor's own words, one a tarball."""
+
+    def __init__(self, message: str, *, reasons: Sequence[str]) -> None:
+        super().__init__(message)
+        self.reasons = tuple(reasons)
 
 
 def split_of(path: PurePosixPath | Path) -> str:
@@ -137,15 +154,20 @@ def _iter_tar(path: Path, *, splits: frozenset[str], report: IngestReport) -> It
     """Stream a (gzipped) tarball: each wanted shard is copied to a temporary file, read, then deleted.
 
     A tarball that ends early (a truncated download) or is damaged mid-way keeps what was read before; what was
-    read and what was lost are added to ``report.truncated``.
+    read and what was lost are added to ``report.truncated``. A gzipped tarball is read to the end of its gzip
+    stream, whose CRC32 covers every byte (tarfile's own stream stops at the archive's end marker and checks no
+    CRC), so a whole read verifies it as ``musrec setup``'s check did: its TFRecord files go to ``report.archived``.
     """
     found = False
     records_before = report.records
     shards: dict[str, int] = {}  # shards read in full, by split
+    archived: dict[str, int] = {}
     try:
         with (
             tempfile.TemporaryDirectory(prefix="musrec-shard-") as tmp,
-            tarfile.open(path, mode="r|*") as tar,
+            path.open("rb") as raw,
+            _decompressed(raw) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
         ):
             for member in tar:
                 if not member.isfile() or not member.name.endswith(TFRECORD_SUFFIX):
@@ -153,6 +175,7 @@ def _iter_tar(path: Path, *, splits: frozenset[str], report: IngestReport) -> It
                 found = True
                 name = PurePosixPath(member.name)
                 split = split_of(name)
+                archived[split or "other"] = archived.get(split or "other", 0) + 1
                 if split and split not in splits:
                     continue
                 src = tar.extractfile(member)
@@ -164,7 +187,10 @@ def _iter_tar(path: Path, *, splits: frozenset[str], report: IngestReport) -> It
                         dst.write(chunk)
                 yield _RecordFile(f"{path.name}:{member.name}", shard, split)
                 shards[split or "other"] = shards.get(split or "other", 0) + 1
-    except (tarfile.TarError, EOFError, OSError) as err:
+            # Past the end-of-archive marker to the end of the stream: the gzip trailer's CRC and length.
+            while stream.read(_DRAIN):
+                pass
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         if isinstance(err, OSError) and is_disk_full(err):
             raise  # writing the shard's temporary copy, not reading the tarball
         if not found:
@@ -173,9 +199,20 @@ def _iter_tar(path: Path, *, splits: frozenset[str], report: IngestReport) -> It
         log.warning("tarball %s is truncated or damaged: %s", path, err)
         report.damaged_files.append(f"{path.name} (truncated)")
         report.truncated.append(_truncation(path, err, shards, report.records - records_before))
+        report.archive_errors.append(str(err) or type(err).__name__)
         return
     if not found:
         raise DataError(f"{path.name} contains no {TFRECORD_SUFFIX} files")
+    for split, n in archived.items():
+        report.archived[split] = report.archived.get(split, 0) + n
+
+
+def _decompressed(raw: BinaryIO) -> BinaryIO:
+    """A tarball's bytes: through gzip (which checks the stream's CRC32 and length at its end) when it is gzipped,
+    else as they are (an uncompressed .tar)."""
+    gzipped = raw.read(2) == b"\x1f\x8b"
+    raw.seek(0)
+    return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb")) if gzipped else raw
 
 
 def _truncation(path: Path, err: BaseException, shards: dict[str, int], records: int) -> str:

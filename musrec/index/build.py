@@ -36,7 +36,7 @@ import numpy as np
 
 from musrec import __version__
 from musrec.audioset.labels import Labels
-from musrec.audioset.records import IngestReport, Segment, SegmentFilter, read_segments
+from musrec.audioset.records import DamagedArchiveError, IngestReport, Segment, SegmentFilter, read_segments
 from musrec.audioset.representation import dimension
 from musrec.errors import DataError, is_disk_full
 from musrec.index.backends import SYNC_BYTES
@@ -368,7 +368,8 @@ def _whole(segments: Iterator[Segment], report: IngestReport) -> Iterator[Segmen
     """``segments``, then a DataError if a tarball ended early: an index of part of an archive is not published."""
     yield from segments
     if report.truncated:
-        raise DataError(
+        raise DamagedArchiveError(
             "; ".join(report.truncated) + ". Nothing was built: download the file again, or copy it whole (`musrec "
-            "setup` fetches AudioSet's and checks it to the end), then build again"
+            "setup` fetches AudioSet's and checks it to the end), then build again",
+            reasons=report.archive_errors,
         )

@@ -4,21 +4,29 @@ The features have no published checksum: their size is checked against the serve
 tarball is read through to the end (gzip CRC, tar structure); an unpacked tree has each TFRecord file's header
 checked. A tree from ``--from`` is mirrored with hard links (copies across file systems).
 
+A tarball already on this machine (in place, or from ``--from``) is not read once to check it and again to build:
+the build reads it to the end of its gzip stream and refuses an index of part of it
+(:class:`~musrec.audioset.records.DamagedArchiveError`, which :func:`verified_by_build` words as the check did), and
+:func:`record_verified` records it as verified after a build that read it whole. A download is still checked before
+it is published.
+
 Features in place that fail their check are left as they are (set-up stops and says so): they may be the user's,
 and a download is only ever published once it has passed the same check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
 import shutil
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from musrec.config import Config
 from musrec.errors import DataError, DownloadError
@@ -27,6 +35,9 @@ from musrec.setup.download import CHUNK, ChecksumMismatchError, NotEnoughSpaceEr
 from musrec.setup.files import NotInSourceError, Wanted, fetch_file, find_file, link_or_copy
 from musrec.setup.options import SetupOptions, Step
 from musrec.setup.state import TFRECORD, SetupState
+
+if TYPE_CHECKING:
+    from musrec.audioset.records import IngestReport
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +52,30 @@ FROM_ELSEWHERE = (
 )
 
 
+@dataclass(frozen=True)
+class Features:
+    """A features source in the data directory. ``verified`` False: a tarball the build is to read to its end before
+    it counts as verified (``source``: where it was linked or copied from, None if it was in place)."""
+
+    path: Path
+    verified: bool = True
+    source: Path | None = None
+
+
 def ensure_features(
     config: Config, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]
-) -> Path | None:
-    """A verified features source in the data directory (a directory of TFRecords, or the tarball), or None."""
+) -> Features | None:
+    """The features source in the data directory (a directory of TFRecords, or the tarball), or None: verified, or a
+    tarball whose check is the build's reading of it (see :func:`verified_by_build`)."""
     audioset = config.data_dir / AUDIOSET_DIR
     tree, tarball = audioset / EMBEDDINGS_DIR, audioset / FEATURES_TARBALL
     for candidate in (tree, tarball):
         if not candidate.exists():
             continue
         record = None if options.recheck else state.lookup(candidate)
+        if record is None and candidate == tarball:
+            emit(Step("features", "present", f"{candidate}, to be read to the end as the index builds"))
+            return Features(candidate, verified=False)
         if record is None:
             try:
                 record = state.record(candidate, **_check_features(candidate, progress=options.progress))
@@ -59,15 +84,18 @@ def ensure_features(
                     f"{err} (in {audioset}, left as it is): move it away and run `musrec setup` again"
                 ) from None
         emit(Step("features", "present", f"{candidate}, {record['verified']}"))
-        return candidate
+        return Features(candidate)
     found = (find_file(options.source, FEATURES_TARBALL) or _find_tree(options.source)) if options.source else None
+    if found is not None and not found.is_dir():
+        how = link_or_copy(found, tarball, progress=options.progress)
+        emit(Step("features", how, f"from {found}; to be read to the end as the index builds"))
+        return Features(tarball, verified=False, source=found)
     if found is not None:
         facts = _check_features(found, progress=options.progress)
-        dest = tree if found.is_dir() else tarball
-        how = _link_tree(found, dest) if found.is_dir() else link_or_copy(found, dest, progress=options.progress)
-        state.record(dest, **facts, source=str(found))
+        how = _link_tree(found, tree)
+        state.record(tree, **facts, source=str(found))
         emit(Step("features", how, f"from {found}; {facts['verified']}"))
-        return dest
+        return Features(tree)
     if not options.features:
         return None
     if options.source is not None:  # --from: nothing is downloaded
@@ -75,7 +103,41 @@ def ensure_features(
         raise NotInSourceError(
             options.source, [Wanted(f"{FEATURES_TARBALL} (2.4 GB) or its unpacked {EMBEDDINGS_DIR}/", url)]
         )
-    return _download_features(config, tarball, state, options, emit)
+    return Features(_download_features(config, tarball, state, options, emit))
+
+
+@contextlib.contextmanager
+def verified_by_build(features: Features, state: SetupState, emit: Callable[[Step], None]) -> Iterator[None]:
+    """Around the build from ``features``: an unverified tarball read whole is recorded as verified; one that ends
+    early or is damaged is refused as its own check refused it (left as it is when it was in place, removed when
+    set-up linked or copied it from ``--from``). The build's report gives what the tarball holds."""
+    from musrec.audioset.records import DamagedArchiveError
+
+    if features.verified:
+        yield
+        return
+    path = features.path
+    try:
+        yield
+    except DamagedArchiveError as err:
+        reason = "; ".join(err.reasons) or str(err)
+        if features.source is not None:
+            path.unlink(missing_ok=True)
+            raise DataError(f"{features.source.name} is not a complete tarball: {reason}") from None
+        raise DataError(
+            f"{path.name} is not a complete tarball: {reason} (in {path.parent}, left as it is): move it away and "
+            "run `musrec setup` again"
+        ) from None
+
+
+def record_verified(features: Features, report: IngestReport, state: SetupState, emit: Callable[[Step], None]) -> None:
+    """Record an unverified tarball that a build has read to its end (``report.archived``) as verified."""
+    if features.verified:
+        return
+    facts = _facts(report.archived, "tarball reads to the end (as the index built)", name=features.path.name)
+    source = {"source": str(features.source)} if features.source is not None else {}
+    state.record(features.path, **facts, **source)
+    emit(Step("features", "verified", f"{features.path}, {facts['verified']}"))
 
 
 def _download_features(
@@ -123,9 +185,14 @@ def _check_features(path: Path, *, progress: bool, name: str | None = None) -> d
     else:
         counts = _read_tarball(path, progress=progress, name=name or path.name)
         what = "tarball reads to the end"
+    return _facts(counts, what, name=name or path.name)
+
+
+def _facts(counts: dict[str, int], what: str, *, name: str) -> dict[str, Any]:
+    """What the state records of verified features: TFRecord files by split, and how they were checked."""
     total = sum(counts.values())
     if total == 0:
-        raise DataError(f"{name or path.name} holds no {TFRECORD} files")
+        raise DataError(f"{name} holds no {TFRECORD} files")
     by_split = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     return {"tfrecords": counts, "verified": f"{what}: {total:,} TFRecord files ({by_split})"}
 

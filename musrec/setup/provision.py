@@ -29,7 +29,7 @@ from musrec.config import Config
 from musrec.errors import DataError, MusrecError
 from musrec.index.layout import MANIFEST, Manifest, problem, remove_debris
 from musrec.index.memory import KilledBuild, killed_build, memory_limit, release_segments, too_small
-from musrec.setup.features import ensure_features
+from musrec.setup.features import ensure_features, record_verified, verified_by_build
 from musrec.setup.files import NotInSourceError, Wanted
 from musrec.setup.models import MISMATCH, MISSING, VERIFIED, ensure_models, mismatch_message, model_files, model_state
 from musrec.setup.options import SetupOptions, Step
@@ -182,11 +182,13 @@ def _ensure_index(config: Config, state: SetupState, options: SetupOptions, emit
         if trouble is None and ours:
             emit(Step("index", "rebuilding", f"[build] settings changed: {changes}"))
     _refuse_to_build(config, killed, options)
-    source = ensure_features(config, state, options, emit)
-    if source is None:
+    features = ensure_features(config, state, options, emit)
+    if features is None:
         emit(Step("index", "skipped", "no AudioSet features here: run `musrec setup` without --skip-features"))
         return
-    manifest = _build(config, source, progress=options.progress)
+    with verified_by_build(features, state, emit):  # one read of a tarball: the build's
+        manifest, report = _build(config, features.path, progress=options.progress)
+    record_verified(features, report, state, emit)
     state.index = {
         "path": str(path.absolute()),
         "build": wanted,
@@ -260,7 +262,7 @@ def build_from_config(
     )
 
 
-def _build(config: Config, source: Path, *, progress: bool) -> Manifest:
+def _build(config: Config, source: Path, *, progress: bool) -> tuple[Manifest, IngestReport]:
     from musrec.audioset.labels import default_labels
 
     bar: Any = None
@@ -269,7 +271,7 @@ def _build(config: Config, source: Path, *, progress: bool) -> Manifest:
 
         bar = tqdm(unit=" segments", unit_scale=True, desc="indexing", file=sys.stderr, mininterval=0.5, leave=False)
     try:
-        manifest, _ = build_from_config(
+        return build_from_config(
             config,
             [source],
             config.index_path,
@@ -277,7 +279,6 @@ def _build(config: Config, source: Path, *, progress: bool) -> Manifest:
             force=True,
             progress=bar.update if bar is not None else None,
         )
-        return manifest
     finally:
         if bar is not None:
             bar.close()
