@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from bot.errors import InputError
+from musrec.config import YouTubeConfig
 from musrec.library import AddResult, Library, LibraryError, TrackInfo, UnknownTrackError
-from musrec.links.fetch import LinkTarget
-from musrec.links.options import FetchOptions
+from musrec.pipeline import LinkTarget
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class ServerLibraries:
         return self._within_quota(guild_id, lambda library, name_: library.add_track(path, library=name_, name=name))
 
     @told
-    def add_link(self, guild_id: int, target: LinkTarget, *, options: FetchOptions) -> AddResult:
+    def add_link(self, guild_id: int, target: LinkTarget, *, options: YouTubeConfig) -> AddResult:
         """Add a link's media (one the host policy passed) to the server's library, within its quota."""
         return self._within_quota(
             guild_id, lambda library, name: library.add_link(target, library=name, options=options)
