@@ -64,3 +64,17 @@ def represent(segments: npt.NDArray[np.uint8], representation: str) -> npt.NDArr
     norms = np.sqrt(np.einsum("ij,ij->i", vec, vec))
     vec *= (1 / np.maximum(norms, 1e-12)).astype(np.float32)[:, None]
     return vec
+
+
+# Rows scored against one vector in one BLAS call at most: OpenBLAS runs a larger matrix-vector product on several
+# threads, and on a machine whose cores are busy (the bot's workers, a build) waiting for them cost 2-16 ms where one
+# thread takes 0.02-0.3 ms (360 and 1,280 rows of 1,280 values, 2 cores, bench/videos_bench.py's IVF answers).
+SCORE_BLOCK_VALUES = 1 << 18
+
+
+def scores_of(vectors: npt.NDArray[np.float32], vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``vectors @ vector`` (one score per row) in blocks small enough for one BLAS thread each."""
+    step = max(1, SCORE_BLOCK_VALUES // max(1, vectors.shape[1]))
+    if len(vectors) <= step:
+        return vectors @ vector
+    return np.concatenate([vectors[lo : lo + step] @ vector for lo in range(0, len(vectors), step)])

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audioset.representation import SEGMENT_ROWS, represent
+from musrec.audioset.representation import SEGMENT_ROWS, represent, scores_of
 from musrec.errors import IndexFormatError
 from musrec.vggish.postprocess import EMBEDDING_SIZE
 
@@ -151,7 +151,7 @@ def rescore(
     ids = np.unique(ids[ids >= 0])  # sorted: memory-mapped rows are read in file order
     if len(ids) == 0:
         return ids.astype(np.int64), np.empty(0, dtype=np.float32)
-    scores = represent(np.asarray(embeddings[ids]), representation) @ vector
+    scores = scores_of(represent(np.asarray(embeddings[ids]), representation), vector)
     order = np.argsort(-scores, kind="stable")
     return ids[order].astype(np.int64), scores[order].astype(np.float32)
 

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from musrec.audioset.labels import Labels, default_labels
-from musrec.audioset.representation import fit_rows, represent
+from musrec.audioset.representation import fit_rows, represent, scores_of
 from musrec.errors import QueryError
 from musrec.index.backends import top_n
 from musrec.index.search import Index
@@ -120,7 +120,7 @@ def _exact_among(
     best_ids, best_scores = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     for lo in range(0, len(items), _SUBSET_CHUNK):
         chunk = items[lo : lo + _SUBSET_CHUNK]
-        scores = represent(np.asarray(index.embeddings[chunk]), index.representation) @ vector
+        scores = scores_of(represent(np.asarray(index.embeddings[chunk]), index.representation), vector)
         ids = np.concatenate([best_ids, chunk])
         all_scores = np.concatenate([best_scores, scores.astype(np.float32)])
         top, _ = top_n(all_scores, n)
