@@ -239,7 +239,8 @@ def test_setup_on_a_machine_too_small_says_so_before_reading_the_features(
     small = musrec(
         "--config", str(config), "setup", "--from", str(source), "--splits", "eval", "bal_train", group=group
     )
-    assert small.returncode == 1 and "not a complete tarball" in small.stderr and "memory" not in small.stderr
+    assert small.returncode == 1 and "features.tar.gz is not a readable tarball" in small.stderr
+    assert "memory" not in small.stderr
 
 
 # ---- killed anyway: the next start says so ------------------------------------------------------------------

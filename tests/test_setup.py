@@ -529,8 +529,10 @@ def test_compose_file_runs_the_bot_with_exact_embeddings_and_max_as_an_option() 
     text = (ROOT / "compose.yaml").read_text()
     compose = yaml.safe_load(text)
     bot, max_ = compose["services"]["bot"], compose["services"]["max"]
-    assert set(compose["services"]) == {"bot", "max", "pot-provider"}  # pot-provider: tests/test_links_ytdlp_settings
+    # pot-provider: tests/test_links_ytdlp_settings; milvus: a Milvus standalone for libraries (issue 25)
+    assert set(compose["services"]) == {"bot", "max", "pot-provider", "milvus"}
     assert max_["profiles"] == ["max"] and "profiles" not in bot
+    assert compose["services"]["milvus"]["profiles"] == ["milvus"]  # opt-in, as MAX is
     assert bot["environment"]["MUSREC_EMBEDDER_KIND"] == "${MUSREC_EMBEDDER_KIND:-local}"
     assert bot["environment"]["MUSREC_MAX_URLS"] == "${MUSREC_MAX_URLS:-http://max:5000}"
     assert "depends_on" not in bot  # it would fail whenever the max profile is off
