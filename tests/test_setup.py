@@ -145,7 +145,9 @@ def test_the_second_run_resumes_with_a_range_request(fresh: Fresh) -> None:
 
 def test_fresh_setup_builds_a_working_index(fresh: Fresh) -> None:
     out = fresh.resumed.out
-    assert re.search(r"^features: downloaded \(.*size matches Content-Length; tarball reads to the end: ", out, re.M)
+    # Read once (issue 22): downloaded, then verified by the build's own reading of it to the end.
+    assert re.search(r"^features: downloaded \(.*size matches Content-Length; to be read to the end as the index", out, re.M)
+    assert re.search(r"^features: verified \(.*tarball reads to the end \(as the index built\)", out, re.M)
     assert "labels: shipped (527 AudioSet classes" in out
     assert re.search(r"^index: built \(100 segments at ", out, re.M)
     assert out.rstrip().endswith("ready: try `musrec recommend FILE`")
@@ -297,6 +299,31 @@ def test_a_broken_features_tarball_is_rejected(tmp_path: Path, server: FileServe
     assert len(r.err.strip().splitlines()) == 1
     assert not (tmp_path / "data" / "audioset" / "features.tar.gz").exists()
     assert not leftovers(tmp_path / "data")
+
+
+def test_a_downloaded_tarball_is_read_once_by_the_build(
+    tmp_path: Path, server: FileServer, files: SetupFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: a fresh set-up read the downloaded 2.4 GB tarball three times (sha512, a check read to its end, the
+    build). Without a published checksum it is now read once, by the build, which verifies it to the end of its gzip
+    stream; the model files, whose sha512 is published, are still hashed."""
+    import musrec.setup.download
+    from musrec.setup import features
+
+    hashed: list[str] = []
+    real_hash = musrec.setup.download._hash_part
+
+    def hash_part(part: Path, *, progress: bool) -> str:
+        hashed.append(part.name)
+        return real_hash(part, progress=progress)
+
+    monkeypatch.setattr(musrec.setup.download, "_hash_part", hash_part)
+    monkeypatch.setattr(features, "_read_tarball", lambda *a, **k: pytest.fail("a separate check read the tarball"))
+    serve_all(server, files)
+    r = run(["--config", str(small_config(tmp_path, server, files)), "setup", "--no-progress"])
+    assert r.code == 0, r.err
+    assert sorted(hashed) == ["vggish_model.ckpt.part", "vggish_pca_params.npz.part"]
+    assert re.search(r"^features: verified \(.*tarball reads to the end \(as the index built\)", r.out, re.M)
 
 
 def test_not_enough_disk_space_is_a_clear_error(

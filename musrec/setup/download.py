@@ -4,8 +4,9 @@ A file is fetched into ``NAME.part``; an interrupted transfer is resumed with an
 by ``If-Range`` with the validator the server gave, so a file changed on the server starts again rather than being
 spliced). A server that ignores ``Range`` answers 200, and the transfer starts again from zero. When the transfer is
 complete its size is checked against ``Content-Length``, its sha512 against the expected value (a mismatch deletes
-the ``.part``: a bad file is never resumed), then an optional check of the content runs, and only then is the file
-renamed into place with :func:`os.replace`.
+the ``.part``: a bad file is never resumed), and only then is the file renamed into place with :func:`os.replace`.
+A file without a published sha512 is not read again here: what uses it checks its content as it reads it (the features
+tarball is read to its end by the build).
 
 Connection errors, timeouts, cut-off transfers and 5xx answers are retried (each attempt resumes); 4xx answers
 and unknown host names move on to the next URL at once. When every URL failed for reasons of the network (no
@@ -28,7 +29,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,8 @@ def fetch_first(
     retries: int = 3,
     retry_wait_s: float = 2.0,
     progress: bool = False,
-    check: Callable[[Path], None] | None = None,
 ) -> Downloaded:
-    """Fetch ``dest`` from the first of ``urls`` that serves it whole and verified; DownloadError if none does.
-
-    ``check`` runs on the complete ``.part`` file after the size and checksum checks; it raises
-    :class:`~musrec.errors.DataError` to reject the content (the ``.part`` is then removed, the next URL tried).
-    """
+    """Fetch ``dest`` from the first of ``urls`` that serves it whole and verified; DownloadError if none does."""
     if not urls:
         raise DownloadError(f"no URL configured for {what}")
     failures: list[str] = []
@@ -181,7 +177,6 @@ def fetch_first(
                 retries=retries,
                 retry_wait_s=retry_wait_s,
                 progress=progress,
-                check=check,
             )
         except NotEnoughSpaceError:
             raise
@@ -208,7 +203,6 @@ def fetch(
     retries: int = 3,
     retry_wait_s: float = 2.0,
     progress: bool = False,
-    check: Callable[[Path], None] | None = None,
 ) -> Downloaded:
     """Fetch one URL into ``dest`` through ``dest.part``, resuming a partial file and retrying transient errors."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -250,16 +244,10 @@ def fetch(
     if total is not None and size != total:
         discard_partial(dest)
         raise DownloadError(f"{dest.name}: got {size} bytes where the server announced {total}")
-    digest = _hash_part(part, progress=progress)
+    digest = _hash_part(part, progress=progress) if sha512 else ""  # one more read of the file: only if asked
     if sha512 and digest != sha512.lower():
         discard_partial(dest)
         raise ChecksumMismatchError(f"{dest.name} from {url} does not match its sha512 (the download was discarded)")
-    if check is not None:
-        try:
-            check(part)
-        except BaseException:
-            discard_partial(dest)
-            raise
     publish(part, dest)
     meta_path(dest).unlink(missing_ok=True)
     log.info(

@@ -55,11 +55,13 @@ FROM_ELSEWHERE = (
 @dataclass(frozen=True)
 class Features:
     """A features source in the data directory. ``verified`` False: a tarball the build is to read to its end before
-    it counts as verified (``source``: where it was linked or copied from, None if it was in place)."""
+    it counts as verified (``source``: where it was linked or copied from; ``url``: where this run downloaded it
+    from; both None if it was in place)."""
 
     path: Path
     verified: bool = True
     source: Path | None = None
+    url: str | None = None
 
 
 def ensure_features(
@@ -103,7 +105,7 @@ def ensure_features(
         raise NotInSourceError(
             options.source, [Wanted(f"{FEATURES_TARBALL} (2.4 GB) or its unpacked {EMBEDDINGS_DIR}/", url)]
         )
-    return Features(_download_features(config, tarball, state, options, emit))
+    return _download_features(config, tarball, options, emit)
 
 
 @contextlib.contextmanager
@@ -121,6 +123,12 @@ def verified_by_build(features: Features, state: SetupState, emit: Callable[[Ste
         yield
     except DamagedArchiveError as err:
         reason = "; ".join(err.reasons) or str(err)
+        if features.url is not None:  # a download that fails its check is not kept
+            path.unlink(missing_ok=True)
+            raise DownloadError(
+                f"could not fetch the AudioSet features: {features.url}: the download is not a complete tarball: "
+                f"{reason} (the download was discarded; run `musrec setup` again, or {FROM_ELSEWHERE})"
+            ) from None
         if features.source is not None:
             path.unlink(missing_ok=True)
             raise DataError(f"{features.source.name} is not a complete tarball: {reason}") from None
@@ -135,20 +143,16 @@ def record_verified(features: Features, report: IngestReport, state: SetupState,
     if features.verified:
         return
     facts = _facts(report.archived, "tarball reads to the end (as the index built)", name=features.path.name)
-    source = {"source": str(features.source)} if features.source is not None else {}
+    origin = features.url or (str(features.source) if features.source is not None else None)
+    source = {"source": origin} if origin is not None else {}
     state.record(features.path, **facts, **source)
     emit(Step("features", "verified", f"{features.path}, {facts['verified']}"))
 
 
-def _download_features(
-    config: Config, tarball: Path, state: SetupState, options: SetupOptions, emit: Callable[[Step], None]
-) -> Path:
+def _download_features(config: Config, tarball: Path, options: SetupOptions, emit: Callable[[Step], None]) -> Features:
+    """The features tarball downloaded (size checked against Content-Length, sha512 if one is configured), to be read
+    to its end by the build that follows (:func:`verified_by_build`): one read of 2.4 GB, not one more to check it."""
     s = config.setup
-    facts: dict[str, Any] = {}
-
-    def check(part: Path) -> None:
-        facts.update(_check_features(part, progress=options.progress, name="the download"))
-
     try:
         got = fetch_file(
             s,
@@ -157,17 +161,15 @@ def _download_features(
             what="the AudioSet features",
             sha512=s.features_sha512,
             progress=options.progress,
-            check=check,
         )
     except (NotEnoughSpaceError, ChecksumMismatchError):
         raise
     except DownloadError as err:
         raise type(err)(f"{err}; {FROM_ELSEWHERE}") from None
     size = "size matches Content-Length" if got.size_checked else "no size announced by the server"
-    facts["verified"] = ("sha512 verified; " if s.features_sha512 else "") + f"{size}; {facts['verified']}"
-    state.record(tarball, sha512=got.sha512, source=got.url, **facts)
-    emit(Step("features", "downloaded", f"{got.summary()}; {facts['verified']}"))
-    return tarball
+    checked = ("sha512 verified; " if s.features_sha512 else "") + size
+    emit(Step("features", "downloaded", f"{got.summary()}; {checked}; to be read to the end as the index builds"))
+    return Features(tarball, verified=False, url=got.url)
 
 
 def _check_features(path: Path, *, progress: bool, name: str | None = None) -> dict[str, Any]:

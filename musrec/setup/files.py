@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,6 @@ def fetch_file(
     what: str,
     sha512: str = "",
     progress: bool,
-    check: Callable[[Path], None] | None = None,
 ) -> Downloaded:
     """:func:`~musrec.setup.download.fetch_first` with the ``[setup]`` timeout and retry settings."""
     return fetch_first(
@@ -40,7 +39,6 @@ def fetch_file(
         retries=settings.retries,
         retry_wait_s=settings.retry_wait_s,
         progress=progress,
-        check=check,
     )
 
 
