@@ -90,8 +90,9 @@ def test_a_test_that_reaches_out_fails_even_when_it_swallows_the_error(tmp_path:
     here = Path(__file__).parent
     shutil.copy(here / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_inner.py").write_text(INNER)
+    # -rN: no short summary, which under CI=true repeats each failure's message in full.
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-q", "-rN", "-p", "no:cacheprovider", "-o", "addopts=", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
