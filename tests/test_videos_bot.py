@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from bot_fixtures import WAIT_S, World, bot_for, config_for, make_world
 from discord_standin import StandIn, StoredMessage, run
-from test_videos import BUDGET_S, YouTubeStandIn, serving_youtube
+from videos_fixtures import BUDGET_S, YouTubeStandIn, serving_youtube
 
 from musrec.config import Config, load_config
 from musrec.index.search import Index

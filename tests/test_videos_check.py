@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_videos import YouTubeStandIn, serving_youtube, videos_index, write_config
+from videos_fixtures import YouTubeStandIn, serving_youtube, videos_index, write_config
 
 from musrec.cli import main
 from musrec.index.search import Index

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import child_environment
-from test_videos import YouTubeStandIn, eventually, serving_youtube, unchecked_order, videos_index, write_config
+from videos_fixtures import YouTubeStandIn, eventually, serving_youtube, unchecked_order, videos_index, write_config
 
 from musrec.config import load_config
 from musrec.index.search import Index
