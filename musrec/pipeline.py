@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,7 +41,7 @@ from musrec.links.fetch import LinkTarget, link_target
 from musrec.links.parse import MAX_LINK_CHARS
 from musrec.links.parse import is_link as is_link_text
 from musrec.recommend.blend import blend
-from musrec.recommend.live import live_result
+from musrec.recommend.live import Search, live_result
 from musrec.recommend.nearest import recommend_resolved
 from musrec.recommend.results import Filters, Query, Recommendation, Resolved
 from musrec.recommend.segments import AUDIOSET_PREFIX, resolve_segment
@@ -276,15 +276,14 @@ class Musrec:
         videos are known to be gone are left out (:func:`~musrec.recommend.live.live_result`)."""
         filters = filters or self.filters()
         return self._live(
-            lambda n, left_out: recommend_resolved(
-                resolved, index=self.index, k=n, filters=filters, exclude=left_out, labels=self.labels
+            lambda n, left_out, gone: recommend_resolved(
+                resolved, index=self.index, k=n, filters=filters, exclude=left_out, labels=self.labels, gone=gone
             ),  # fmt: skip
             k=k,
             exclude=exclude,
         )
 
-    def _live(self, search: Callable[[int, Collection[int]], Recommendation], *, k: int | None,
-              exclude: Collection[int]) -> Recommendation:  # fmt: skip
+    def _live(self, search: Search, *, k: int | None, exclude: Collection[int]) -> Recommendation:
         k = self.config.recommend.top_k if k is None else k
         return live_result(search, k=k, exclude=exclude, checker=self.videos, budget_s=self.config.videos.budget_s)
 
@@ -339,9 +338,16 @@ class Musrec:
         already shown): "more" of the same blend. Gone videos are left out, as in :meth:`search`."""
         filters = filters or self.filters()
         return self._live(
-            lambda n, left_out: blend(
-                sounds, index=self.index, k=n, filters=filters, labels=self.labels, method=method, exclude=left_out
-            ),  # fmt: skip
+            lambda n, left_out, gone: blend(
+                sounds,
+                index=self.index,
+                k=n,
+                filters=filters,
+                labels=self.labels,
+                method=method,
+                exclude=left_out,
+                gone=gone,
+            ),
             k=k,
             exclude=exclude,
         )

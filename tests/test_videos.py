@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from videos_fixtures import (
@@ -168,6 +169,46 @@ def test_a_second_identical_answer_asks_youtube_nothing_new(
     assert asked == 5 + margin(5)  # the candidates of one search, each asked once
     second = recommend_json(config, ref, capsys, "--top-k", "5")
     assert second["matches"] == first["matches"] and sum(youtube.requests.values()) == asked
+
+
+def test_an_answer_whose_videos_are_known_searches_as_an_unchecked_one(
+    index_dir: Path, tmp_path: Path, youtube: YouTubeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its videos are known, an answer passes over the gone ones as it reads the candidates: it asks the index
+    what the same answer with the check off asks (no margin), and nothing of YouTube."""
+    ref = f"audioset:{Index(index_dir).store.get(13).video_id}"
+    before = unchecked_order(index_dir, ref, 20)
+    youtube.answers.update({before[0]: 404, before[2]: 403})
+    config = load_config(write_config(tmp_path, index_dir, youtube), environ={})
+    first = Musrec(config=config)  # the cold answer stores what it learnt
+    first.recommend(ref, k=5)
+    first.close()
+    asked = sum(youtube.requests.values())
+    searches: dict[str, list[int]] = {"on": [], "off": []}
+    on = Musrec(config=config)
+    off = Musrec(config=replace(config, videos=replace(config.videos, check=False)))
+    try:
+        on.recommend(ref, k=5)  # a new process: the store's states are read once
+        for name, musrec in (("on", on), ("off", off)):
+            monkeypatch.setattr(musrec.index.backend, "search", counting(musrec.index.backend.search, searches[name]))
+        shown = [m.video_id for m in on.recommend(ref, k=5).matches]
+        off.recommend(ref, k=5)
+    finally:
+        on.close()
+        off.close()
+    assert shown == [v for v in before if v not in (before[0], before[2])][:5]
+    assert searches["on"] == searches["off"] and len(searches["on"]) == 1
+    assert sum(youtube.requests.values()) == asked
+
+
+def counting(search: Callable[..., Any], sizes: list[int]) -> Callable[..., Any]:
+    """``search`` (an index backend's), noting how many results each call asks for in ``sizes``."""
+
+    def counted(vector: Any, n: int, **options: Any) -> Any:
+        sizes.append(n)
+        return search(vector, n, **options)
+
+    return counted
 
 
 def test_unknown_is_never_recorded_as_gone(

@@ -60,4 +60,3 @@ class LibraryConfig:
             raise ConfigError(f"library.max_server_tracks must be at least 1, got {self.max_server_tracks}")
         if not self.collection.replace("_", "").isalnum() or not self.collection[:1].isalpha():
             raise ConfigError(f"library.collection must be letters, digits and _, got {self.collection!r}")
-

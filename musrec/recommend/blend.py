@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Container, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -30,9 +30,10 @@ def blend(
     labels: Labels | None = None,
     method: str = "mean",
     exclude: Collection[int] = (),
+    gone: Container[str] = frozenset(),
 ) -> Recommendation:
     """The segments that sound like all of ``sounds`` at once, each with its similarity to every one of them;
-    the sounds' own segments and ``exclude`` (indexed items already shown) left out.
+    the sounds' own segments, ``exclude`` (indexed items already shown) and the videos in ``gone`` left out.
 
     ``mean`` searches once with the normalised mean of the sounds' unit vectors (the direction closest to all of
     them); ``rrf`` searches for each sound and fuses the rankings (reciprocal rank fusion). Either way the
@@ -50,10 +51,10 @@ def blend(
     if method == "mean":
         mean = np.mean(vectors, axis=0)
         matches = nearest((mean / np.linalg.norm(mean)).astype(np.float32), index=index, k=k * _BLEND_POOL,
-                          filters=filters, exclude=left_out, labels=labels)  # fmt: skip
+                          filters=filters, exclude=left_out, labels=labels, gone=gone)  # fmt: skip
     else:
         matches = _rank_fusion(vectors, index=index, k=k * _BLEND_POOL, filters=filters, exclude=left_out,
-                               labels=labels)  # fmt: skip
+                               labels=labels, gone=gone)  # fmt: skip
     # Of the candidates nearest the blend, those closest to the sound they are farthest from: like all of them. That
     # closeness is each match's score, so the score is what they are ranked by.
     with_each = []
@@ -75,13 +76,14 @@ def _rank_fusion(
     filters: Filters,
     exclude: Collection[int],
     labels: Labels,
+    gone: Container[str],
 ) -> list[Match]:
     depth = k * OVERFETCH * 4  # each sound's ranking, deep enough for the others' best to appear in it
     fused: dict[int, float] = {}
     found: dict[int, Match] = {}
     for vector in vectors:
         for rank, match in enumerate(nearest(vector, index=index, k=depth, filters=filters, exclude=exclude,
-                                             labels=labels)):  # fmt: skip
+                                             labels=labels, gone=gone)):  # fmt: skip
             fused[match.item] = fused.get(match.item, 0.0) + 1.0 / (_RRF_K + rank + 1)
             found[match.item] = match
     best = sorted(fused, key=lambda item: -fused[item])[:k]

@@ -1,14 +1,15 @@
 """The filtered search: the ``k`` nearest indexed segments to a query vector that pass the filters, best first.
 
-Results exclude the query segment itself; ``one_per_video`` keeps only the best segment of each video, and
-``music_only`` keeps segments with a label in the ontology's Music subtree. The filters apply inside the search: the
-index is asked for more candidates, widening until ``k`` results survive, or the passing items are scored exactly
-where that is cheaper.
+Results exclude the query segment itself and the videos known to be gone (``gone``); ``one_per_video`` keeps only
+the best segment of each video, and ``music_only`` keeps segments with a label in the ontology's Music subtree. The
+filters apply inside the search: the index is asked for more candidates, widening until ``k`` results survive, or the
+passing items are scored exactly where that is cheaper.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import functools
+from collections.abc import Collection, Container
 
 import numpy as np
 import numpy.typing as npt
@@ -42,8 +43,10 @@ def recommend_resolved(
     filters: Filters = Filters(),  # noqa: B008 - frozen, so one shared default is safe
     exclude: Collection[int] = (),
     labels: Labels | None = None,
+    gone: Container[str] = frozenset(),
 ) -> Recommendation:
-    """Neighbours of a query (its rows fitted to 10, as the index's), its own segment and ``exclude`` left out."""
+    """Neighbours of a query (its rows fitted to 10, as the index's), its own segment, ``exclude`` and the videos in
+    ``gone`` left out."""
     own = (resolved.item,) if resolved.item is not None else ()
     matches = nearest(
         index.vectorize(fit_rows(resolved.rows)),
@@ -52,6 +55,7 @@ def recommend_resolved(
         filters=filters,
         exclude=(*own, *exclude),
         labels=labels,
+        gone=gone,
     )
     return Recommendation(query=resolved.query, matches=tuple(matches), applied=filters.describe())
 
@@ -64,13 +68,16 @@ def nearest(
     filters: Filters = Filters(),  # noqa: B008 - frozen, so one shared default is safe
     exclude: Collection[int] = (),
     labels: Labels | None = None,
+    gone: Container[str] = frozenset(),
 ) -> list[Match]:
-    """The ``k`` best matches that pass the filters, best first.
+    """The ``k`` best matches that pass the filters, best first, none of a video in ``gone``.
 
     The filters apply inside the search: the index is asked for more candidates, in proportion to how few items
     pass, and again for twice as many until ``k`` survive. When few items pass (a rare label: scoring them is
     cheaper than the candidates needed), or the candidates asked for would pass :data:`_MAX_CANDIDATES`, the items
     that pass are scored exactly instead: exact results at a bounded cost, never fewer results than there are.
+    The videos in ``gone`` (known before the search) are passed over as the candidates are read: they cost no more
+    candidates unless the ones asked for run out.
     """
     if k < 1:
         raise QueryError("the number of results must be at least 1")
@@ -83,7 +90,7 @@ def nearest(
     # Expect to discard: excluded items, items the filters drop (in proportion), repeats of one video.
     wanted = (k + len(exclude)) * (OVERFETCH if filters.one_per_video else 1)
     n = min(total, int(wanted * total / passing))
-    exclude = frozenset(exclude)
+    select = functools.partial(_select, index=index, k=k, filters=filters, exclude=frozenset(exclude), gone=gone)
     exact_is_cheaper = passing * passing <= _RESCORED * wanted * total
     if allowed is not None and not exact_is_cheaper:
         # IVF filters while it scans its lists; items a filter lets through lie farther out than the nearest do
@@ -92,7 +99,7 @@ def nearest(
         widen = _FILTER_WIDEN * total / passing
         while (found := index.search_among(vector, wanted, allowed, widen=widen)) is not None:
             ids, scores, everywhere = found
-            picked = _select(ids, scores, index=index, k=k, allowed=allowed, filters=filters, exclude=exclude)
+            picked = select(ids, scores, allowed=allowed)
             if len(picked) >= k or everywhere:
                 return _matches(picked, labels)
             widen *= 2
@@ -100,14 +107,14 @@ def nearest(
         # Annoy cannot filter while it searches: it is asked for proportionally more candidates, and looks n / k
         # times further than its tuned search (its search_k scales with n).
         ids, scores = index.search(vector, n, widen=1.0 if allowed is None else n / k)
-        picked = _select(ids, scores, index=index, k=k, allowed=allowed, filters=filters, exclude=exclude)
+        picked = select(ids, scores, allowed=allowed)
         if len(picked) >= k or n >= total:
             return _matches(picked, labels)
         n = min(total, n * 2)
     items, m = np.flatnonzero(allowed), min(passing, wanted)
     while True:
         ids, scores = _exact_among(items, vector, index=index, n=m)
-        picked = _select(ids, scores, index=index, k=k, allowed=None, filters=filters, exclude=exclude)
+        picked = select(ids, scores, allowed=None)
         if len(picked) >= k or m >= passing:
             return _matches(picked, labels)
         m = min(passing, m * 2)
@@ -157,6 +164,7 @@ def _select(
     allowed: npt.NDArray[np.bool_] | None,
     filters: Filters,
     exclude: frozenset[int],
+    gone: Container[str],
 ) -> list[tuple[SegmentInfo, float]]:
     picked: list[tuple[SegmentInfo, float]] = []
     videos: set[str] = set()
@@ -164,6 +172,8 @@ def _select(
         if item in exclude or (allowed is not None and not allowed[item]):
             continue
         info = index.store.get(item)
+        if info.video_id in gone:
+            continue
         if filters.one_per_video:
             if info.video_id in videos:
                 continue

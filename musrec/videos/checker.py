@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,15 +90,27 @@ class VideoChecker:
         store = VideoStore(path, alive_s=options.alive_days * DAY_S, gone_s=options.gone_days * DAY_S)
         return cls(source, store, concurrency=options.concurrency)
 
-    def statuses(self, video_ids: Sequence[str], *, deadline: float) -> Statuses:
-        """What is known of ``video_ids`` by ``deadline`` (``time.monotonic()``): stored states, then those checked
-        in time; the others are missing, their checks still running."""
+    @property
+    def gone(self) -> Container[str]:
+        """The videos known in memory to be gone, for a search to pass over (``video_id in checker.gone``): what
+        :meth:`known` or :meth:`statuses` last read of them, while it has not expired."""
+        return _KnownGone(self._memo, self.store.gone_s)
+
+    def known(self, video_ids: Sequence[str]) -> Statuses:
+        """What is known of ``video_ids`` now, from memory and the store, without asking YouTube."""
         ids = list(dict.fromkeys(video_ids))
         known = self._recalled(ids)
         if len(known) < len(ids):
             stored = self.store.get_many([i for i in ids if i not in known])
             self._remember(stored.values())
             known.update(stored)
+        return known
+
+    def statuses(self, video_ids: Sequence[str], *, deadline: float) -> Statuses:
+        """What is known of ``video_ids`` by ``deadline`` (``time.monotonic()``): stored states, then those checked
+        in time; the others are missing, their checks still running."""
+        ids = list(dict.fromkeys(video_ids))
+        known = self.known(ids)
         waiting = self._start([i for i in ids if i not in known])
         if waiting:
             wait(waiting, timeout=max(0.0, deadline - time.monotonic()))
@@ -188,3 +200,16 @@ class VideoChecker:
                     for video_id in batch:
                         if self._pending.get(video_id) is future:
                             del self._pending[video_id]
+
+
+class _KnownGone(Container[str]):
+    """``video_id in`` it: the video is known in memory to be gone, and that has not expired
+    (:attr:`VideoChecker.gone`)."""
+
+    def __init__(self, memo: Mapping[str, VideoStatus], lifetime_s: float) -> None:
+        self._memo = memo
+        self._lifetime_s = lifetime_s
+
+    def __contains__(self, video_id: object) -> bool:
+        status = self._memo.get(video_id) if isinstance(video_id, str) else None  # one read: no lock needed
+        return status is not None and status.gone and time.time() < (status.checked_at or 0.0) + self._lifetime_s
