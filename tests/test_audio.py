@@ -18,6 +18,7 @@ import pytest
 from audio_fixtures import FORMATS, TONE_HZ, TONE_S, encoded, ffmpeg, long_mp3, long_mp3_hz, tone, video
 
 from musrec.audio.decode import Audio, decode, ffmpeg_executable
+from musrec.audio.head import read_head
 from musrec.audio.limits import AudioLimits
 from musrec.audio.runner import DECODER_MEMORY_BYTES, run_decoder
 from musrec.audio.wav import read_wav_bytes, to_wav_bytes
@@ -280,8 +281,9 @@ def test_three_hour_file_is_refused_quickly_and_sections_decode(
 ) -> None:
     """Refused after about ten minutes of audio, not three hours; a section is sought, then only it is decoded.
 
-    What ffmpeg is asked to do is the measure (how long it takes is the machine's business): ``-t`` bounds the
-    decoded span, and ``-ss`` before ``-i`` seeks in the input instead of decoding up to the start.
+    What the decoder is asked to do is the measure (how long it takes is the machine's business): ffmpeg's ``-t``
+    or mpg123's ``--frames`` (a decode from the start, where mpg123 is installed) bounds the decoded span, and
+    ``-ss`` before ``-i`` seeks in the input instead of decoding up to the start.
     """
     import subprocess as real_subprocess
 
@@ -294,7 +296,12 @@ def test_three_hour_file_is_refused_quickly_and_sections_decode(
         calls.append(list(cmd))
         return popen(cmd, *args, **kwargs)  # type: ignore[call-overload,no-any-return]
 
+    rate = read_head(three_hours).mp3_rate
+    assert rate is not None
+
     def decoded_span(cmd: list[str]) -> float:
+        if "--frames" in cmd:  # mpg123
+            return int(cmd[cmd.index("--frames") + 1]) * (1152 if rate >= 32000 else 576) / rate
         return float(cmd[cmd.index("-t") + 1])
 
     def sought(cmd: list[str]) -> float | None:

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,8 +45,9 @@ from musrec.audio.limits import (
     span_text,
 )
 from musrec.audio.resample import TARGET_RATE, resample
-from musrec.audio.runner import MAX_NATIVE_RATE, Pcm, run_decoder
+from musrec.audio.runner import MAX_NATIVE_RATE, Pcm, mpg123_executable, run_decoder
 from musrec.audio.wav import INT16_SCALE, read_wav_bytes, wav_format
+from musrec.childenv import child_environment
 from musrec.errors import DecodeError, TooLongError, TooShortError
 from musrec.timecode import format_timecode
 
@@ -58,6 +60,11 @@ DURATION_TOLERANCE_S = DURATION_SLACK_S / 2
 TRIM_MARGIN_S = 0.5
 # ffmpeg recognises these playlists by their first bytes; they only point at other files or URLs.
 PLAYLIST_MAGIC = (b"#EXTM3U", b"ffconcat version")
+# Audio leaves ffmpeg's decoder in codec frames (1,152 samples of MP3, 1,024 of AAC), each handed between ffmpeg's
+# threads (decoder, filters, encoder, muxer). Regrouped into frames of this many samples after decoding, a 3-minute
+# track costs about a third less processor time (0.30 -> 0.18-0.22 s for AAC and MP3), the samples unchanged.
+OUTPUT_FRAME_SAMPLES = 1 << 16
+FILTER_PROBE_TIMEOUT_S = 10.0
 WAV_PROBE_BYTES = 32 * 1024  # ffmpeg's probe of a WAV: its header and a little of the samples
 # The demuxers ffmpeg may use on a user's file: audio and video containers and raw audio streams. Left out are those
 # that only point at other files or URLs (dash, hls, concat, webm_dash_manifest, sdp...), images and lavfi.
@@ -247,7 +254,11 @@ def _decode_file(
     head: Head, *, start_s: float | None, span_s: float, deadline: float, out_rate: int | None
 ) -> tuple[npt.NDArray[np.float64], int]:
     """Mono float64 at ``out_rate`` or the native rate (at most MAX_NATIVE_RATE), channels averaged as the reference."""
-    pcm = _run_ffmpeg(head, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=out_rate)
+    pcm = None
+    if not start_s and out_rate is None and head.mp3_rate and (mpg123 := mpg123_executable()):
+        pcm = _run_mpg123(mpg123, head, span_s=span_s, deadline=deadline)
+    if pcm is None:
+        pcm = _run_ffmpeg(head, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=out_rate)
     if pcm is None and out_rate is None:
         pcm = _run_ffmpeg(head, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=MAX_NATIVE_RATE)
     if pcm is None:
@@ -259,6 +270,43 @@ def _decode_file(
     if pcm.channels > 1:
         mono /= pcm.channels
     return mono, pcm.rate
+
+
+@lru_cache(maxsize=4)
+def regroups(ffmpeg: str) -> bool:
+    """Whether ``ffmpeg`` has the ``asetnsamples`` filter (every build but one made without filters): asked once."""
+    try:
+        listed = subprocess.run(
+            [ffmpeg, "-hide_banner", "-filters"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=FILTER_PROBE_TIMEOUT_S,
+            env=child_environment(),
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        log.debug("cannot list %s's filters: %s", ffmpeg, err)
+        return False
+    return b" asetnsamples " in listed
+
+
+def _run_mpg123(mpg123: str, head: Head, *, span_s: float, deadline: float) -> Pcm | None:
+    """An MP3 from its start, at its own rate and channels, by mpg123; None if mpg123 could not (ffmpeg decodes it).
+
+    Its samples are ffmpeg's to one step of 16 bits (about one in a thousand differ by that), the encoder's delay
+    trimmed alike, at a third of ffmpeg's processor time (ffmpeg hands every frame between threads): a library of MP3s
+    is added that much faster. A start other than 0 is ffmpeg's: its seek is exact to the sample.
+    """
+    frame_samples = 1152 if (head.mp3_rate or 0) >= 32000 else 576  # MPEG-1 frames hold two granules, 2 and 2.5 one
+    frames = math.ceil((span_s + TRIM_MARGIN_S) * (head.mp3_rate or 0) / frame_samples) + 2  # + the encoder's delay
+    # --resync-limit -1: past a damaged stretch, go on to the next good frame as ffmpeg does (by default mpg123 ends
+    # there, with success: a file with a hole would be cut short without a word).
+    cmd = [mpg123, "--quiet", "--resync-limit", "-1", "--frames", str(frames), "--wav", "-", "--", str(head.path)]
+    pcm, rc, _ = run_decoder(cmd, name=head.path.name, span_s=span_s, deadline=deadline, limit_rate=True)
+    if rc not in (0, None) or pcm is None or len(pcm.summed) == 0:
+        log.debug("mpg123 could not decode %s (exit %s): ffmpeg will", head.path.name, rc)
+        return None
+    return pcm
 
 
 def _run_ffmpeg(
@@ -274,6 +322,8 @@ def _run_ffmpeg(
     if start_s:
         cmd += ["-ss", f"{start_s:.6f}"]  # an input option: seek, then decode only what follows
     cmd += ["-i", f"file:{path}", "-map", "0:a:0", "-map_metadata", "-1", "-t", f"{span_s + TRIM_MARGIN_S:.6f}"]
+    if regroups(cmd[0]):
+        cmd += ["-af", f"asetnsamples=n={OUTPUT_FRAME_SAMPLES}:p=0"]
     if out_rate is not None:
         cmd += ["-ar", str(out_rate)]
     cmd += ["-c:a", "pcm_s16le", "-f", "wav", "pipe:1"]

@@ -5,12 +5,15 @@ cap, with an environment that holds none of musrec's secrets; its output read as
 from __future__ import annotations
 
 import logging
+import os
 import resource
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
@@ -37,6 +40,14 @@ class Pcm:
     summed: npt.NDArray[np.int32]  # per frame, the sum of the channels' int16 values
     channels: int
     rate: int
+
+
+@lru_cache(maxsize=1)
+def mpg123_executable() -> str | None:
+    """``mpg123`` on PATH, or None (MP3s are then decoded by ffmpeg alone). ``MUSREC_NO_MPG123`` set: None."""
+    if os.environ.get("MUSREC_NO_MPG123"):
+        return None
+    return shutil.which("mpg123")
 
 
 def run_decoder(
@@ -119,6 +130,17 @@ def _read_output(stream: IO[bytes], *, span_s: float, limit_rate: bool) -> tuple
         if k == 0:
             break
         frames = np.frombuffer(data, dtype="<i2", count=k * channels).reshape(k, channels)
-        out[n : n + k] = frames.sum(axis=1, dtype=np.int32)
+        _sum_channels(frames, out[n : n + k])
         n += k
     return Pcm(out[:n], channels, rate), n >= max_frames
+
+
+def _sum_channels(frames: npt.NDArray[np.int16], out: npt.NDArray[np.int32]) -> None:
+    """``out`` = each frame's channels summed, exactly. Channel by channel: a sum over the short axis of [k, 2]
+    (``frames.sum(axis=1)``) took 15 times as long, a tenth of a 3-minute stereo track's decode."""
+    if frames.shape[1] == 1:
+        out[:] = frames[:, 0]
+        return
+    np.add(frames[:, 0], frames[:, 1], out=out, dtype=np.int32)
+    for channel in range(2, frames.shape[1]):
+        out += frames[:, channel]

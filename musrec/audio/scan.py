@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,7 +40,7 @@ from musrec.audio.decode import Audio, Source, check_file, decode, decode_pcm, s
 from musrec.audio.head import Head
 from musrec.audio.limits import AudioLimits, decode_deadline, refuse_short, refuse_silent
 from musrec.audio.resample import TARGET_RATE
-from musrec.audio.runner import Pcm, run_decoder
+from musrec.audio.runner import Pcm, mpg123_executable, run_decoder
 from musrec.audio.wav import INT16_SCALE
 from musrec.audio.window import SEARCH_S, WINDOW_S, window_energies
 from musrec.cores import usable_cores
@@ -149,14 +146,6 @@ def scan_envelope(
         if envelope is not None:
             return envelope
     return _ffmpeg_envelope(head, parts=parts, search_s=search_s, limits=limits, deadline=deadline)
-
-
-@lru_cache(maxsize=1)
-def mpg123_executable() -> str | None:
-    """``mpg123`` on PATH, or None (envelopes then come from ffmpeg). ``MUSREC_NO_MPG123`` set: None."""
-    if os.environ.get("MUSREC_NO_MPG123"):
-        return None
-    return shutil.which("mpg123")
 
 
 def _mpg123_envelope(

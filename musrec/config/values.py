@@ -21,7 +21,7 @@ ENV_RESERVED = {
     "MUSREC_DISCORD_TOKEN": "the Discord bot's token (bot/__main__.py)",
     "MUSREC_FFMPEG": "the ffmpeg that decodes audio (musrec/audio/decode.py)",
     "MUSREC_LIBRARY_TOKEN": "the token of the Milvus server at [library] uri (musrec/library/library.py)",
-    "MUSREC_NO_MPG123": "long MP3s scanned with ffmpeg, not mpg123 (musrec/audio/scan.py)",
+    "MUSREC_NO_MPG123": "MP3s scanned and decoded with ffmpeg, not mpg123 (musrec/audio/runner.py)",
     "MUSREC_TF_VERBOSE": "TensorFlow's start-up messages on stderr (musrec/vggish/tfutil.py)",
     "MUSREC_YOUTUBE_API_KEY": "the YouTube Data API key of the video check (musrec/videos/checker.py)",
     "MUSREC_YOUTUBE_PROXY_USER": "the user name at [youtube] proxy (musrec/links/upstream.py)",

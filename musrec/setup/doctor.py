@@ -128,12 +128,12 @@ def _ffmpeg() -> Check:
 
 
 def _mpg123() -> Check:
-    from musrec.audio.scan import mpg123_executable
+    from musrec.audio.runner import mpg123_executable
 
     exe = mpg123_executable()
     if exe is None:  # optional: ffmpeg does the same, slower
-        return Check("mpg123", OK, "not installed (optional: `apt-get install mpg123` scans long MP3s faster)")
-    return Check("mpg123", OK, f"{exe}: finds the loudest window of long MP3s")
+        return Check("mpg123", OK, "not installed (optional: `apt-get install mpg123` decodes MP3s faster)")
+    return Check("mpg123", OK, f"{exe}: finds the loudest window of long MP3s, decodes MP3s from their start")
 
 
 def _models(config: Config) -> list[Check]:
