@@ -1,9 +1,11 @@
 """``musrec library``: how fast ``library add`` stores recordings against the model's own bound, and how a Milvus Lite
 library answers at scale.
 
-1. Throughput: ``--tracks`` 3-minute MP3s (made here) added as ``musrec library
-   add`` does (decoding, hashing, tags, embedding, storing), in tracks/min, against the VGGish forward pass alone for
-   18 windows (180 examples) per track, measured in the same run with the same weights (random, the real shapes).
+1. Throughput: ``--tracks`` 3-minute tracks (made here as music libraries hold them: 44.1 kHz stereo, ``--format``
+   mp3 at 192 kbit/s by default, or flac, m4a, ogg) added as ``musrec library add`` does (decoding, hashing, tags,
+   embedding, storing), in tracks/min, against the VGGish forward pass alone for 18 windows (180 examples) per
+   track, measured in the same run with the same weights (random, the real shapes). Where mpg123 is installed it
+   decodes MP3s (``MUSREC_NO_MPG123=1``: ffmpeg).
 2. Scale: ``--segments`` synthetic AudioSet-shaped segments (musrec.audioset.synthetic, 18 per track) in one library of
    a Milvus Lite store per ``--index`` type; query latency (median and 95th percentile over ``--queries`` held-out
    segments, one match per track and plain) and recall@10 of plain segment search against exact search (computed
@@ -19,7 +21,9 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +38,12 @@ from musrec.audio.limits import AudioLimits  # noqa: E402
 from musrec.audioset.representation import represent  # noqa: E402
 from musrec.audioset.synthetic import SyntheticAudioSet  # noqa: E402
 from musrec.config.library import LibraryConfig  # noqa: E402
+from musrec.cores import usable_cores  # noqa: E402
 from musrec.library import Library  # noqa: E402
-from musrec.library.add import add_paths  # noqa: E402
+from musrec.library.add import add_paths, add_workers  # noqa: E402
 from musrec.library.segments import REPRESENTATION  # noqa: E402
 from musrec.library.store import MilvusStore  # noqa: E402
+from musrec.vggish.tfutil import import_tensorflow, set_intra_op_threads  # noqa: E402
 
 TRACK_S = 180.0
 WINDOWS = 18  # 10-s segments of a 3-minute track
@@ -50,26 +56,58 @@ SETTLE_QUERIES = 20
 SETTLE_PAUSE_S = 5.0
 
 
-def throughput(tmp: Path, tracks: int) -> None:
-    from library_fixtures import recording
+# --format -> ffmpeg's encoder arguments for a track as a music library holds it
+FORMATS = {
+    "mp3": ("-c:a", "libmp3lame", "-b:a", "192k"),
+    "flac": ("-c:a", "flac"),
+    "m4a": ("-c:a", "aac", "-b:a", "192k"),
+    "ogg": ("-c:a", "libvorbis", "-q:a", "5"),
+}
+TRACK_RATE = 44100
 
-    print(f"making {tracks} 3-minute MP3s ...", flush=True)
+
+def make_track(path: Path, *, seed: int, title: str) -> None:
+    """A 3-minute stereo track at 44.1 kHz: a melody of its own (library_fixtures.melody), the right channel 7 ms
+    behind the left, encoded by ffmpeg in ``path``'s format and tagged."""
+    from audio_fixtures import ffmpeg
+    from library_fixtures import melody
+
+    left = melody(seed, TRACK_S, rate=TRACK_RATE)
+    pcm = np.clip(np.round(np.stack([left, np.roll(left, 300)], axis=1) * 32767), -32768, 32767).astype("<i2")
+    raw = path.with_suffix(".raw")
+    raw.write_bytes(pcm.tobytes())
+    ffmpeg("-f", "s16le", "-ar", str(TRACK_RATE), "-ac", "2", "-i", str(raw), "-metadata", f"title={title}",
+           "-metadata", "artist=Bench", *FORMATS[path.suffix.lstrip(".")], str(path))  # fmt: skip
+    raw.unlink()
+
+
+def throughput(tmp: Path, tracks: int, fmt: str) -> None:
+    from musrec.audio.runner import mpg123_executable
+
+    decoder = "mpg123" if fmt == "mp3" and mpg123_executable() else "ffmpeg"
+    print(f"making {tracks} 3-minute {fmt} tracks (44.1 kHz stereo; decoded by {decoder}) ...", flush=True)
     music = tmp / "music"
+    music.mkdir()
     for i in range(tracks):
-        recording(music, f"track{i:02d}.mp3", seed=100 + i, seconds=TRACK_S, title=f"Track {i}", artist="Bench")
+        make_track(music / f"track{i:02d}.{fmt}", seed=100 + i, title=f"Track {i}")
+    # As `musrec library add` runs the model: ADD_WORKERS passes at once, the cores shared among them. The bound is
+    # the same passes alone, as many at once.
+    workers = add_workers()
+    threads = max(1, usable_cores() // workers)
+    set_intra_op_threads(threads)
+    import_tensorflow()
     embedder = random_embedder(tmp / "vggish")
     examples = np.random.default_rng(0).normal(0, 1, size=(EXAMPLES, 96, 64)).astype(np.float32)
-    forward_s = median_s(lambda: embedder.embed_examples(examples), repeats=3)
+    forward_s = median_s(lambda: at_once(workers, lambda: embedder.embed_examples(examples)), repeats=3) / workers
     bound = 60.0 / forward_s
-    print(
-        f"model bound: {forward_s:.3f} s per track (VGGish forward pass, {EXAMPLES} examples) = {bound:.1f} tracks/min"
-    )
+    print(f"model bound: {forward_s:.3f} s per track (VGGish forward pass, {EXAMPLES} examples, {workers} at once "
+          f"on {threads} thread(s) each) = {bound:.1f} tracks/min")  # fmt: skip
     batched = hasattr(embedder, "embed_batch")
     uri = tmp / "add.db"
     library = Library(MilvusStore(str(uri)), options=LibraryConfig(uri=str(uri)), limits=AudioLimits(),
                       embedder=embedder)  # fmt: skip
     try:
-        warm = add_paths(library, [music / "track00.mp3"], library="warm")  # start-up costs out of the measure
+        warm = add_paths(library, [music / f"track00.{fmt}"], library="warm")  # start-up costs out of the measure
         assert warm.added == 1
         report = add_paths(library, [music], library="bench")
     finally:
@@ -78,6 +116,15 @@ def throughput(tmp: Path, tracks: int) -> None:
     print(f"library add: {report.added} tracks ({report.segments} segments) in {report.seconds:.2f} s = "
           f"{rate:.1f} tracks/min = {100 * rate / bound:.0f}% of the model bound "
           f"({'batched forward passes' if batched else 'one forward pass per window'})")  # fmt: skip
+
+
+def at_once(workers: int, work: Callable[[], object]) -> None:
+    """``work`` in ``workers`` threads at once, until all have done it."""
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def vectors(gen: SyntheticAudioSet, start: int, count: int) -> npt.NDArray[np.float32]:
@@ -162,6 +209,7 @@ def scale(tmp: Path, total: int, index: str, n_queries: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracks", type=int, default=8, help="3-minute tracks added (0: skip)")
+    parser.add_argument("--format", default="mp3", choices=sorted(FORMATS), help="the tracks' format")
     parser.add_argument("--segments", type=int, nargs="*", default=[100_000], help="library sizes for the scale part")
     parser.add_argument("--index", nargs="+", default=["FLAT", "IVF_FLAT", "HNSW"], help="Milvus index types")
     parser.add_argument("--queries", type=int, default=100)
@@ -169,7 +217,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="library-bench-"))
     try:
         if args.tracks:
-            throughput(tmp, args.tracks)
+            throughput(tmp, args.tracks, args.format)
         for total in args.segments:
             for index in args.index:
                 scale(tmp, total, index, args.queries)

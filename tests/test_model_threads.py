@@ -92,3 +92,26 @@ def test_the_bot_sizes_the_pool_for_its_workers(
     monkeypatch.setattr(entry, "_serve", serve)
     assert entry._run(Config(bot=BotConfig(workers=2)), "token") == 0
     assert calls == [2] and order == ["prepare after [2]", "serve"]
+
+
+@pytest.mark.parametrize(("command", "threads"), [(["add", "."], 2), (["list"], 4)])
+def test_library_add_shares_the_cores_between_its_passes(
+    monkeypatch: pytest.MonkeyPatch, four_cores: None, tmp_path: Path, command: list[str], threads: int
+) -> None:
+    """``library add`` embeds two recordings at once (musrec.library.add): each pass gets half the cores; other
+    commands run one pass on all of them. The pool is sized before the command runs."""
+    import musrec.cli as cli
+
+    calls: list[int] = []
+    monkeypatch.setattr("musrec.vggish.tfutil.set_intra_op_threads", calls.append)
+    ran: list[list[int]] = []
+
+    def library(args: Any, config: Any) -> int:
+        ran.append(list(calls))
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, ("library", None), library)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[data]\ndir = "{tmp_path / "data"}"\n')
+    assert cli.main(["--config", str(config), "library", *command]) == 0
+    assert ran == [[threads]]

@@ -42,6 +42,17 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
 }
 
 
+def _forward_passes_at_once(args: argparse.Namespace, config: Config) -> int:
+    """How many forward passes a command runs at once: TensorFlow's threads are the usable cores shared by them."""
+    if args.command == "serve":
+        return config.server.concurrency
+    if args.command == "library" and getattr(args, "library_command", None) == "add":
+        from musrec.library.add import add_workers
+
+        return add_workers()
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":  # a configuration that does not load is one of its findings
             return _flushed(commands.doctor(args))
         config = apply_flags(load_config(find_config(args.config)), args, parser)
-        use_model_threads(config, config.server.concurrency if args.command == "serve" else 1)
+        use_model_threads(config, _forward_passes_at_once(args, config))
         action = getattr(args, "index_command", None) or getattr(args, "videos_command", None)
         return _flushed(COMMANDS[(args.command, action)](args, config))
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
