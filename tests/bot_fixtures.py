@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -25,9 +26,11 @@ import pytest
 import yarl
 from aiohttp import web
 from audioset_fixtures import make_segments
+from conftest import closed_port
 from discord_standin import InteractionHandle, StandIn, run
 from vggish_fixtures import distinct_clip, shared_embedder
 
+from bot.__main__ import main
 from bot.client import MusrecBot, make_bot
 from bot.work import WorkQueue
 from musrec.audio.decode import decode
@@ -345,3 +348,39 @@ class RssPeak:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
+
+
+ZWSP = "\u200b"  # what discord.utils.escape_mentions puts after an "@"
+
+
+def named(standin: StandIn, filename: str, data: bytes) -> dict[str, Any]:
+    """An attachment called ``filename``, served on the CDN under a plain name (a "/" would not fit its path)."""
+    return attachment_at(standin, standin.add_attachment("plain.wav", data)["url"], filename, data)
+
+
+def bot_config(tmp_path: Path, index: Path | None, *, listen: bool = False, extra: str = "") -> Path:
+    """The bot with MAX servers (a closed loopback port, never called at start) and an index in place: ready to run
+    without any model file."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "data"
+    if index is not None:
+        shutil.copytree(index, data / "index")
+    listen_channels = '["1"]' if listen else "[]"
+    path = tmp_path / "bot.toml"
+    path.write_text(
+        f"[data]\ndir = {str(data)!r}\n\n"
+        f'[embedder]\nkind = "max"\n\n'
+        f'[max]\nurls = ["http://127.0.0.1:{closed_port()}"]\n\n'
+        f"[bot]\nlisten_channels = {listen_channels}\n" + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+def start(argv: list[str], capsys: pytest.CaptureFixture[str], **kwargs: Any) -> tuple[int, str]:
+    """``main(argv)``; its exit status and stderr, which must be one line without a traceback."""
+    code = main(argv, **kwargs)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
+    return code, err.removesuffix("\n")

@@ -219,3 +219,10 @@ def _changes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int
         + [f"removed {p}" for p in before.keys() - after.keys()]
         + [f"modified {p}" for p in before.keys() & after.keys() if before[p] != after[p]]
     )
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connections to it are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

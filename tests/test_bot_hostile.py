@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot_fixtures import WAIT_S, World, attachment_at, bot_for, config_for, ephemeral_text, make_world
+from bot_fixtures import WAIT_S, ZWSP, World, bot_for, config_for, ephemeral_text, make_world, named
 from discord_standin import InteractionHandle, StandIn, StoredMessage, run
 from discord_standin.events import buttons
 from discord_standin.objects import MEMBER_PERMISSIONS, MENTION_EVERYONE
@@ -28,7 +28,6 @@ from bot.errors import CONTENT_MAX, GENERIC, InputError, user_message
 from bot.queries import FILENAME
 from bot.results import GONE_SEARCH
 
-ZWSP = "\u200b"  # what discord.utils.escape_mentions puts after an "@"
 LONG = 3300  # characters: the issue's reproduction
 
 
@@ -68,11 +67,6 @@ async def recommend(standin: StandIn, world: World, user: int, **options: Any) -
 
 def labels_of(message: StoredMessage) -> list[str]:
     return [b["label"] for b in buttons(message.data)]
-
-
-def named(standin: StandIn, filename: str, data: bytes) -> dict[str, Any]:
-    """An attachment called ``filename``, served on the CDN under a plain name (a "/" would not fit its path)."""
-    return attachment_at(standin, standin.add_attachment("plain.wav", data)["url"], filename, data)
 
 
 def warnings(caplog: pytest.LogCaptureFixture, text: str) -> int:

@@ -21,11 +21,10 @@ from typing import Any
 
 import pytest
 from audio_fixtures import ffmpeg
-from bot_fixtures import RATE, WAIT_S, World, bot_for, config_for, ephemeral_text, make_world
+from bot_fixtures import RATE, WAIT_S, ZWSP, World, bot_for, config_for, ephemeral_text, make_world, named
 from discord_standin import InteractionHandle, StandIn, StoredMessage, run
 from discord_standin.events import buttons
 from discord_standin.objects import MANAGE_GUILD, MEMBER_PERMISSIONS, MENTION_EVERYONE
-from test_bot_hostile import ZWSP, named
 from vggish_fixtures import distinct_clip
 from youtube_fixtures import media_server
 

@@ -34,7 +34,8 @@ import discord.http
 import pytest
 import yarl
 from audioset_fixtures import make_segments
-from conftest import child_environment
+from bot_fixtures import bot_config, start
+from conftest import child_environment, closed_port
 from discord_standin import StandIn
 from setup_fixtures import FileServer, SetupFiles, setup_files, write_config
 
@@ -83,40 +84,6 @@ def shared_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> SetupFiles:
     return setup_files(tmp_path_factory)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def bot_config(tmp_path: Path, index: Path | None, *, listen: bool = False, extra: str = "") -> Path:
-    """The bot with MAX servers (a closed loopback port, never called at start) and an index in place: ready to run
-    without any model file."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    data = tmp_path / "data"
-    if index is not None:
-        shutil.copytree(index, data / "index")
-    listen_channels = '["1"]' if listen else "[]"
-    path = tmp_path / "bot.toml"
-    path.write_text(
-        f"[data]\ndir = {str(data)!r}\n\n"
-        f'[embedder]\nkind = "max"\n\n'
-        f'[max]\nurls = ["http://127.0.0.1:{closed_port()}"]\n\n'
-        f"[bot]\nlisten_channels = {listen_channels}\n" + extra,
-        encoding="utf-8",
-    )
-    return path
-
-
-def start(argv: list[str], capsys: pytest.CaptureFixture[str], **kwargs: Any) -> tuple[int, str]:
-    """``main(argv)``; its exit status and stderr, which must be one line without a traceback."""
-    code = main(argv, **kwargs)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
-    return code, err.removesuffix("\n")
 
 
 @contextlib.contextmanager

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import discord.http
 import pytest
-from bot_fixtures import World, small_world
-from conftest import child_environment
+from bot_fixtures import World, bot_config, small_world, start
+from conftest import child_environment, closed_port
 from discord_standin import StandIn, run
-from test_bot_startup import bot_config, closed_port, start
 
 from bot.redact import MASK, WHOLE_WORDS_BELOW, Redactor, redacting
 

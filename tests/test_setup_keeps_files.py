@@ -21,6 +21,7 @@ from pathlib import Path
 import discord.http
 import pytest
 from audioset_fixtures import make_segments
+from conftest import closed_port
 from setup_fixtures import (
     BUNDLE_PATH,
     CHECKPOINT_PATH,
@@ -95,14 +96,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{closed_port()}/api/v10")
-
-
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
