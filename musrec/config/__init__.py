@@ -22,7 +22,16 @@ from musrec.audio.window import SEARCH_S, WINDOW_S
 from musrec.audioset.records import SHORT_SEGMENT_POLICIES, SPLITS, SegmentFilter
 from musrec.audioset.representation import REPRESENTATION_DIMS
 from musrec.config.library import LibraryConfig
-from musrec.config.values import SECTION, apply, at_least, choice, env_overrides, read_toml, section_names
+from musrec.config.values import (
+    SECTION,
+    apply,
+    at_least,
+    choice,
+    env_overrides,
+    env_variable,
+    read_toml,
+    section_names,
+)
 from musrec.errors import ConfigError
 from musrec.index.build import BuildOptions
 from musrec.index.structures import ANN_KINDS
@@ -385,4 +394,4 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
     config = Config()
     if path is not None:
         config = dataclasses.replace(apply(config, read_toml(Path(path)), source=str(path)), file=Path(path))
-    return apply(config, env_overrides(env, section_names(Config)), source="environment")
+    return apply(config, env_overrides(env, section_names(Config)), source="environment", variable=env_variable)

@@ -7,7 +7,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,8 +80,9 @@ def env_overrides(environ: Mapping[str, str], sections: Collection[str]) -> dict
     return out
 
 
-def apply(config: C, flat: Mapping[str, Any], *, source: str) -> C:
-    """A copy of ``config`` (a dataclass of section dataclasses) with ``{"section.key": value}`` applied."""
+def apply(config: C, flat: Mapping[str, Any], *, source: str, variable: Callable[[str], str] | None = None) -> C:
+    """A copy of ``config`` (a dataclass of section dataclasses) with ``{"section.key": value}`` applied. Where the
+    values came from variables (``variable`` names each key's, :func:`env_variable`), errors name the variable."""
     changes: dict[str, dict[str, Any]] = {}
     for dotted, value in flat.items():
         section, _, key = dotted.partition(".")
@@ -92,14 +93,21 @@ def apply(config: C, flat: Mapping[str, Any], *, source: str) -> C:
         hints = typing.get_type_hints(type(section_obj))
         if key not in hints:
             raise ConfigError(f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(hints))})")
-        changes.setdefault(section, {})[key] = coerce(f"{section}.{key}", value, hints[key], source)
+        shown = f"{variable(dotted)} ({dotted})" if variable else dotted
+        changes.setdefault(section, {})[key] = coerce(shown, value, hints[key], source)
     updated = {}
     for section, values in changes.items():
         try:
             updated[section] = dataclasses.replace(getattr(config, section), **values)
         except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
+            where = f" ({', '.join(variable(f'{section}.{key}') for key in values)})" if variable else ""
+            raise ConfigError(f"{source}{where}: {err}") from None
     return dataclasses.replace(config, **updated)
+
+
+def env_variable(dotted: str) -> str:
+    """The variable that sets a key: ``recommend.top_k`` -> ``MUSREC_RECOMMEND_TOP_K``."""
+    return ENV_PREFIX + dotted.replace(".", "_").upper()
 
 
 def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
