@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from musrec.config.library import NAME_HELP, NAME_PATTERN, REMOTE_SCHEMES
 from musrec.library.errors import LibraryError, LibraryFormatError, LibraryNameError
-from musrec.library.milvus import connect, release, short_error
+from musrec.library.milvus import connect, failure, release
 from musrec.library.segments import REPRESENTATION, Segments
 from musrec.library.tracks import TRACK_ID_DIGITS, TrackInfo
 
@@ -94,16 +94,16 @@ class MilvusStore:
 
     def _open_collections(self) -> None:
         with self._errors("open the library"):
-            existing = set(self._c.list_collections())
+            existing = set(self._c.list_collections(timeout=self.timeout_s))
             for name in (self.segments_name, self.tracks_name):
                 if name in existing:
                     self._check_version(name)
                 else:
                     self._create(name)
-                self._c.load_collection(name)
+                self._c.load_collection(name, timeout=self.timeout_s)
 
     def _check_version(self, name: str) -> None:
-        properties = self._c.describe_collection(name).get("properties", {})
+        properties = self._c.describe_collection(name, timeout=self.timeout_s).get("properties", {})
         found = properties.get(SCHEMA_KEY)
         if found == str(SCHEMA_VERSION):
             return
@@ -146,7 +146,8 @@ class MilvusStore:
             schema.add_field("mark", DataType.FLOAT_VECTOR, dim=len(MARK))
             index.add_index("mark", index_type="FLAT", metric_type="L2")
         properties = {SCHEMA_KEY: str(SCHEMA_VERSION), REPRESENTATION_KEY: REPRESENTATION}
-        self._c.create_collection(name, schema=schema, index_params=index, properties=properties)
+        self._c.create_collection(name, schema=schema, index_params=index, properties=properties,
+                                  timeout=self.timeout_s)  # fmt: skip
         log.info(
             "created %s (%s) at %s", name, self.index_type if name == self.segments_name else "catalogue", self.uri
         )
@@ -301,11 +302,13 @@ class MilvusStore:
     def record_recall(self, recall_at_10: float) -> None:
         """Keep the measured recall@10 of the index against exact search with the collection."""
         with self._errors("save the library"):
-            self._c.alter_collection_properties(self.segments_name, properties={RECALL_KEY: f"{recall_at_10:.4f}"})
+            self._c.alter_collection_properties(self.segments_name, properties={RECALL_KEY: f"{recall_at_10:.4f}"},
+                                                timeout=self.timeout_s)  # fmt: skip
 
     def recorded_recall(self) -> float | None:
         with self._errors("read the library"):
-            value = self._c.describe_collection(self.segments_name).get("properties", {}).get(RECALL_KEY)
+            described = self._c.describe_collection(self.segments_name, timeout=self.timeout_s)
+            value = described.get("properties", {}).get(RECALL_KEY)
         return float(value) if value is not None else None
 
     # ---- helpers ------------------------------------------------------------------------------------------------
@@ -333,14 +336,16 @@ class MilvusStore:
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        """pymilvus's failures as one line that names what could not be done; the details go to the log."""
+        """pymilvus's failures (and gRPC's: a server that did not answer in time) as one line that names what could
+        not be done; the details go to the log."""
+        from grpc import RpcError
         from pymilvus.exceptions import MilvusException
 
         try:
             yield
-        except MilvusException as err:
-            log.warning("could not %s at %s: %s", doing, self.uri, err)
-            raise LibraryError(f"could not {doing}: the library's store answered {short_error(err)}") from None
+        except (MilvusException, RpcError) as err:
+            log.info("could not %s at %s: %s", doing, self.uri, err)
+            raise failure(doing, self.uri, err, local=self.local, timeout_s=self.timeout_s) from None
 
 
 def _track(library: str, row: dict[str, Any]) -> TrackInfo:
