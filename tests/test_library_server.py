@@ -1,0 +1,323 @@
+"""Libraries on a Milvus server (issue 25), over the same gRPC protocol pymilvus speaks to Milvus standalone and
+clusters: ``milvus-lite server`` on a loopback port, ``[library] uri = "http://127.0.0.1:PORT"``. The CLI end to end
+(add, an idempotent second add, list, a track found by an excerpt of itself first, removal of all its segments and
+nothing else, the HNSW index and its recorded recall), two processes on one server at once, a server that is not
+there or stops answering said in one line within ``[library] timeout_s``, and ``MUSREC_LIBRARY_TOKEN`` handed to the
+client and never shown."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pymilvus
+import pytest
+from conftest import child_environment
+from library_fixtures import Recording, excerpt, recording, write_config
+from vggish_fixtures import shared_vggish_files
+
+from musrec.cli import main
+from musrec.library import LibraryError
+from musrec.library.store import MilvusStore
+
+START_WAIT_S = 60.0  # bound on the server's start (it listens within a second or two)
+STOP_WAIT_S = 15.0  # bound on its exit after SIGTERM, then SIGKILL
+CHILD_WAIT_S = 120.0  # bound on a musrec process a test starts (a hang guard, not a limit on speed)
+TOKEN = "root:tok-3f9c2a71e8d4b6"  # what a user's MUSREC_LIBRARY_TOKEN looks like (user:password)
+
+# A second client in a process of its own: opens the store, says so, then answers "counts" until told to stop.
+HOLDER = """
+import json, sys
+from musrec.library.store import MilvusStore
+store = MilvusStore(sys.argv[1], prefix=sys.argv[2])
+print("open", flush=True)
+for line in sys.stdin:
+    if line.strip() != "counts":
+        break
+    print(json.dumps(store.counts()), flush=True)
+store.close()
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    uri: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def milvus_lite() -> str:
+    """The milvus-lite executable next to this interpreter, or on PATH; the module is skipped without it."""
+    beside = Path(sys.executable).with_name("milvus-lite")
+    found = str(beside) if beside.exists() else shutil.which("milvus-lite")
+    if found is None:
+        pytest.skip("the milvus-lite executable is not installed (pip install milvus-lite): no server to test against")
+    return found
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def milvus_server(root: Path) -> Iterator[Server]:
+    """``milvus-lite server`` on 127.0.0.1 at a free port, its data and home under ``root``; stopped at the end."""
+    port = free_port()
+    log = root / "server.log"
+    argv = [milvus_lite(), "server", "--data-dir", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=child_environment(root / "home"))
+    try:
+        deadline = time.monotonic() + START_WAIT_S
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"milvus-lite server did not start: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+        yield Server(f"http://127.0.0.1:{port}", process, log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)  # a test may have stopped it
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_WAIT_S)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with milvus_server(tmp_path_factory.mktemp("milvus-server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory: pytest.TempPathFactory) -> list[Recording]:
+    root = tmp_path_factory.mktemp("music")
+    return [
+        recording(root, "one.mp3", seed=61, seconds=24, title="North", artist="Compass", album="Points"),
+        recording(root, "two.flac", seed=62, seconds=22, title="South", artist="Compass"),
+        recording(root / "more", "three.ogg", seed=63, seconds=23, title="East"),
+    ]
+
+
+def server_config(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, uri: str, *, collection: str, timeout_s: float = 30.0
+) -> Path:
+    """A configuration whose library is ``uri`` (its collections prefixed ``collection``: one set per test), its data
+    directory under ``tmp_path``."""
+    files = shared_vggish_files(tmp_path_factory)
+    library = f'\n[library]\nuri = "{uri}"\ncollection = "{collection}"\ntimeout_s = {timeout_s}\n'
+    return write_config(tmp_path / "config.toml", data_dir=tmp_path / "data", checkpoint=files.checkpoint,
+                        pca_params=files.pca_column, extra=library)  # fmt: skip
+
+
+def run(config: Path, *argv: str) -> int:
+    return main(["--config", str(config), *argv])
+
+
+def run_child(config: Path, home: Path, *argv: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+    """``musrec`` in a process of its own, as a user runs it (its stderr is what a user sees, pymilvus's too)."""
+    argv_ = [sys.executable, "-m", "musrec.cli", "--config", str(config), *argv]
+    env = child_environment(home, MUSREC_LIBRARY_TOKEN=token)
+    return subprocess.run(argv_, capture_output=True, text=True, timeout=CHILD_WAIT_S, env=env)
+
+
+def test_cli_end_to_end_on_a_server(
+    server: Server,
+    music: list[Recording],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    local_embedder: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = server_config(tmp_path, tmp_path_factory, server.uri, collection="e2e")
+    folder = music[0].path.parent
+    assert run(config, "library", "add", str(folder), "--library", "home", "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "added 3 tracks (9 segments) to library home" in out
+    # A server builds HNSW ([library] index = "auto"); the recall measured after the add is recorded with it.
+    assert "index HNSW: recall@10 1.000 against exact search on 9 stored segments" in out
+    client = pymilvus.MilvusClient(uri=server.uri)
+    try:
+        (index,) = client.list_indexes("e2e_segments")
+        assert client.describe_index("e2e_segments", index)["index_type"] == "HNSW"
+    finally:
+        client.close()
+    store = MilvusStore(server.uri, prefix="e2e")
+    try:
+        assert store.index_type == "HNSW" and store.recorded_recall() == 1.0
+    finally:
+        store.close()
+
+    # The same files again add nothing.
+    assert run(config, "library", "add", str(folder), str(music[0].path), "--library", "home", "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "added 0 tracks" in out and "3 already there" in out and "3 tracks in it now" in out
+    assert run(config, "library", "list", "--library", "home", "--json") == 0
+    tracks = {t["title"]: t for t in json.loads(capsys.readouterr().out)["tracks"]}
+    assert sorted(tracks) == ["East", "North", "South"]
+    assert tracks["North"]["album"] == "Points" and tracks["North"]["file"] == str(music[0].path)
+
+    # An excerpt of the second recording, encoded on its own, finds it first, at the segment it was cut from.
+    clip = excerpt(music[1], tmp_path / "clip.wav", start_s=10)
+    assert run(config, "recommend", str(clip), "--library", "home", "--json") == 0
+    matches = json.loads(capsys.readouterr().out)["matches"]
+    assert (matches[0]["title"], matches[0]["file"], matches[0]["start_s"]) == ("South", str(music[1].path), 10.0)
+    assert len({m["track_id"] for m in matches}) == len(matches) == 3  # one match per track
+
+    # Removal takes every segment of the track and nothing of the others.
+    removed = tracks["South"]["track_id"]
+    assert run(config, "library", "remove", removed[:8], "--library", "home") == 0
+    assert "removed" in capsys.readouterr().out
+    assert run(config, "library", "list", "--library", "home", "--json") == 0
+    assert sorted(t["title"] for t in json.loads(capsys.readouterr().out)["tracks"]) == ["East", "North"]
+    store = MilvusStore(server.uri, prefix="e2e")
+    try:
+        assert store.segment_count("home", removed) == 0
+        for kept in ("North", "East"):
+            assert store.segment_count("home", tracks[kept]["track_id"]) == tracks[kept]["segments"] == 3
+        assert store.segment_count("home") == 6
+    finally:
+        store.close()
+
+
+def test_two_processes_use_one_server_at_once(
+    server: Server,
+    music: list[Recording],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    isolated_home: Path,
+    local_embedder: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Another process (a bot, say) keeps the store open while `musrec library` runs: a server is shared, so nothing
+    # is refused as it is for a Milvus Lite directory, and what one writes the other reads.
+    config = server_config(tmp_path, tmp_path_factory, server.uri, collection="shared")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, server.uri, "shared"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=child_environment(isolated_home))  # fmt: skip
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert run(config, "library", "add", str(music[2].path), "--library", "guild", "--no-progress") == 0
+        out, err = capsys.readouterr()
+        assert "added 1 tracks" in out and "in use" not in err
+        holder.stdin.write("counts\n")
+        holder.stdin.flush()
+        assert json.loads(holder.stdout.readline()) == {"guild": 1}
+        assert run(config, "library", "list") == 0
+        assert capsys.readouterr().out.split() == ["guild", "1", "tracks"]
+    finally:
+        holder.communicate("stop\n", timeout=CHILD_WAIT_S)
+    assert holder.returncode == 0
+
+
+def test_a_server_that_is_not_there_is_one_line(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, isolated_home: Path
+) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"  # closed: nothing listens there
+    config = server_config(tmp_path, tmp_path_factory, uri, collection="absent", timeout_s=2)
+    done = run_child(config, isolated_home, "library", "list")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        f"musrec: error: could not open the library: the Milvus server at {uri} cannot be reached: check that it is "
+        "running and that [library] uri names it, then try again\n"
+    )
+    assert TOKEN not in done.stderr
+
+
+def test_a_server_that_stops_answering_is_one_line(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, isolated_home: Path
+) -> None:
+    with milvus_server(tmp_path_factory.mktemp("stopped-server")) as stopped:
+        store = MilvusStore(stopped.uri, prefix="stops", timeout_s=1)
+        try:
+            stopped.process.send_signal(signal.SIGSTOP)  # it keeps its port and connections, and answers nothing
+            # Every call is bounded by [library] timeout_s and fails as the store's error, in one line.
+            calls: list[tuple[str, Callable[[], object]]] = [
+                ("read the library", lambda: store.tracks("x")),
+                (
+                    "search the library",
+                    lambda: store.search(np.ones(1280, np.float32), library="x", limit=3, one_per_track=True),
+                ),  # fmt: skip
+                ("read the library", store.recorded_recall),
+            ]
+            for doing, call in calls:
+                with pytest.raises(LibraryError) as raised:
+                    call()
+                assert str(raised.value) == (
+                    f"could not {doing}: the Milvus server at {stopped.uri} did not answer within 1 s "
+                    "([library] timeout_s): check that it is running and that [library] uri names it, then try again"
+                )
+        finally:
+            store.close()
+        # The command line meets it when it connects: one line, no traceback (pymilvus's own log is quiet).
+        config = server_config(tmp_path, tmp_path_factory, stopped.uri, collection="stops", timeout_s=1)
+        done = run_child(config, isolated_home, "library", "list")
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert done.stderr.startswith(f"musrec: error: could not open the library: the Milvus server at {stopped.uri}")
+        assert "then try again" in done.stderr and TOKEN not in done.stderr
+
+
+def test_the_token_reaches_the_client_and_is_never_shown(
+    server: Server,
+    music: list[Recording],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    isolated_home: Path,
+    local_embedder: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tokens: list[str | None] = []
+    connect = pymilvus.MilvusClient.__init__
+
+    def recording_init(self: pymilvus.MilvusClient, *args: Any, **kwargs: Any) -> None:
+        tokens.append(kwargs.get("token"))
+        connect(self, *args, **kwargs)  # still connects, with it
+
+    monkeypatch.setattr(pymilvus.MilvusClient, "__init__", recording_init)
+    monkeypatch.setenv("MUSREC_LIBRARY_TOKEN", TOKEN)
+    caplog.set_level(logging.DEBUG)
+    config = server_config(tmp_path, tmp_path_factory, server.uri, collection="token")
+    assert run(config, "library", "add", str(music[0].path), "--library", "t", "--no-progress") == 0
+    assert run(config, "library", "list", "--library", "t") == 0
+    (tmp_path / "absent").mkdir()
+    absent = server_config(tmp_path / "absent", tmp_path_factory, f"http://127.0.0.1:{free_port()}",
+                           collection="token", timeout_s=2)  # fmt: skip
+    assert run(absent, "library", "list") == 1
+    out, err = capsys.readouterr()
+    assert tokens == [TOKEN] * 3
+    assert "1 tracks in library t" in out and "cannot be reached" in err
+    assert TOKEN not in out + err + caplog.text and "tok-3f9c" not in out + err + caplog.text
+
+    # A process of its own, as chatty as it gets (-vv: every log line, pymilvus's too): never the token.
+    done = run_child(config, isolated_home, "-vv", "library", "list", "--library", "t")
+    assert done.returncode == 0 and "1 tracks in library t" in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
