@@ -166,6 +166,9 @@ def test_cli_end_to_end_on_a_server(
     try:
         (index,) = client.list_indexes("e2e_segments")
         assert client.describe_index("e2e_segments", index)["index_type"] == "HNSW"
+        # Strong: a read sees every write before it (a server's default, Bounded, lags a few seconds).
+        for name in ("e2e_segments", "e2e_tracks"):
+            assert client.describe_collection(name)["consistency_level_name"] == "Strong"
     finally:
         client.close()
     store = MilvusStore(server.uri, prefix="e2e")
