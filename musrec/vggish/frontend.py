@@ -1,8 +1,12 @@
 """VGGish front end: waveform -> log-mel examples of 96 frames x 64 bands.
 
-Pure numpy, float64 throughout as in Google's reference, which makes the output at 16 kHz bit-for-bit identical
-to it. Non-16 kHz input is converted with :func:`musrec.audio.resample.resample` (see there for how close that gets
-to the reference's resampler).
+Float64 throughout as in Google's reference, so the float32 examples the network takes are the reference's at 16
+kHz. One step differs in how, not what: the product with the mel matrix skips its zeros (461 of its 16,448 weights
+are not zero), 14 times faster than the dense product (0.3 against 4 ms for 10 s, about a tenth of a library track's
+processor time besides the network). Its float64 sums may differ from a dense product's in the last bit or two, as
+two BLAS builds' do; rounded to float32, not one of a 10-s example's 63,872 values did. Non-16 kHz input is
+converted with :func:`musrec.audio.resample.resample` (see there for how close that gets to the reference's
+resampler).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 
 from musrec.audio.resample import TARGET_RATE, resample
 
@@ -92,13 +97,13 @@ def mel_matrix() -> npt.NDArray[np.float64]:
     return weights
 
 
-_MEL_MATRIX: Final = mel_matrix()
-_MEL_MATRIX.setflags(write=False)
+# mel_matrix() transposed, its zeros left out: [64, 257] @ [257, n_frames] costs one multiply per weight that is not 0.
+_MEL_WEIGHTS: Final = sparse.csr_array(mel_matrix().T)
 
 
 def log_mel_spectrogram(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     """Mono 16 kHz samples -> [n_frames, 64] ``ln(mel + 0.01)``, one frame per 10 ms."""
-    mel = spectrogram(samples) @ _MEL_MATRIX
+    mel = (_MEL_WEIGHTS @ spectrogram(samples).T).T
     return np.log(mel + LOG_OFFSET)
 
 
