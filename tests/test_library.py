@@ -27,6 +27,7 @@ from musrec.library import (
     UnknownTrackError,
 )
 from musrec.library.add import add_paths
+from musrec.library.results import AddProgress
 from musrec.library.segments import Segments, decode_track, embed_segments, windows_of
 from musrec.library.store import SCHEMA_KEY, SCHEMA_VERSION, MilvusStore
 
@@ -139,6 +140,28 @@ def test_an_interrupted_add_is_completed_by_the_next(lib: Library, music: list[R
     result = lib.add_track(music[0].path, library="crash")
     assert result.added and result.completed
     assert lib.store.segment_count("crash") == result.track.segments == 4
+
+
+def test_ctrl_c_finishes_the_tracks_being_stored_and_the_next_add_the_rest(lib: Library, tmp_path: Path) -> None:
+    """Two recordings are embedded at once: Ctrl-C after the first is done lets those being stored finish (their
+    segments and their rows), starts no other, and the next add stores each of the rest once."""
+    folder = tmp_path / "six"
+    for i in range(6):
+        recording(folder, f"{i}.wav", seed=40 + i, seconds=11)
+
+    def interrupt(progress: AddProgress) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        add_paths(lib, [folder], library="ctrlc", progress=interrupt)
+    kept = lib.tracks("ctrlc")
+    assert 1 <= len(kept) < 6
+    assert lib.store.segment_count("ctrlc") == sum(t.segments for t in kept)  # no segments without their track
+    report = add_paths(lib, [folder], library="ctrlc")
+    assert (report.added, report.present, report.completed) == (6 - len(kept), len(kept), 0)
+    tracks = lib.tracks("ctrlc")
+    assert len({t.track_id for t in tracks}) == len(tracks) == 6
+    assert lib.store.segment_count("ctrlc") == sum(t.segments for t in tracks)
 
 
 def test_damaged_and_non_audio_files_are_lines_of_the_report(
