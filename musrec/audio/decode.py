@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from musrec.audio.head import MAGIC_BYTES, Head, read_head
+from musrec.audio.head import MAGIC_BYTES, Head, mp3_frame_samples, read_head
 from musrec.audio.limits import (
     AudioLimits,
     check_size,
@@ -256,7 +256,7 @@ def _decode_file(
     """Mono float64 at ``out_rate`` or the native rate (at most MAX_NATIVE_RATE), channels averaged as the reference."""
     pcm = None
     if not start_s and out_rate is None and head.mp3_rate and (mpg123 := mpg123_executable()):
-        pcm = _run_mpg123(mpg123, head, span_s=span_s, deadline=deadline)
+        pcm = _run_mpg123(mpg123, head.path, head.mp3_rate, span_s=span_s, deadline=deadline)
     if pcm is None:
         pcm = _run_ffmpeg(head, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=out_rate)
     if pcm is None and out_rate is None:
@@ -290,21 +290,21 @@ def regroups(ffmpeg: str) -> bool:
     return b" asetnsamples " in listed
 
 
-def _run_mpg123(mpg123: str, head: Head, *, span_s: float, deadline: float) -> Pcm | None:
-    """An MP3 from its start, at its own rate and channels, by mpg123; None if mpg123 could not (ffmpeg decodes it).
+def _run_mpg123(mpg123: str, path: Path, rate: int, *, span_s: float, deadline: float) -> Pcm | None:
+    """An MP3 at ``rate`` from its start, at that rate and its own channels, by mpg123; None if mpg123 could not
+    (ffmpeg decodes it).
 
     Its samples are ffmpeg's to one step of 16 bits (about one in a thousand differ by that), the encoder's delay
     trimmed alike, at a third of ffmpeg's processor time (ffmpeg hands every frame between threads): a library of MP3s
     is added that much faster. A start other than 0 is ffmpeg's: its seek is exact to the sample.
     """
-    frame_samples = 1152 if (head.mp3_rate or 0) >= 32000 else 576  # MPEG-1 frames hold two granules, 2 and 2.5 one
-    frames = math.ceil((span_s + TRIM_MARGIN_S) * (head.mp3_rate or 0) / frame_samples) + 2  # + the encoder's delay
+    frames = math.ceil((span_s + TRIM_MARGIN_S) * rate / mp3_frame_samples(rate)) + 2  # + the encoder's delay
     # --resync-limit -1: past a damaged stretch, go on to the next good frame as ffmpeg does (by default mpg123 ends
     # there, with success: a file with a hole would be cut short without a word).
-    cmd = [mpg123, "--quiet", "--resync-limit", "-1", "--frames", str(frames), "--wav", "-", "--", str(head.path)]
-    pcm, rc, _ = run_decoder(cmd, name=head.path.name, span_s=span_s, deadline=deadline, limit_rate=True)
+    cmd = [mpg123, "--quiet", "--resync-limit", "-1", "--frames", str(frames), "--wav", "-", "--", str(path)]
+    pcm, rc, _ = run_decoder(cmd, name=path.name, span_s=span_s, deadline=deadline, limit_rate=True)
     if rc not in (0, None) or pcm is None or len(pcm.summed) == 0:
-        log.debug("mpg123 could not decode %s (exit %s): ffmpeg will", head.path.name, rc)
+        log.debug("mpg123 could not decode %s (exit %s): ffmpeg will", path.name, rc)
         return None
     return pcm
 

@@ -46,6 +46,12 @@ class Head:
     seconds: float | None = None
 
 
+def mp3_frame_samples(rate: int) -> int:
+    """Samples per channel in one frame of an MP3 at ``rate``: MPEG-1 (32 kHz and up) frames hold two granules of
+    576, MPEG-2 and 2.5 frames one."""
+    return 1152 if rate >= 32000 else 576
+
+
 def read_head(path: Path) -> Head:
     """The :class:`Head` of ``path``, in one open. DecodeError if it is not a regular file; OSError if it cannot be
     read (FileNotFoundError among them)."""

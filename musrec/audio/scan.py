@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from musrec.audio.decode import Audio, Source, check_file, decode, decode_pcm, source_file
-from musrec.audio.head import Head
+from musrec.audio.head import Head, mp3_frame_samples
 from musrec.audio.limits import AudioLimits, decode_deadline, refuse_short, refuse_silent
 from musrec.audio.resample import TARGET_RATE
 from musrec.audio.runner import Pcm, mpg123_executable, run_decoder
@@ -157,7 +157,7 @@ def _mpg123_envelope(
     by as many processes: the parts join sample for sample, as one run's output would.
     """
     factor = next(f for f in (4, 2) if native // f >= SCAN_RATE) if native >= 2 * SCAN_RATE else 1
-    frame_samples = 1152 if native >= 32000 else 576  # MPEG-1 frames hold two granules, MPEG-2 and 2.5 one
+    frame_samples = mp3_frame_samples(native)
     frames = math.ceil(search_s * native / frame_samples) + 2  # + the encoder's delay, which mpg123 trims
     per_part = math.ceil(frames / parts)
 
