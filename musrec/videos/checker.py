@@ -94,7 +94,7 @@ class VideoChecker:
     def gone(self) -> Container[str]:
         """The videos known in memory to be gone, for a search to pass over (``video_id in checker.gone``): what
         :meth:`known` or :meth:`statuses` last read of them, while it has not expired."""
-        return _KnownGone(self._memo, self.store.gone_s)
+        return _KnownGone(self._memo, self.store)
 
     def known(self, video_ids: Sequence[str]) -> Statuses:
         """What is known of ``video_ids`` now, from memory and the store, without asking YouTube."""
@@ -143,12 +143,13 @@ class VideoChecker:
         with self._lock:
             for video_id in ids:
                 status = self._memo.get(video_id)
-                if status is not None and status.checked_at is not None:
-                    if now < status.checked_at + self.store.lifetime_s(status.state):
-                        self._memo.move_to_end(video_id)
-                        found[video_id] = status
-                    else:
-                        del self._memo[video_id]
+                if status is None:
+                    continue
+                if self.store.unexpired(status, now):
+                    self._memo.move_to_end(video_id)
+                    found[video_id] = status
+                else:  # the memo holds checked states only (_remember): this one has expired
+                    del self._memo[video_id]
         return found
 
     def _remember(self, statuses: Iterable[VideoStatus]) -> None:
@@ -206,10 +207,10 @@ class _KnownGone(Container[str]):
     """``video_id in`` it: the video is known in memory to be gone, and that has not expired
     (:attr:`VideoChecker.gone`)."""
 
-    def __init__(self, memo: Mapping[str, VideoStatus], lifetime_s: float) -> None:
+    def __init__(self, memo: Mapping[str, VideoStatus], store: VideoStore) -> None:
         self._memo = memo
-        self._lifetime_s = lifetime_s
+        self._store = store
 
     def __contains__(self, video_id: object) -> bool:
         status = self._memo.get(video_id) if isinstance(video_id, str) else None  # one read: no lock needed
-        return status is not None and status.gone and time.time() < (status.checked_at or 0.0) + self._lifetime_s
+        return status is not None and status.gone and self._store.unexpired(status, time.time())

@@ -72,6 +72,11 @@ class VideoStore(SQLiteFile):
         """How long a state is believed: ``alive_s`` or ``gone_s``."""
         return self.alive_s if state == ALIVE else self.gone_s
 
+    def unexpired(self, status: VideoStatus, now: float) -> bool:
+        """Whether ``status`` is still believed at ``now`` (seconds since the epoch): checked less than its state's
+        lifetime ago."""
+        return status.checked_at is not None and now < status.checked_at + self.lifetime_s(status.state)
+
     def get_many(self, video_ids: Iterable[str]) -> dict[str, VideoStatus]:
         """The states known and not expired of ``video_ids`` (those not known are missing)."""
         ids = list(dict.fromkeys(video_ids))
