@@ -4,8 +4,9 @@ A reader thread hashes, checks and decodes the next recordings while others are 
 rarely waits for the decoder. Two recordings are embedded at once (:data:`ADD_WORKERS`), each forward pass on its
 share of the cores (``musrec library add`` sizes TensorFlow's threads so): one pass spread over every core stalls
 whenever the decoder takes a core, as its threads wait for each other, while two passes each on their own core
-just share. NumPy's BLAS (the log-mel spectrogram's product with the mel matrix) runs on one thread meanwhile: its
-extra threads only took cores from the model. bench/library_bench.py measures the add against the model's bound.
+just share. NumPy's BLAS (the products around the network, such as the PCA of each track's embeddings) runs on one
+thread meanwhile: its extra threads only took cores from the model (0.93 against 0.86-0.89 s a 3-minute track, two
+runs each). bench/library_bench.py measures the add against the model's bound.
 
 A recording already in the library (the same content, under any name) costs only its hash. An interrupted add
 (Ctrl-C, a crash, kill -9) loses at most the recordings being written: complete tracks are complete, and the next
