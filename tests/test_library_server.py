@@ -3,7 +3,9 @@ clusters: ``milvus-lite server`` on a loopback port, ``[library] uri = "http://1
 (add, an idempotent second add, list, a track found by an excerpt of itself first, removal of all its segments and
 nothing else, the HNSW index and its recorded recall), two processes on one server at once, a server that is not
 there or stops answering said in one line within ``[library] timeout_s``, and ``MUSREC_LIBRARY_TOKEN`` handed to the
-client and never shown."""
+client and never shown. Milvus Lite has no authentication: a token the server refuses (wrong, or none where one is
+required) is tested against the stand-in of tests/milvus_standin.py, which refuses as Milvus 2.4+ (UNAUTHENTICATED),
+2.3 (UNKNOWN, naming the password it got) and a Status with code 1800 do, at connecting or at a later call."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import pymilvus
 import pytest
 from conftest import child_environment
 from library_fixtures import Recording, excerpt, recording, write_config
+from milvus_standin import FORMS, refusing_milvus
 from vggish_fixtures import shared_vggish_files
 
 from musrec.cli import main
@@ -36,6 +39,17 @@ START_WAIT_S = 60.0  # bound on the server's start (it listens within a second o
 STOP_WAIT_S = 15.0  # bound on its exit after SIGTERM, then SIGKILL
 CHILD_WAIT_S = 120.0  # bound on a musrec process a test starts (a hang guard, not a limit on speed)
 TOKEN = "root:tok-3f9c2a71e8d4b6"  # what a user's MUSREC_LIBRARY_TOKEN looks like (user:password)
+PASSWORD = TOKEN.partition(":")[2]
+API_KEY = "mk-58e0b2d94c7a13f6"  # the other kind of token: an API key (no ":")
+REFUSED = (
+    "musrec: error: could not open the library: the Milvus server at {uri} refused the credentials in "
+    'MUSREC_LIBRARY_TOKEN: check that it holds a user and password ("user:password") or an API key the server '
+    "accepts, then try again\n"
+)
+UNGIVEN = (
+    "musrec: error: could not open the library: the Milvus server at {uri} requires credentials and none were given: "
+    'set MUSREC_LIBRARY_TOKEN to "user:password" or an API key, then try again\n'
+)
 
 # A second client in a process of its own: opens the store, says so, then answers "counts" until told to stop.
 HOLDER = """
@@ -140,10 +154,11 @@ def run(config: Path, *argv: str) -> int:
     return main(["--config", str(config), *argv])
 
 
-def run_child(config: Path, home: Path, *argv: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    """``musrec`` in a process of its own, as a user runs it (its stderr is what a user sees, pymilvus's too)."""
+def run_child(config: Path, home: Path, *argv: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+    """``musrec`` in a process of its own, as a user runs it (its stderr is what a user sees, pymilvus's too);
+    ``token`` None: MUSREC_LIBRARY_TOKEN unset."""
     argv_ = [sys.executable, "-m", "musrec.cli", "--config", str(config), *argv]
-    env = child_environment(home, MUSREC_LIBRARY_TOKEN=token)
+    env = child_environment(home, **({"MUSREC_LIBRARY_TOKEN": token} if token is not None else {}))
     return subprocess.run(argv_, capture_output=True, text=True, timeout=CHILD_WAIT_S, env=env)
 
 
@@ -324,3 +339,62 @@ def test_the_token_reaches_the_client_and_is_never_shown(
     done = run_child(config, isolated_home, "-vv", "library", "list", "--library", "t")
     assert done.returncode == 0 and "1 tracks in library t" in done.stdout
     assert TOKEN not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("command", ["list", "add"])
+def test_a_refused_token_is_one_line(
+    form: str,
+    command: str,
+    music: list[Recording],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    isolated_home: Path,
+) -> None:
+    # issue 25: a server with authentication refuses a wrong token at Connect; pymilvus raises that as a connection
+    # it could not make ("server unavailable"), which must not read as a server that cannot be reached.
+    argv = ["library", "list"] if command == "list" else ["library", "add", str(music[0].path), "--no-progress"]
+    with refusing_milvus(form) as standin:
+        config = server_config(tmp_path, tmp_path_factory, standin.uri, collection="refused", timeout_s=5)
+        done = run_child(config, isolated_home, *argv)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", REFUSED.format(uri=standin.uri))
+    assert standin.authorizations == [TOKEN]  # the token reached the server, once: refused, nothing retried
+    assert PASSWORD not in done.stderr  # the 2.3 form's answer names it: never repeated
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_no_token_for_a_server_that_requires_one_is_one_line(
+    form: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, isolated_home: Path
+) -> None:
+    with refusing_milvus(form) as standin:
+        config = server_config(tmp_path, tmp_path_factory, standin.uri, collection="untold", timeout_s=5)
+        done = run_child(config, isolated_home, "library", "list", token=None)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", UNGIVEN.format(uri=standin.uri))
+    assert standin.authorizations == [None]
+
+
+def test_a_refused_api_key_is_one_line(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, isolated_home: Path
+) -> None:
+    with refusing_milvus("unauthenticated") as standin:
+        config = server_config(tmp_path, tmp_path_factory, standin.uri, collection="key", timeout_s=5)
+        done = run_child(config, isolated_home, "library", "list", token=API_KEY)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", REFUSED.format(uri=standin.uri))
+    assert standin.authorizations == [API_KEY] and API_KEY not in done.stderr
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_token_refused_after_connecting_is_one_line_and_never_logged(
+    form: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, isolated_home: Path
+) -> None:
+    # The server admits Connect, then refuses each call (a password changed, an API key removed, while connected):
+    # the store's own calls say the same, and -vv (every log line, pymilvus's too) never shows the token or the
+    # 2.3 form's words, which name the password. That form's UNKNOWN is retried by pymilvus until [library]
+    # timeout_s (2 s here).
+    with refusing_milvus(form, admit_connect=True) as standin:
+        config = server_config(tmp_path, tmp_path_factory, standin.uri, collection="later", timeout_s=2)
+        done = run_child(config, isolated_home, "-vv", "library", "list")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.endswith(REFUSED.format(uri=standin.uri))  # after -vv's log lines (and traceback)
+    assert len(standin.authorizations) >= 2 and set(standin.authorizations) == {TOKEN}
+    assert PASSWORD not in done.stderr and "auth check failure" not in done.stderr

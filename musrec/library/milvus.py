@@ -24,6 +24,13 @@ QUIET_WITH_LITE = ("milvus_lite.server_manager", "grpc._server")
 # tries first with "not implemented" (the client then uses its own clock), which pymilvus warns of at every listing.
 QUIET_ALWAYS = ("pymilvus.decorators", "pymilvus.client.connection_manager", "pymilvus.client.iterator.query_iterator")
 CONNECT_FAILED = 2  # pymilvus's code for a connection it could not make (pymilvus.client.types.Status)
+TOKEN_VARIABLE = "MUSREC_LIBRARY_TOKEN"  # where a server's token comes from (user:password, or an API key)
+# A server with authentication refuses a wrong or missing token before any method runs, Connect included: Milvus 2.4
+# and later with gRPC status UNAUTHENTICATED; 2.3 with status UNKNOWN and "auth check failure, ..." followed by the
+# user and password it was sent (never shown); Milvus's own code for it, in an answer's Status, is 1800.
+REFUSED_STATUS = "UNAUTHENTICATED"
+REFUSED_TEXT = "auth check failure"
+REFUSED_CODE = 1800  # merr.ErrNeedAuthenticate, "user hasn't authenticated"
 LOCK_FILE = "LOCK"  # the advisory lock Milvus Lite holds in its data directory while it is open
 
 _OPEN: dict[str, int] = {}  # Milvus Lite directories open in this process: how many stores hold each
@@ -31,7 +38,8 @@ _OPEN_LOCK = threading.Lock()
 
 
 def connect(uri: str, *, token: str | None, local: bool, timeout_s: float) -> Any:
-    """A MilvusClient at ``uri``. A Milvus Lite directory another process holds is LibraryBusyError, in one line."""
+    """A MilvusClient at ``uri``. A Milvus Lite directory another process holds is LibraryBusyError, in one line; a
+    server that cannot be reached, does not answer in time or refuses the token is LibraryError (:func:`failure`)."""
     from grpc import RpcError
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
@@ -47,10 +55,10 @@ def connect(uri: str, *, token: str | None, local: bool, timeout_s: float) -> An
     except (MilvusException, RpcError) as err:
         if local and _locked(Path(uri)):
             raise _busy(uri) from None
-        log.info("cannot open the library at %s: %s", uri, err)
+        log.info("cannot open the library at %s: %s", uri, logged(err))
         if local:
             raise LibraryError(f"could not open the library file at {uri}: {short_error(err)}") from None
-        raise failure("open the library", uri, err, local=False, timeout_s=timeout_s) from None
+        raise failure("open the library", uri, err, local=False, timeout_s=timeout_s, token=bool(token)) from None
     if local:
         with _OPEN_LOCK:
             _OPEN[os.path.abspath(uri)] = _OPEN.get(os.path.abspath(uri), 0) + 1
@@ -99,11 +107,21 @@ def _busy(uri: str) -> LibraryBusyError:
     )
 
 
-def failure(doing: str, uri: str, err: Exception, *, local: bool, timeout_s: float) -> LibraryError:
+def failure(doing: str, uri: str, err: Exception, *, local: bool, timeout_s: float, token: bool) -> LibraryError:
     """A failed call to the store in one line: what could not be done and, for a Milvus server that cannot be
-    reached or did not answer in time, which server and what to do."""
+    reached, did not answer in time or refused the token (``token``: whether one was sent), which server and what
+    to do. The server's words about a refused token are not repeated: an older server's words name the password sent."""
     if local:
         return LibraryError(f"could not {doing}: the library's store answered {short_error(err)}")
+    if _refusal(err) is not None:
+        if token:
+            why = (
+                f"refused the credentials in {TOKEN_VARIABLE}: check that it holds a user and password "
+                '("user:password") or an API key the server accepts'
+            )
+        else:
+            why = f'requires credentials and none were given: set {TOKEN_VARIABLE} to "user:password" or an API key'
+        return LibraryError(f"could not {doing}: the Milvus server at {uri} {why}, then try again")
     code = _status(err)
     if code == "DEADLINE_EXCEEDED":
         why = f"did not answer within {timeout_s:g} s ([library] timeout_s)"
@@ -117,7 +135,32 @@ def failure(doing: str, uri: str, err: Exception, *, local: bool, timeout_s: flo
     )
 
 
-def _status(err: Exception) -> str | None:
+def _refusal(err: BaseException) -> str | None:
+    """How the server refused the caller's credentials (a gRPC status or Milvus's code), None if it did not.
+    pymilvus raises a refused ``Connect`` as a connection it could not make, with the server's answer as its cause;
+    a later call's UNAUTHENTICATED as it came; a later call's UNKNOWN, retried until its deadline, as a
+    MilvusException with the server's words in its message (and itself as its cause)."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        status, details = _status(cause), getattr(cause, "details", None)
+        text = details() if callable(details) else getattr(cause, "message", "")  # after retries: a MilvusException
+        if status == REFUSED_STATUS or REFUSED_TEXT in str(text or ""):
+            return status or getattr(getattr(cause, "code", None), "name", None) or "refused"
+        if getattr(cause, "code", None) == REFUSED_CODE:
+            return f"code {REFUSED_CODE}"
+        cause = cause.__cause__
+    return None
+
+
+def logged(err: Exception) -> str:
+    """The store's error for the log: in full, except a refusal of credentials, whose words may name them."""
+    refusal = _refusal(err)
+    return str(err) if refusal is None else f"the server refused the credentials ({refusal})"
+
+
+def _status(err: BaseException) -> str | None:
     """The gRPC status of a call that failed in transport (grpc.RpcError), else None."""
     code = getattr(err, "code", None)
     status = code() if callable(code) else None

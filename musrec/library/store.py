@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from musrec.config.library import NAME_HELP, NAME_PATTERN, REMOTE_SCHEMES
 from musrec.library.errors import LibraryError, LibraryFormatError, LibraryNameError
-from musrec.library.milvus import connect, failure, release
+from musrec.library.milvus import connect, failure, logged, release
 from musrec.library.segments import REPRESENTATION, Segments
 from musrec.library.tracks import TRACK_ID_DIGITS, TrackInfo
 
@@ -75,6 +75,7 @@ class MilvusStore:
         # trains on every small flushed segment and faiss then warns on stderr. A server builds HNSW as it goes.
         self.index_type = index if index != "auto" else ("FLAT" if self.local else "HNSW")
         self.timeout_s = timeout_s
+        self.with_token = bool(token)  # what a refusal says (the token itself is not kept)
         self._client = connect(uri, token=token, local=self.local, timeout_s=timeout_s)
         try:
             self._open_collections()
@@ -353,8 +354,9 @@ class MilvusStore:
         try:
             yield
         except (MilvusException, RpcError) as err:
-            log.info("could not %s at %s: %s", doing, self.uri, err)
-            raise failure(doing, self.uri, err, local=self.local, timeout_s=self.timeout_s) from None
+            log.info("could not %s at %s: %s", doing, self.uri, logged(err))
+            raise failure(doing, self.uri, err, local=self.local, timeout_s=self.timeout_s,
+                          token=self.with_token) from None  # fmt: skip
 
 
 def _track(library: str, row: dict[str, Any]) -> TrackInfo:
