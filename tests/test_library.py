@@ -5,9 +5,11 @@ second); each test works in libraries of its own."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -228,6 +230,42 @@ def test_a_batch_of_segments_embeds_as_each_alone(local_embedder: Any, music: li
         difference = np.abs(rows.astype(int) - alone.astype(int))
         assert difference.max() <= 1 and (difference > 0).mean() < 0.01
     assert local_embedder.embed_batch([np.zeros(100)], 16000)[0].shape == (0, 128)
+
+
+def test_a_recording_embedded_alone_runs_its_forward_passes_at_once(
+    local_embedder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first and the last recording of an add are embedded alone: their batches of examples (32 each) go through
+    # the network on the library's threads at once (one per forward pass the add runs), so every core the model was
+    # given works. The model waits at a barrier for two: it passes only if two batches run at once, and otherwise
+    # fails after its timeout. 70 s give 70 examples, three batches.
+    music = recording(tmp_path, "long.wav", seed=21, seconds=70)
+    audio = decode_track(str(music.path), max_track_s=600, limits=AudioLimits())
+    one_by_one = embed_segments(audio, local_embedder)
+    model = local_embedder.model
+    together = threading.Barrier(2, timeout=60)
+    calls = itertools.count()
+    threads: set[str] = set()
+
+    def at_once(examples: np.ndarray) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        if next(calls) < 2:
+            together.wait()  # the first two batches meet here, which they can only if they run at once
+        return model(examples)
+
+    monkeypatch.setattr(local_embedder, "_model", at_once)
+    monkeypatch.setattr("musrec.library.library.add_workers", lambda: 2)  # as on any machine of two cores or more
+    library = open_library(tmp_path / "library.db", local_embedder)
+    try:
+        added = library.add_track(music.path, library="alone")
+        stored = np.stack([vector for _, _, vector in library.store.segment_vectors("alone", added.track.track_id)])
+    finally:
+        library.close()
+    assert added.added and added.track.segments == 7 and len(threads) == 2 and not together.broken
+    # The segments of one batch after another, to a quantisation step on a few values: oneDNN may split a product
+    # among fewer threads when two run at once, which can round the network's last float bits differently. A step on
+    # 1% of a segment's 1,280 values moves its unit vector's cosine by about 1e-5.
+    assert np.min(np.sum(stored * one_by_one.vectors, axis=1)) > 1 - 1e-4
 
 
 def test_a_link_is_added_once_by_what_it_links_to(lib: Library, music: list[Recording], tmp_path: Path) -> None:

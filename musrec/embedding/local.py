@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Final
 
@@ -65,16 +66,18 @@ class LocalEmbedder:
         self.embed(np.zeros(WARM_UP_RATE, dtype=np.float64), WARM_UP_RATE)
         log.info("VGGish warmed up in %.2f s", time.perf_counter() - started)
 
-    def embed_examples(self, examples: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
-        """[n, 96, 64] log-mel examples -> [n, 128] float32 network output before PCA, in batches."""
+    def embed_examples(
+        self, examples: npt.NDArray[np.floating], *, pool: Executor | None = None
+    ) -> npt.NDArray[np.float32]:
+        """[n, 96, 64] log-mel examples -> [n, 128] float32 network output before PCA, in batches: one after another,
+        or with ``pool``, on its threads at once (the same output)."""
         x = np.asarray(examples, dtype=np.float32)
         if x.ndim != 3 or x.shape[1:] != (EXAMPLE_FRAMES, NUM_MEL_BANDS):
             raise ValueError(f"expected [n, {EXAMPLE_FRAMES}, {NUM_MEL_BANDS}] examples, got {x.shape}")
         if len(x) <= BATCH_EXAMPLES:
             return self._model(x)
-        return np.concatenate(
-            [self._model(x[start : start + BATCH_EXAMPLES]) for start in range(0, len(x), BATCH_EXAMPLES)]
-        )
+        batches = [x[start : start + BATCH_EXAMPLES] for start in range(0, len(x), BATCH_EXAMPLES)]
+        return np.concatenate(list(pool.map(self._model, batches)) if pool else [self._model(b) for b in batches])
 
     def embed(self, samples: npt.NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.uint8]:
         """Float samples in [-1, 1] (1-D or [n_samples, channels]) -> [n, 128] uint8, one row per 0.96 s.
@@ -92,14 +95,16 @@ class LocalEmbedder:
         return codes
 
     def embed_batch(
-        self, clips: Sequence[npt.NDArray[np.floating]], sample_rate: int = SAMPLE_RATE
+        self, clips: Sequence[npt.NDArray[np.floating]], sample_rate: int = SAMPLE_RATE, *, pool: Executor | None = None
     ) -> list[npt.NDArray[np.uint8]]:
         """Several clips, each as :meth:`embed` gives it, their examples through the network in shared batches: a
-        library's 10-s segments (18 for a 3-minute track) cost one track's forward passes, not 18 small ones."""
+        library's 10-s segments (18 for a 3-minute track) cost one track's forward passes, not 18 small ones. With
+        ``pool``, the batches run on its threads at once (:meth:`embed_examples`)."""
         examples = [waveform_to_examples(vggish_pcm(c, sample_rate) / INT16_SCALE, SAMPLE_RATE) for c in clips]
         sizes = [len(e) for e in examples]
         if not sum(sizes):
             return [np.zeros((0, EMBEDDING_SIZE), dtype=np.uint8) for _ in clips]
         joined = np.concatenate([e for e in examples if len(e)])
-        codes = postprocess(self.embed_examples(joined), eigen_vectors=self._eigen_vectors, means=self._means)
+        outputs = self.embed_examples(joined, pool=pool)
+        codes = postprocess(outputs, eigen_vectors=self._eigen_vectors, means=self._means)
         return np.split(codes, np.cumsum(sizes)[:-1])

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from musrec.audio.decode import Audio, check_file
 from musrec.audio.limits import AudioLimits
 from musrec.config.library import DEFAULT_FILE, LibraryConfig
+from musrec.library.add import add_workers
 from musrec.library.errors import UnknownTrackError
 from musrec.library.results import AddResult, LibraryMatch, LibraryRecommendation
 from musrec.library.segments import Segments, decode_track, embed_segments, query_vector
@@ -90,7 +91,7 @@ class Library:
 
     def __init__(self, store: MilvusStore, *, options: LibraryConfig, limits: AudioLimits,
                  embedder: Embedder | None = None, make_embedder: Callable[[], Embedder] | None = None,
-                 embed_threads: int = 1) -> None:  # fmt: skip
+                 embed_threads: int | None = None) -> None:  # fmt: skip
         self.store = store
         self.options = options
         # A library reads whole recordings: its own size limit, the decode budget of [audio].
@@ -106,8 +107,10 @@ class Library:
         self._make_embedder = make_embedder
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one check-then-write at a time: the same content is never added twice
-        # MAX servers: several windows at once, so every server works; in process, one batched call per track.
-        self._pool = ThreadPoolExecutor(max(1, embed_threads), thread_name_prefix="library-embed")
+        # MAX servers: several windows at once, so every server works. In process (None): a track's forward passes,
+        # as many at once as an add runs (the command sizes the model's threads for that many).
+        threads = add_workers() if embed_threads is None else max(1, embed_threads)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="library-embed")
 
     @classmethod
     def from_config(cls, config: Config, *, embedder: Embedder | None = None) -> Library:
@@ -119,7 +122,7 @@ class Library:
         uri = options.uri or str(config.data_dir / DEFAULT_FILE)
         store = MilvusStore(uri, token=os.environ.get(TOKEN_VARIABLE), prefix=options.collection,
                             index=options.index, timeout_s=options.timeout_s)  # fmt: skip
-        threads = 2 * len(config.max.urls) if config.embedder.kind == "max" else 1
+        threads = 2 * len(config.max.urls) if config.embedder.kind == "max" else None
         return cls(store, options=options, limits=config.audio, embedder=embedder,
                    make_embedder=lambda: make_embedder(config), embed_threads=threads)  # fmt: skip
 

@@ -9,9 +9,10 @@ repeated to ten, as a short AudioSet segment's are (:func:`~musrec.audioset.repr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,14 @@ REPRESENTATION = "flatten"  # the AudioSet index's default: the same query rows 
 MIN_TAIL_S = 1.0  # a last part shorter than this gives no embedding row
 
 Clips = Sequence[npt.NDArray[np.floating]]
-BatchEmbed = Callable[[Clips, int], list[npt.NDArray[np.uint8]]]
+
+
+class BatchEmbed(Protocol):
+    """An embedder's ``embed_batch``: several clips at once, its forward passes on ``pool``'s threads."""
+
+    def __call__(
+        self, clips: Clips, sample_rate: int, *, pool: Executor | None = None
+    ) -> list[npt.NDArray[np.uint8]]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,14 +74,15 @@ def windows_of(duration_s: float) -> tuple[Window, ...]:
 
 def embed_segments(audio: Audio, embedder: Embedder, *, pool: ThreadPoolExecutor | None = None) -> Segments:
     """Every segment of decoded audio embedded and represented. An embedder with ``embed_batch`` (VGGish in this
-    process) gets all the windows in one call, its forward passes batched; another (MAX servers) gets one call per
-    window, from ``pool``'s threads at once, so several servers work on one recording. TooShortError if no
-    segment gives a row."""
+    process) gets all the windows in one call, its forward passes batched and run on ``pool``'s threads at once (a
+    recording embedded alone, as the first and last of an add are, still has every core the model was given);
+    another (MAX servers) gets one call per window, from ``pool``'s threads at once, so several servers work on one
+    recording. TooShortError if no segment gives a row."""
     windows = windows_of(audio.duration_s)
     clips = [cut(audio.samples, w) for w in windows]
     batch: BatchEmbed | None = getattr(embedder, "embed_batch", None)
     if batch is not None:
-        rows = batch(clips, SAMPLE_RATE)
+        rows = batch(clips, SAMPLE_RATE, pool=pool)
     elif pool is not None:
         rows = list(pool.map(lambda clip: embedder.embed(clip, SAMPLE_RATE), clips))
     else:
