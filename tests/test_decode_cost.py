@@ -87,6 +87,25 @@ def test_mpg123_decodes_an_mp3_from_its_start(tmp_path: Path, both: None, monkey
     assert len(a) == len(b) and onset_s(a) == pytest.approx(onset_s(b), abs=1 / 16000) == pytest.approx(3.0, abs=0.002)
 
 
+@pytest.mark.parametrize("channels", [2, 1])
+def test_mpg123_writes_into_memory_what_a_pipe_would_carry(
+    tmp_path: Path, channels: int, both: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mpg123 writes its samples into a memfd (less processor time than a pipe), or into a pipe where there is
+    none: bit for bit the same samples either way, a mono MP3's too (mpg123 writes its channel twice). A hole in
+    the stream, after which mpg123 rewinds a file it can seek in, is test_a_damaged_mp3_gets_the_same_answer_from_
+    either's."""
+    path = mp3(tmp_path / "song.mp3", rate=44100, channels=channels)
+    read = []
+    real = runner._read_memory
+    monkeypatch.setattr(runner, "_read_memory", lambda *args, **kw: read.append(args) or real(*args, **kw))
+    in_memory = decoded_by("mpg123", path, monkeypatch)
+    assert len(read) == 1
+    monkeypatch.setattr(runner, "_memory_file", lambda: None)
+    through_a_pipe = decoded_by("mpg123", path, monkeypatch)
+    assert len(read) == 1 and len(in_memory) == 12 * 16000 and np.array_equal(in_memory, through_a_pipe)
+
+
 def test_a_start_or_a_part_is_still_ffmpeg_s(tmp_path: Path, both: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """ffmpeg seeks to the sample; the duration limit bounds what mpg123 is asked for (whole frames)."""
     calls = decoders_run(monkeypatch)

@@ -291,8 +291,7 @@ def regroups(ffmpeg: str) -> bool:
 
 
 def _run_mpg123(mpg123: str, path: Path, rate: int, *, span_s: float, deadline: float) -> Pcm | None:
-    """An MP3 at ``rate`` from its start, at that rate and its own channels, by mpg123; None if mpg123 could not
-    (ffmpeg decodes it).
+    """An MP3 at ``rate`` from its start, at that rate, by mpg123; None if mpg123 could not (ffmpeg decodes it).
 
     Its samples are ffmpeg's to one step of 16 bits (about one in a thousand differ by that), the encoder's delay
     trimmed alike, at a third of ffmpeg's processor time (ffmpeg hands every frame between threads): a library of MP3s
@@ -301,8 +300,13 @@ def _run_mpg123(mpg123: str, path: Path, rate: int, *, span_s: float, deadline: 
     frames = math.ceil((span_s + TRIM_MARGIN_S) * rate / mp3_frame_samples(rate)) + 2  # + the encoder's delay
     # --resync-limit -1: past a damaged stretch, go on to the next good frame as ffmpeg does (by default mpg123 ends
     # there, with success: a file with a hole would be cut short without a word).
-    cmd = [mpg123, "--quiet", "--resync-limit", "-1", "--frames", str(frames), "--wav", "-", "--", str(path)]
-    pcm, rc, _ = run_decoder(cmd, name=path.name, span_s=span_s, deadline=deadline, limit_rate=True)
+    # -s --stereo --encoding s16: headerless 16-bit stereo (a mono MP3's channel twice: the same mean) at the rate
+    # the header scan found in the stream's first frames, so the samples can go into memory rather than through a
+    # pipe (run_decoder's ``raw``). Not --rate: with it, mpg123 also keeps stray frames of other rates that it finds
+    # in a damaged stretch, converted (an MP3 that is noise after its first frames then passed as audio).
+    cmd = [mpg123, "--quiet", "--resync-limit", "-1", "--frames", str(frames), "-s", "--stereo", "--encoding", "s16"]
+    cmd += ["--", str(path)]
+    pcm, rc, _ = run_decoder(cmd, name=path.name, span_s=span_s, deadline=deadline, raw=(2, rate))
     if rc not in (0, None) or pcm is None or len(pcm.summed) == 0:
         log.debug("mpg123 could not decode %s (exit %s): ffmpeg will", path.name, rc)
         return None
