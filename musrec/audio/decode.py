@@ -263,12 +263,13 @@ def _decode_file(
         pcm = _run_ffmpeg(head, start_s=start_s, span_s=span_s, deadline=deadline, out_rate=MAX_NATIVE_RATE)
     if pcm is None:
         raise DecodeError("could not read this as audio")
-    mono = pcm.summed.astype(np.float64)
     # (sum / 32768) / channels equals the reference's mean(int16 / 32768) bit for bit: every step is exact
-    # up to the division by the channel count, which both do last.
-    mono /= INT16_SCALE
-    if pcm.channels > 1:
-        mono /= pcm.channels
+    # up to the division by the channel count, which both do last. By 1, 2, 4... channels the two divisions are one,
+    # by a power of two, exact too.
+    if pcm.channels & (pcm.channels - 1) == 0:
+        return np.true_divide(pcm.summed, INT16_SCALE * pcm.channels, dtype=np.float64), pcm.rate
+    mono = np.true_divide(pcm.summed, INT16_SCALE, dtype=np.float64)
+    mono /= pcm.channels
     return mono, pcm.rate
 
 
