@@ -25,6 +25,7 @@ from musrec.audio.limits import AudioLimits
 from musrec.config.library import DEFAULT_FILE, LibraryConfig
 from musrec.library.add import add_workers
 from musrec.library.errors import UnknownTrackError
+from musrec.library.milvus import TOKEN_VARIABLE
 from musrec.library.results import AddResult, LibraryMatch, LibraryRecommendation
 from musrec.library.segments import Segments, decode_track, embed_segments, query_vector
 from musrec.library.store import MilvusStore, valid_library_name
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOKEN_VARIABLE = "MUSREC_LIBRARY_TOKEN"
 LIBRARY_PREFIX = "library:"
 _TRACK_REF = re.compile(r"^library:(?P<id>[0-9a-fA-F]{1,64})(?:@(?P<start>[0-9]+(?:\.[0-9]+)?))?$")
 RECALL_QUERIES = 20
