@@ -559,7 +559,17 @@ def test_compose_file_runs_the_bot_with_exact_embeddings_and_max_as_an_option() 
     # pot-provider: tests/test_links_ytdlp_settings; milvus: a Milvus standalone for libraries (issue 25)
     assert set(compose["services"]) == {"bot", "max", "pot-provider", "milvus"}
     assert max_["profiles"] == ["max"] and "profiles" not in bot
-    assert compose["services"]["milvus"]["profiles"] == ["milvus"]  # opt-in, as MAX is
+    milvus = compose["services"]["milvus"]
+    assert milvus["profiles"] == ["milvus"]  # opt-in, as MAX is
+    # Milvus standalone in one container as Milvus's standalone_embed.sh runs it: its own etcd (configured to compact)
+    # and local storage, its data in a volume, healthy once its /healthz answers.
+    assert milvus["command"] == ["milvus", "run", "standalone"] and milvus["image"].startswith("milvusdb/milvus:v2.")
+    assert milvus["environment"]["ETCD_USE_EMBED"] == "true" and milvus["environment"]["COMMON_STORAGETYPE"] == "local"
+    etcd = yaml.safe_load(compose["configs"][milvus["configs"][0]["source"]]["content"])
+    assert milvus["configs"][0]["target"] == milvus["environment"]["ETCD_CONFIG_PATH"]
+    assert etcd["auto-compaction-mode"] == "revision" and etcd["quota-backend-bytes"] > 0
+    assert milvus["volumes"] == ["milvus-data:/var/lib/milvus"] and "milvus-data" in compose["volumes"]
+    assert "/healthz" in " ".join(milvus["healthcheck"]["test"])
     assert bot["environment"]["MUSREC_EMBEDDER_KIND"] == "${MUSREC_EMBEDDER_KIND:-local}"
     assert bot["environment"]["MUSREC_MAX_URLS"] == "${MUSREC_MAX_URLS:-http://max:5000}"
     assert "depends_on" not in bot  # it would fail whenever the max profile is off
