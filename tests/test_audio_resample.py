@@ -37,6 +37,19 @@ def test_every_common_rate_is_scipys_filter(rate: int) -> None:
             assert np.max(np.abs(y - scipy_16k(x, rate))) < TOLERANCE
 
 
+@pytest.mark.parametrize("rate", [44100, 48000, 8000])
+def test_every_length_from_none_to_a_few_periods(rate: int) -> None:
+    # The periods at either end read a copy with zeros around it, those between read the signal where it is: every
+    # length where the one becomes the other.
+    rng = np.random.default_rng(7)
+    for n in range(0, 3000, 13):
+        x = rng.uniform(-1, 1, n)
+        y = resample(x, rate)
+        assert len(y) == int(n * 16000 / rate)
+        if len(y):
+            assert np.max(np.abs(y - scipy_16k(x, rate))) < TOLERANCE
+
+
 def test_a_ratio_without_short_periods_is_scipys_own() -> None:
     # 44,101 Hz has no factor in common with 16 kHz: a period is 16,000 outputs, more than planned.
     assert _plan(16000, 44101) is None
