@@ -266,10 +266,12 @@ def _decode_file(
     # (sum / 32768) / channels equals the reference's mean(int16 / 32768) bit for bit: every step is exact
     # up to the division by the channel count, which both do last. By 1, 2, 4... channels the two divisions are one,
     # by a power of two, exact too.
+    mono = pcm.summed  # this decode's own: divided where it is
     if pcm.channels & (pcm.channels - 1) == 0:
-        return np.true_divide(pcm.summed, INT16_SCALE * pcm.channels, dtype=np.float64), pcm.rate
-    mono = np.true_divide(pcm.summed, INT16_SCALE, dtype=np.float64)
-    mono /= pcm.channels
+        mono /= INT16_SCALE * pcm.channels
+    else:
+        mono /= INT16_SCALE
+        mono /= pcm.channels
     return mono, pcm.rate
 
 

@@ -178,7 +178,7 @@ def _mpg123_envelope(
         pieces.append(pcm)
     if not pieces or any(pcm.rate != pieces[0].rate for pcm in pieces):
         return None
-    samples = np.concatenate([pcm.summed for pcm in pieces]).astype(np.float64) / INT16_SCALE
+    samples = np.concatenate([pcm.summed for pcm in pieces]) / INT16_SCALE
     return _checked(samples, pieces[0].rate, "mpg123", limits)
 
 
