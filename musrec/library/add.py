@@ -1,12 +1,12 @@
 """``musrec library add``: every recording under some paths into a library, resumable and robust.
 
 A reader thread hashes, checks and decodes the next recordings while others are embedded and stored, so the model
-rarely waits for the decoder. Two recordings are embedded at once (:data:`ADD_WORKERS`), each forward pass on its
-share of the cores (``musrec library add`` sizes TensorFlow's threads so): one pass spread over every core stalls
-whenever the decoder takes a core, as its threads wait for each other, while two passes each on their own core
-just share. NumPy's BLAS (the products around the network, such as the PCA of each track's embeddings) runs on one
-thread meanwhile: its extra threads only took cores from the model (0.93 against 0.86-0.89 s a 3-minute track, two
-runs each). bench/library_bench.py measures the add against the model's bound.
+rarely waits for the decoder. Two recordings are embedded at once (:data:`~musrec.library.segments.ADD_WORKERS`),
+each forward pass on its share of the cores (``musrec library add`` sizes TensorFlow's threads so): one pass spread
+over every core stalls whenever the decoder takes a core, as its threads wait for each other, while two passes each
+on their own core just share. NumPy's BLAS (the products around the network, such as the PCA of each track's
+embeddings) runs on one thread meanwhile: its extra threads only took cores from the model (0.93 against 0.86-0.89 s
+a 3-minute track, two runs each). bench/library_bench.py measures the add against the model's bound.
 
 A recording already in the library (the same content, under any name) costs only its hash. An interrupted add
 (Ctrl-C, a crash, kill -9) loses at most the recordings being written: complete tracks are complete, and the next
@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 from threadpoolctl import threadpool_limits
 
-from musrec.cores import usable_cores
 from musrec.errors import DecodeError, TooLongError, TooShortError
 from musrec.library.errors import LibraryError
 from musrec.library.results import AddProgress, AddReport, AddResult
+from musrec.library.segments import add_workers
 from musrec.library.store import valid_library_name
 from musrec.library.tracks import TrackInfo, find_files, looks_like_audio
 
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Progress = Callable[[AddProgress], None]
-ADD_WORKERS = 2  # recordings embedded at once, each forward pass on its share of the cores (see the module's text)
 READ_AHEAD = 2  # recordings decoded ahead of those being embedded (each at most max_track_s of 16-kHz floats)
 FLUSH_EVERY = 200  # tracks between flushes of a long add (the write-ahead log keeps them meanwhile)
 AUDIO_ERRORS = (DecodeError, TooLongError, TooShortError)
@@ -54,11 +53,6 @@ def add_paths(lib: Library, paths: Sequence[Path], *, library: str, progress: Pr
     valid_library_name(library)
     with threadpool_limits(limits=1, user_api="blas"):
         return _add_paths(lib, paths, library=library, progress=progress)
-
-
-def add_workers() -> int:
-    """Recordings embedded at once by ``library add``: :data:`ADD_WORKERS`, at most one per usable core."""
-    return max(1, min(ADD_WORKERS, usable_cores()))
 
 
 def _add_paths(lib: Library, paths: Sequence[Path], *, library: str, progress: Progress | None) -> AddReport:

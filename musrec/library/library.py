@@ -23,11 +23,10 @@ import numpy.typing as npt
 from musrec.audio.decode import Audio, check_file
 from musrec.audio.limits import AudioLimits
 from musrec.config.library import DEFAULT_FILE, LibraryConfig
-from musrec.library.add import add_workers
 from musrec.library.errors import UnknownTrackError
 from musrec.library.milvus import TOKEN_VARIABLE
 from musrec.library.results import AddResult, LibraryMatch, LibraryRecommendation
-from musrec.library.segments import Segments, decode_track, embed_segments, query_vector
+from musrec.library.segments import Segments, add_workers, decode_track, embed_segments, query_vector
 from musrec.library.store import MilvusStore, valid_library_name
 from musrec.library.tracks import MIN_PREFIX, TRACK_ID_DIGITS, Tags, TrackInfo, content_id, read_tags, title_of
 from musrec.recommend.results import Query

@@ -21,6 +21,7 @@ from musrec.audio.decode import Audio, decode
 from musrec.audio.limits import AudioLimits
 from musrec.audio.window import WINDOW_S, Window, cut
 from musrec.audioset.representation import SEGMENT_ROWS, fit_rows, represent
+from musrec.cores import usable_cores
 from musrec.embedding.base import Embedder
 from musrec.errors import TooShortError
 from musrec.vggish.frontend import SAMPLE_RATE
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 SEGMENT_S = WINDOW_S  # AudioSet's segments are 10 s, as the query window
 REPRESENTATION = "flatten"  # the AudioSet index's default: the same query rows search both
 MIN_TAIL_S = 1.0  # a last part shorter than this gives no embedding row
+# Recordings ``library add`` embeds at once, and forward passes of one recording run at once: each pass on its share
+# of the cores (musrec.library.add says why two).
+ADD_WORKERS = 2
 
 Clips = Sequence[npt.NDArray[np.floating]]
 
@@ -54,6 +58,12 @@ class Segments:
     @property
     def duration_s(self) -> float:
         return self.windows[-1].end_s if self.windows else 0.0
+
+
+def add_workers() -> int:
+    """Forward passes run at once by ``library add`` (and by a recording's :func:`embed_segments` in process):
+    :data:`ADD_WORKERS`, at most one per usable core."""
+    return max(1, min(ADD_WORKERS, usable_cores()))
 
 
 def decode_track(data: bytes | str, *, max_track_s: float, limits: AudioLimits) -> Audio:
