@@ -25,6 +25,7 @@ from bot_fixtures import RATE, WAIT_S, ZWSP, World, bot_for, config_for, ephemer
 from discord_standin import InteractionHandle, StandIn, StoredMessage, run
 from discord_standin.events import buttons
 from discord_standin.objects import MANAGE_GUILD, MEMBER_PERMISSIONS, MENTION_EVERYONE
+from milvus_standin import refusing_milvus
 from vggish_fixtures import distinct_clip
 from youtube_fixtures import media_server
 
@@ -421,3 +422,64 @@ def test_print_commands_shows_the_library_group() -> None:
     ]  # fmt: skip
     remove = next(o for o in library["options"] if o["name"] == "remove")
     assert remove["options"][0]["autocomplete"] is True and remove["options"][0]["max_length"] == 100
+
+
+LIBRARY_TOKEN = "root:tok-7d1e5a90c3b248"  # what an operator's MUSREC_LIBRARY_TOKEN looks like (user:password)
+REFUSAL = (
+    "the server libraries failed: could not open the library: the Milvus server at {uri} refused the credentials in "
+    'MUSREC_LIBRARY_TOKEN: check that it holds a user and password ("user:password") or an API key the server '
+    "accepts, then try again"
+)
+
+
+@pytest.mark.parametrize("admit_connect", [False, True], ids=["at-connect", "after-connect"])
+@pytest.mark.parametrize("form", ["unauthenticated", "unknown"])
+def test_a_library_server_refusing_the_token(
+    form: str,
+    admit_connect: bool,
+    annoy_world: World,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 25: ``[library] uri`` a Milvus server that refuses the credentials in ``MUSREC_LIBRARY_TOKEN`` (as Milvus
+    2.4+ does, UNAUTHENTICATED, and 2.3, UNKNOWN with words naming the password; at Connect, or only after it: a
+    password changed while the bot is connected, which pymilvus retries until ``[library] timeout_s``). A member's
+    /library list and /recommend source:library are told privately that the library is not available (nothing of the
+    server's address, the token, or a traceback reaches Discord); the operator's log has, for each, the one line
+    naming the server and MUSREC_LIBRARY_TOKEN, and the token in no record; the bot goes on answering AudioSet
+    searches. The store is opened again at each request (each reached the server with the token)."""
+    monkeypatch.setenv("MUSREC_LIBRARY_TOKEN", LIBRARY_TOKEN)
+    secret = LIBRARY_TOKEN.partition(":")[2]
+
+    async def body(standin: StandIn, bot: MusrecBot, guilds: list[int]) -> None:
+        listing = await standin.dispatch_interaction("library list", {}, user_id=MEMBER)
+        assert await refused(standin, listing) == f"{UNAVAILABLE}."
+        clip = standin.add_attachment("q.wav", annoy_world.clips[1], "audio/wav")
+        options = {"clip": clip, "start": "0", "top_k": 3, "source": "library"}
+        searched = await standin.dispatch_interaction("recommend", options, user_id=MEMBER)
+        assert await refused(standin, searched) == f"{UNAVAILABLE}."
+        plain = standin.add_attachment("q.wav", annoy_world.clips[1], "audio/wav")
+        audioset = await answered(
+            await standin.dispatch_interaction("recommend", {"clip": plain, "start": "0", "top_k": 3}, user_id=MEMBER)
+        )
+        assert audioset.embeds[0]["title"] == "Sounds like this"
+        assert "botclip0001" in audioset.embeds[0]["fields"][0]["value"]
+        sent = json.dumps([call.json for call in standin.recorded])  # everything the bot sent to Discord
+        for never in (milvus.uri, "127.0.0.1:", LIBRARY_TOKEN, secret, "MUSREC_LIBRARY_TOKEN", "Traceback", "Milvus"):
+            assert never not in sent, never
+
+    with refusing_milvus(form, admit_connect=admit_connect) as milvus, caplog.at_level(logging.DEBUG):
+        scenario(annoy_world, body, tmp_path, library={"uri": milvus.uri, "timeout_s": 2.0})
+    told = [r.getMessage() for r in caplog.records if r.name == "bot.libraries"]
+    assert told == [REFUSAL.format(uri=milvus.uri)] * 2
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "bot.libraries")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert LIBRARY_TOKEN not in logged and secret not in logged and "auth check failure" not in logged
+    assert milvus.authorizations and set(milvus.authorizations) == {LIBRARY_TOKEN}
+    opened = 2 + admit_connect  # opened again at the second request (after Connect: its first call refused too)
+    if form == "unknown" and admit_connect:  # pymilvus retries that form's later calls until [library] timeout_s
+        assert len(milvus.authorizations) >= opened
+    else:
+        assert len(milvus.authorizations) == opened
