@@ -4,7 +4,8 @@ source:library; the buttons under its results).
 The real discord.py client against the Discord stand-in on loopback, with the real Milvus Lite underneath (no mock),
 the random-weight VGGish and tracks made here: who may change a library (Manage Server, or the configured role),
 its limits (the attachment checks, the per-server quota), two servers that never see each other's tracks, and file
-names and tags shown as they are named, pinging nobody.
+names and tags shown as they are named, pinging nobody. A Milvus server that refuses the token is the gRPC stand-in
+of tests/milvus_standin.py (Milvus Lite has no authentication).
 """
 
 from __future__ import annotations
