@@ -40,8 +40,8 @@ from musrec.audioset.synthetic import SyntheticAudioSet  # noqa: E402
 from musrec.config.library import LibraryConfig  # noqa: E402
 from musrec.cores import usable_cores  # noqa: E402
 from musrec.library import Library  # noqa: E402
-from musrec.library.add import add_paths, add_workers  # noqa: E402
-from musrec.library.segments import REPRESENTATION  # noqa: E402
+from musrec.library.add import add_paths  # noqa: E402
+from musrec.library.segments import REPRESENTATION, add_workers  # noqa: E402
 from musrec.library.store import MilvusStore  # noqa: E402
 from musrec.vggish.tfutil import import_tensorflow, set_intra_op_threads  # noqa: E402
 

@@ -57,8 +57,8 @@ def resample(
 
 @dataclass(frozen=True, eq=False)
 class _Group:
-    """Outputs ``first`` to ``first + taps.shape[1] - 1`` of every period, from inputs ``lo`` to ``lo + rows - 1``
-    (relative to the period's first input) times ``taps``."""
+    """Outputs ``first`` to ``first + taps.shape[1] - 1`` of every period: inputs ``lo`` to ``lo + len(taps) - 1``
+    (counted from the period's first input) times ``taps``."""
 
     first: int
     lo: int

@@ -47,7 +47,7 @@ def _forward_passes_at_once(args: argparse.Namespace, config: Config) -> int:
     if args.command == "serve":
         return config.server.concurrency
     if args.command == "library" and getattr(args, "library_command", None) == "add":
-        from musrec.library.add import add_workers
+        from musrec.library.segments import add_workers
 
         return add_workers()
     return 1
