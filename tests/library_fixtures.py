@@ -1,5 +1,6 @@
 """Recordings made for the library's tests, a configuration that keeps the library under a test's directory, and
-a shared Milvus Lite store per module (starting one costs about half a second)."""
+a shared Milvus Lite store per module (starting one costs about half a second), and a check that a search for one
+match per track answers as many tracks as asked for when one track crowds the nearest segments."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pymilvus  # noqa: F401 - see below
 from audio_fixtures import ffmpeg
+
+from musrec.library.store import MilvusStore
 
 # pymilvus's first import reconfigures logging (logging.config.dictConfig), which closes every handler there is;
 # absl's (TensorFlow's) then closes its stream unless it is the current sys.stderr. Under pytest's capture that stream
@@ -102,3 +105,25 @@ def write_config(path: Path, *, data_dir: Path, checkpoint: Path, pca_params: Pa
         f'[data]\ndir = "{data_dir}"\n\n[embedder]\ncheckpoint = "{checkpoint}"\npca_params = "{pca_params}"\n' + extra
     )
     return path
+
+
+def assert_one_per_track_when_crowded(store: MilvusStore) -> None:
+    """One track's 200 segments are all nearer the query than any other track's, in library "crowded": a search for
+    one match per track still answers the three nearest tracks, the crowding one first at its best segment, whether
+    the server groups by track fully (Milvus 2.4+), only among the nearest segments (Milvus Lite: one track's fill
+    them) or not at all (2.3): the store then groups, fetching more segments (24, 192, then 1,536) until three
+    tracks are among them. Leaving that track out answers the others."""
+    rng = np.random.default_rng(7)
+    query = rng.standard_normal(1280).astype(np.float32)
+    near = query + 0.05 * rng.standard_normal((200, 1280)).astype(np.float32)
+    far = rng.standard_normal((3, 1280)).astype(np.float32) + 0.2 * query
+    spans = np.array([[10.0 * i, 10.0 * i + 10] for i in range(200)], np.float32)
+    store.insert_segments("crowded", ["a" * 16] * 200, spans, near)
+    store.insert_segments("crowded", ["b" * 16, "c" * 16, "d" * 16], np.zeros((3, 2), np.float32), far)
+    for _ in range(2):  # the second search after the store has seen how the server groups
+        hits = store.search(query, library="crowded", limit=3, one_per_track=True)
+        assert hits[0][0] == "a" * 16 and len({hit[0] for hit in hits}) == len(hits) == 3
+        (best,) = store.search(query, library="crowded", limit=1, one_per_track=False, exact=True)
+        assert hits[0][:3] == best[:3]
+    others = store.search(query, library="crowded", limit=5, one_per_track=True, exclude_tracks=["a" * 16])
+    assert sorted(hit[0][0] for hit in others) == ["b", "c", "d"]

@@ -4,18 +4,20 @@ source:library; the buttons under its results).
 The real discord.py client against the Discord stand-in on loopback, with the real Milvus Lite underneath (no mock),
 the random-weight VGGish and tracks made here: who may change a library (Manage Server, or the configured role),
 its limits (the attachment checks, the per-server quota), two servers that never see each other's tracks, and file
-names and tags shown as they are named, pinging nobody. A Milvus server that refuses the token is the gRPC stand-in
-of tests/milvus_standin.py (Milvus Lite has no authentication).
+names and tags shown as they are named, pinging nobody. Adding, searching, removing and two servers' isolation also
+run on Milvus standalone with authentication (tests/milvus_servers.py). A Milvus server that refuses the token is
+the gRPC stand-in of tests/milvus_standin.py (Milvus Lite has no authentication).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,11 @@ from typing import Any
 import pytest
 from audio_fixtures import ffmpeg
 from bot_fixtures import RATE, WAIT_S, ZWSP, World, bot_for, config_for, ephemeral_text, make_world, named
+from conftest import child_environment
 from discord_standin import InteractionHandle, StandIn, StoredMessage, run
 from discord_standin.events import buttons
 from discord_standin.objects import MANAGE_GUILD, MEMBER_PERMISSIONS, MENTION_EVERYONE
+from milvus_servers import STANDALONE_TOKEN, Server, standalone_server
 from milvus_standin import refusing_milvus
 from vggish_fixtures import distinct_clip
 from youtube_fixtures import media_server
@@ -50,6 +54,27 @@ def annoy_world(tmp_path_factory: pytest.TempPathFactory) -> World:
 def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
     """Where /recommend's default source matters: both AudioSet index structures."""
     return make_world(tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("milvus-standalone")
+    with standalone_server(root, child_environment(root / "home")) as running:
+        yield running
+
+
+COLLECTIONS = itertools.count()
+
+
+@pytest.fixture(params=["lite", "standalone"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Where the libraries live, as ``scenario(library=...)`` takes it: Milvus Lite in the bot's data directory (the
+    default), or Milvus standalone (its token in MUSREC_LIBRARY_TOKEN), in collections of this test's own."""
+    if request.param == "lite":
+        return {}
+    server: Server = request.getfixturevalue("standalone")
+    monkeypatch.setenv("MUSREC_LIBRARY_TOKEN", STANDALONE_TOKEN)
+    return {"uri": server.uri, "collection": f"bot{next(COLLECTIONS)}"}
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +165,8 @@ def downloads(standin: StandIn) -> int:
     return len([c for c in standin.recorded if "/attachments/" in c.path])
 
 
-def test_a_server_adds_searches_and_removes_its_tracks(annoy_world: World, tracks: list[bytes],
-                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_a_server_adds_searches_and_removes_its_tracks(annoy_world: World, tracks: list[bytes], tmp_path: Path,
+                                                       store: dict[str, Any]) -> None:  # fmt: skip
     """A manager adds three tracks (the same content again adds nothing), a member lists them and finds a track by
     an excerpt of itself, at the excerpt's place; "More like 1" and "More" answer from the library; a removed track
     is found no more."""
@@ -191,11 +216,11 @@ def test_a_server_adds_searches_and_removes_its_tracks(annoy_world: World, track
         stale = await standin.click(found, label="More like 1", user_id=MEMBER)
         assert "no longer in this server's library" in await refused(standin, stale)
 
-    scenario(annoy_world, body, tmp_path)
+    scenario(annoy_world, body, tmp_path, library=store)
 
 
-def test_two_servers_never_see_each_others_tracks(annoy_world: World, tracks: list[bytes],
-                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_two_servers_never_see_each_others_tracks(annoy_world: World, tracks: list[bytes], tmp_path: Path,
+                                                  store: dict[str, Any]) -> None:  # fmt: skip
     async def body(standin: StandIn, bot: MusrecBot, guilds: list[int]) -> None:
         one, two = guilds
         await answered(await add(standin, tracks[0], "ours.wav", guild=one))
@@ -216,7 +241,7 @@ def test_two_servers_never_see_each_others_tracks(annoy_world: World, tracks: li
         assert (await refused(standin, handle)).startswith(f"`{our_id}` names no one track of this server's library")
         assert "ours" in await listed(standin, guild=one)
 
-    scenario(annoy_world, body, tmp_path, guilds=2)
+    scenario(annoy_world, body, tmp_path, guilds=2, library=store)
 
 
 def _channel_of(standin: StandIn, guild_id: int) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from library_fixtures import Recording, excerpt, recording
+from library_fixtures import Recording, assert_one_per_track_when_crowded, excerpt, recording
 
 from musrec.audio.limits import AudioLimits
 from musrec.config.library import LibraryConfig
@@ -118,6 +118,15 @@ def test_an_excerpt_finds_its_track_first_one_match_per_track(
     segments = lib.search(rows, library="find", k=10, one_per_track=False)
     assert len(segments) == 4 + 3 + 3  # every segment of the three tracks
     assert all(a.score >= b.score for a, b in zip(segments, segments[1:], strict=False))
+
+
+@pytest.mark.parametrize("index", ["FLAT", "HNSW"])
+def test_one_match_per_track_when_one_track_fills_the_nearest(index: str, tmp_path: Path) -> None:
+    store = MilvusStore(str(tmp_path / "crowded.db"), index=index)
+    try:
+        assert_one_per_track_when_crowded(store)
+    finally:
+        store.close()
 
 
 def test_a_track_of_the_library_as_the_query(lib: Library, music: list[Recording]) -> None:

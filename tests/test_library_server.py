@@ -1,25 +1,21 @@
-"""Libraries on a Milvus server (issue 25), over the same gRPC protocol pymilvus speaks to Milvus standalone and
-clusters: ``milvus-lite server`` on a loopback port, ``[library] uri = "http://127.0.0.1:PORT"``. The CLI end to end
-(add, an idempotent second add, list, a track found by an excerpt of itself first, removal of all its segments and
-nothing else, the HNSW index and its recorded recall), two processes on one server at once, a server that is not
-there or stops answering said in one line within ``[library] timeout_s``, and ``MUSREC_LIBRARY_TOKEN`` handed to the
-client and never shown. Milvus Lite has no authentication: a token the server refuses (wrong, or none where one is
-required) is tested against the stand-in of tests/milvus_standin.py, which refuses as Milvus 2.4+ (UNAUTHENTICATED),
-2.3 (UNKNOWN, naming the password it got) and a Status with code 1800 do, at connecting or at a later call."""
+"""Libraries on a Milvus server (issue 25), ``[library] uri = "http://127.0.0.1:PORT"``, over the gRPC protocol
+pymilvus speaks to Milvus standalone and clusters. Two servers (tests/milvus_servers.py): ``milvus-lite server``, and
+Milvus standalone itself (Milvus 2.3, as compose.yaml's ``milvus`` service runs it, there 2.6) with authentication,
+the token TOKEN. On both: the CLI end to end (add, an idempotent second add, list, a track found by an excerpt of
+itself first, one match per track, removal of all its segments and nothing else, the HNSW index and its recorded
+recall), two processes on one server at once, and ``MUSREC_LIBRARY_TOKEN`` handed to the client and never shown. The
+standalone refuses a wrong token or none: one line. A server that is not there or stops answering is said in one line
+within ``[library] timeout_s``. The refusals of other Milvus versions (2.4+: UNAUTHENTICATED; a Status with code
+1800), and a token refused only after connecting, are tested against the stand-in of tests/milvus_standin.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +23,8 @@ import numpy as np
 import pymilvus
 import pytest
 from conftest import child_environment
-from library_fixtures import Recording, excerpt, recording, write_config
+from library_fixtures import Recording, assert_one_per_track_when_crowded, excerpt, recording, write_config
+from milvus_servers import STANDALONE_TOKEN, Server, free_port, lite_server, standalone_server
 from milvus_standin import FORMS, refusing_milvus
 from vggish_fixtures import shared_vggish_files
 
@@ -35,8 +32,6 @@ from musrec.cli import main
 from musrec.library import LibraryError
 from musrec.library.store import MilvusStore
 
-START_WAIT_S = 60.0  # bound on the server's start (it listens within a second or two)
-STOP_WAIT_S = 15.0  # bound on its exit after SIGTERM, then SIGKILL
 CHILD_WAIT_S = 120.0  # bound on a musrec process a test starts (a hang guard, not a limit on speed)
 TOKEN = "root:tok-3f9c2a71e8d4b6"  # what a user's MUSREC_LIBRARY_TOKEN looks like (user:password)
 PASSWORD = TOKEN.partition(":")[2]
@@ -53,9 +48,9 @@ UNGIVEN = (
 
 # A second client in a process of its own: opens the store, says so, then answers "counts" until told to stop.
 HOLDER = """
-import json, sys
+import json, os, sys
 from musrec.library.store import MilvusStore
-store = MilvusStore(sys.argv[1], prefix=sys.argv[2])
+store = MilvusStore(sys.argv[1], prefix=sys.argv[2], token=os.environ.get("MUSREC_LIBRARY_TOKEN"))
 print("open", flush=True)
 for line in sys.stdin:
     if line.strip() != "counts":
@@ -65,68 +60,35 @@ store.close()
 """
 
 
-@dataclass(frozen=True)
-class Server:
-    uri: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-def milvus_lite() -> str:
-    """The milvus-lite executable next to this interpreter, or on PATH; the module is skipped without it."""
-    beside = Path(sys.executable).with_name("milvus-lite")
-    found = str(beside) if beside.exists() else shutil.which("milvus-lite")
-    if found is None:
-        pytest.skip("the milvus-lite executable is not installed (pip install milvus-lite): no server to test against")
-    return found
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def milvus_server(root: Path) -> Iterator[Server]:
-    """``milvus-lite server`` on 127.0.0.1 at a free port, its data and home under ``root``; stopped at the end."""
-    port = free_port()
-    log = root / "server.log"
-    argv = [milvus_lite(), "server", "--data-dir", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=child_environment(root / "home"))
-    try:
-        deadline = time.monotonic() + START_WAIT_S
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"milvus-lite server did not start: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.1)
-        yield Server(f"http://127.0.0.1:{port}", process, log)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)  # a test may have stopped it
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_WAIT_S)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with milvus_server(tmp_path_factory.mktemp("milvus-server")) as running:
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Milvus standalone, its root user's password made TOKEN's (a new server's is "Milvus")."""
+    root = tmp_path_factory.mktemp("milvus-standalone")
+    with standalone_server(root, child_environment(root / "home")) as running:
+        client = pymilvus.MilvusClient(uri=running.uri, token=STANDALONE_TOKEN)
+        try:
+            client.update_password("root", STANDALONE_TOKEN.partition(":")[2], PASSWORD)
+        finally:
+            client.close()
         yield running
+
+
+@pytest.fixture(scope="module", params=["lite", "standalone"])
+def running_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``milvus-lite server`` (no authentication: it ignores the token) and Milvus standalone (which checks it)."""
+    if request.param == "standalone":
+        yield request.getfixturevalue("standalone")
+        return
+    root = tmp_path_factory.mktemp("milvus-server")
+    with lite_server(root, child_environment(root / "home")) as running:
+        yield running
+
+
+@pytest.fixture
+def server(running_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """A running server, and TOKEN in MUSREC_LIBRARY_TOKEN for what runs in this process."""
+    monkeypatch.setenv("MUSREC_LIBRARY_TOKEN", TOKEN)
+    return running_server
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +139,7 @@ def test_cli_end_to_end_on_a_server(
     assert "added 3 tracks (9 segments) to library home" in out
     # A server builds HNSW ([library] index = "auto"); the recall measured after the add is recorded with it.
     assert "index HNSW: recall@10 1.000 against exact search on 9 stored segments" in out
-    client = pymilvus.MilvusClient(uri=server.uri)
+    client = pymilvus.MilvusClient(uri=server.uri, token=TOKEN)
     try:
         (index,) = client.list_indexes("e2e_segments")
         assert client.describe_index("e2e_segments", index)["index_type"] == "HNSW"
@@ -186,7 +148,7 @@ def test_cli_end_to_end_on_a_server(
             assert client.describe_collection(name)["consistency_level_name"] == "Strong"
     finally:
         client.close()
-    store = MilvusStore(server.uri, prefix="e2e")
+    store = MilvusStore(server.uri, prefix="e2e", token=TOKEN)
     try:
         assert store.index_type == "HNSW" and store.recorded_recall() == 1.0
     finally:
@@ -214,7 +176,7 @@ def test_cli_end_to_end_on_a_server(
     assert "removed" in capsys.readouterr().out
     assert run(config, "library", "list", "--library", "home", "--json") == 0
     assert sorted(t["title"] for t in json.loads(capsys.readouterr().out)["tracks"]) == ["East", "North"]
-    store = MilvusStore(server.uri, prefix="e2e")
+    store = MilvusStore(server.uri, prefix="e2e", token=TOKEN)
     try:
         assert store.segment_count("home", removed) == 0
         for kept in ("North", "East"):
@@ -237,7 +199,8 @@ def test_two_processes_use_one_server_at_once(
     # is refused as it is for a Milvus Lite directory, and what one writes the other reads.
     config = server_config(tmp_path, tmp_path_factory, server.uri, collection="shared")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, server.uri, "shared"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=child_environment(isolated_home))  # fmt: skip
+                              stdout=subprocess.PIPE, text=True,
+                              env=child_environment(isolated_home, MUSREC_LIBRARY_TOKEN=TOKEN))  # fmt: skip
     assert holder.stdin is not None and holder.stdout is not None
     try:
         assert holder.stdout.readline().strip() == "open"
@@ -271,7 +234,8 @@ def test_a_server_that_is_not_there_is_one_line(
 def test_a_server_that_stops_answering_is_one_line(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, isolated_home: Path
 ) -> None:
-    with milvus_server(tmp_path_factory.mktemp("stopped-server")) as stopped:
+    root = tmp_path_factory.mktemp("stopped-server")
+    with lite_server(root, child_environment(root / "home")) as stopped:
         store = MilvusStore(stopped.uri, prefix="stops", timeout_s=1)
         try:
             stopped.process.send_signal(signal.SIGSTOP)  # it keeps its port and connections, and answers nothing
@@ -362,6 +326,32 @@ def test_a_refused_token_is_one_line(
     assert PASSWORD not in done.stderr  # the 2.3 form's answer names it: never repeated
 
 
+@pytest.mark.parametrize("command", ["list", "add"])
+@pytest.mark.parametrize("token", ["root:not-the-password", None], ids=["wrong", "none"])
+def test_milvus_standalone_refusing_the_token_is_one_line(
+    token: str | None,
+    command: str,
+    standalone: Server,
+    music: list[Recording],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    isolated_home: Path,
+) -> None:
+    # The real server's refusal, not the stand-in's: Milvus 2.3 ends the call UNKNOWN with "auth check failure" and
+    # the user and password it was sent. Nothing is written.
+    argv = ["library", "list"] if command == "list" else ["library", "add", str(music[0].path), "--no-progress"]
+    config = server_config(tmp_path, tmp_path_factory, standalone.uri, collection="refused", timeout_s=10)
+    done = run_child(config, isolated_home, *argv, token=token)
+    expected = (REFUSED if token else UNGIVEN).format(uri=standalone.uri)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", expected)
+    assert "not-the-password" not in done.stderr
+    client = pymilvus.MilvusClient(uri=standalone.uri, token=TOKEN)
+    try:
+        assert not [name for name in client.list_collections() if name.startswith("refused")]
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_no_token_for_a_server_that_requires_one_is_one_line(
     form: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, isolated_home: Path
@@ -398,3 +388,11 @@ def test_a_token_refused_after_connecting_is_one_line_and_never_logged(
     assert done.stderr.endswith(REFUSED.format(uri=standin.uri))  # after -vv's log lines (and traceback)
     assert len(standin.authorizations) >= 2 and set(standin.authorizations) == {TOKEN}
     assert PASSWORD not in done.stderr and "auth check failure" not in done.stderr
+
+
+def test_one_match_per_track_when_one_track_fills_the_nearest(server: Server) -> None:
+    store = MilvusStore(server.uri, prefix="crowded", token=TOKEN)
+    try:
+        assert_one_per_track_when_crowded(store)
+    finally:
+        store.close()

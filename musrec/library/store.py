@@ -45,6 +45,7 @@ IVF_PROBE = 32
 # A Milvus server's default (Bounded) lets a read miss writes of the last few seconds: a copy added twice in one run,
 # a removed track still listed, a track just added not found. Strong waits for them (Milvus Lite is so already).
 CONSISTENCY = "Strong"
+GROUP_FETCH = 8  # grouping by track in the client: segments fetched per track asked for, then that many times more
 
 Hit = tuple[str, float, float, float]  # track id, segment start and end, cosine similarity
 
@@ -76,6 +77,7 @@ class MilvusStore:
         self.index_type = index if index != "auto" else ("FLAT" if self.local else "HNSW")
         self.timeout_s = timeout_s
         self.with_token = bool(token)  # what a refusal says (the token itself is not kept)
+        self.groups = True  # whether to ask the server to group a search by track (until it is seen to fall short)
         self._client = connect(uri, token=token, local=self.local, timeout_s=timeout_s)
         try:
             self._open_collections()
@@ -267,18 +269,52 @@ class MilvusStore:
 
     def search(self, vector: npt.NDArray[np.float32], *, library: str, limit: int, one_per_track: bool,
                exclude_tracks: Collection[str] = (), exact: bool = False) -> list[Hit]:  # fmt: skip
-        """The nearest segments of ``library``: (track id, start, end, cosine similarity), best first. ``exact``
-        searches every vector of the library (what recall is measured against)."""
+        """The nearest segments of ``library``: (track id, start, end, cosine similarity), best first; with
+        ``one_per_track``, only each track's nearest. ``exact`` searches every vector of the library (what recall is
+        measured against)."""
         expr = f"library == {_quoted(library)}"
         if exclude_tracks:
             expr += f" and track not in [{', '.join(_quoted(t) for t in sorted(exclude_tracks))}]"
-        options: dict[str, Any] = {"search_params": self._search_params(exact)}
-        if one_per_track:
+        limit = min(limit, QUERY_LIMIT)
+        if not one_per_track:
+            return self._search(vector, expr, limit, exact=exact)
+        if not self.groups:
+            return self._first_per_track(vector, expr, limit, exact=exact)
+        hits = self._search(vector, expr, limit, exact=exact, group=True)
+        tracks = len({hit[0] for hit in hits})
+        if tracks == len(hits) == limit:
+            return hits
+        # Fewer tracks than asked for: the library may have no more, or the server grouped only the nearest segments
+        # (Milvus Lite: one track's segments can fill them all). Segments of one track more than once: the server
+        # ignored group_by_field (Milvus before 2.4). Either way, group here; from now on, once the server is seen
+        # to fall short.
+        grouped = self._first_per_track(vector, expr, limit, exact=exact)
+        if tracks < len(hits) or len(grouped) > tracks:
+            self.groups = False
+            log.info("the Milvus server at %s does not group a search by track fully: grouping here", self.uri)
+        return grouped
+
+    def _first_per_track(self, vector: npt.NDArray[np.float32], expr: str, limit: int, *, exact: bool) -> list[Hit]:
+        """Each track's nearest segment, the ``limit`` nearest tracks: from the nearest segments, fetched in growing
+        numbers until ``limit`` tracks are among them or every segment of the library has been seen."""
+        fetch = min(limit * GROUP_FETCH, QUERY_LIMIT)
+        while True:
+            hits = self._search(vector, expr, fetch, exact=exact)
+            first: dict[str, Hit] = {}
+            for hit in hits:
+                first.setdefault(hit[0], hit)
+            if len(first) >= limit or len(hits) < fetch or fetch == QUERY_LIMIT:
+                return list(first.values())[:limit]
+            fetch = min(fetch * GROUP_FETCH, QUERY_LIMIT)
+
+    def _search(self, vector: npt.NDArray[np.float32], expr: str, limit: int, *, exact: bool,
+                group: bool = False) -> list[Hit]:  # fmt: skip
+        options: dict[str, Any] = {"search_params": self._search_params(exact, limit)}
+        if group:
             options["group_by_field"] = "track"
         with self._errors("search the library"):
-            hits = self._c.search(self.segments_name, data=[vector.tolist()], limit=min(limit, QUERY_LIMIT),
-                                  filter=expr, output_fields=["track", "start_s", "end_s"], **self._read,
-                                  **options)  # fmt: skip
+            hits = self._c.search(self.segments_name, data=[vector.tolist()], limit=limit, filter=expr,
+                                  output_fields=["track", "start_s", "end_s"], **self._read, **options)  # fmt: skip
         return [
             (
                 hit["entity"]["track"],
@@ -289,11 +325,11 @@ class MilvusStore:
             for hit in hits[0]
         ]
 
-    def _search_params(self, exact: bool) -> dict[str, Any]:
+    def _search_params(self, exact: bool, limit: int) -> dict[str, Any]:
         if self.index_type == "IVF_FLAT":
             return {"params": {"nprobe": 1024 if exact else IVF_PROBE}}
-        if self.index_type == "HNSW":
-            return {"params": {"ef": QUERY_LIMIT if exact else HNSW_EF}}
+        if self.index_type == "HNSW":  # ef is at least the number of results (Milvus refuses less)
+            return {"params": {"ef": QUERY_LIMIT if exact else max(HNSW_EF, limit)}}
         return {}
 
     def sample_segments(self, count: int) -> list[tuple[str, npt.NDArray[np.float32]]]:
