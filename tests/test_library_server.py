@@ -4,9 +4,10 @@ Milvus standalone itself (Milvus 2.3, as compose.yaml's ``milvus`` service runs 
 the token TOKEN. On both: the CLI end to end (add, an idempotent second add, list, a track found by an excerpt of
 itself first, one match per track, removal of all its segments and nothing else, the HNSW index and its recorded
 recall), two processes on one server at once, and ``MUSREC_LIBRARY_TOKEN`` handed to the client and never shown. The
-standalone refuses a wrong token or none: one line. A server that is not there or stops answering is said in one line
-within ``[library] timeout_s``. The refusals of other Milvus versions (2.4+: UNAUTHENTICATED; a Status with code
-1800), and a token refused only after connecting, are tested against the stand-in of tests/milvus_standin.py."""
+standalone refuses a wrong token or none, and a privilege the user lacks: one line each. A server that is not there
+or stops answering is said in one line within ``[library] timeout_s``. The refusals of other Milvus versions (2.4+:
+UNAUTHENTICATED; a Status with code 1800), and a token refused only after connecting, are tested against the
+stand-in of tests/milvus_standin.py."""
 
 from __future__ import annotations
 
@@ -350,6 +351,65 @@ def test_milvus_standalone_refusing_the_token_is_one_line(
         assert not [name for name in client.list_collections() if name.startswith("refused")]
     finally:
         client.close()
+
+
+# What a library needs on Milvus 2.3 (found by granting, one at a time, what each refusal named): CreateCollection
+# and CreateIndex only to make the collections.
+PRIVILEGES = [("Global", "CreateCollection"), *(("Collection", name) for name in (
+    "CreateIndex", "Load", "Insert", "Delete", "Flush", "GetFlushState", "Query", "Search"))]  # fmt: skip
+DENIED = (
+    "musrec: error: could not {doing}: the Milvus server at {uri} does not grant the user in MUSREC_LIBRARY_TOKEN "
+    "the privilege {privilege}: grant it to one of that user's roles (musrec's README lists the privileges a library "
+    "needs), then try again\n"
+)
+
+
+def test_a_privilege_the_user_lacks_is_one_line_and_the_next_open_finishes_the_store(
+    standalone: Server,
+    music: list[Recording],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    isolated_home: Path,
+) -> None:
+    # A user the server knows, whose role may make collections but not their index: the collection is made, its
+    # index refused. Each refusal is one line naming the privilege; once the role has them all, the next command
+    # makes the missing index and the library works.
+    user, password = "librarian", "shelves-7c21"
+    root = pymilvus.MilvusClient(uri=standalone.uri, token=TOKEN)
+    try:
+        root.create_user(user, password)
+        root.create_role("librarians")
+        root.grant_role(user, "librarians")
+        config = server_config(tmp_path, tmp_path_factory, standalone.uri, collection="granted", timeout_s=10)
+        token = f"{user}:{password}"
+        done = run_child(config, isolated_home, "library", "list", token=token)
+        expected = DENIED.format(doing="open the library", uri=standalone.uri, privilege="CreateCollection")
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", expected)
+
+        root.grant_privilege("librarians", "Global", "CreateCollection", "*")
+        done = run_child(config, isolated_home, "library", "list", token=token)
+        expected = DENIED.format(doing="open the library", uri=standalone.uri, privilege="CreateIndex")
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", expected)
+        assert "granted_segments" in root.list_collections() and not root.list_indexes("granted_segments")
+
+        for kind, privilege in PRIVILEGES[1:]:
+            root.grant_privilege("librarians", kind, privilege, "*")
+        done = run_child(config, isolated_home, "library", "add", str(music[2].path), "--library", "shelf",
+                         "--no-progress", token=token)  # fmt: skip
+        assert done.returncode == 0 and "added 1 tracks" in done.stdout, done.stderr
+        assert root.describe_index("granted_segments", "vector")["index_type"] == "HNSW"
+        clip = excerpt(music[2], tmp_path / "clip.wav", start_s=10)
+        done = run_child(config, isolated_home, "recommend", str(clip), "--library", "shelf", "--json", token=token)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["matches"][0]["title"] == "East"
+
+        root.revoke_privilege("librarians", "Collection", "Delete", "*")
+        done = run_child(config, isolated_home, "library", "remove", json.loads(done.stdout)["matches"][0]["track_id"],
+                         "--library", "shelf", token=token)  # fmt: skip
+        expected = DENIED.format(doing="remove the tracks", uri=standalone.uri, privilege="Delete")
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", expected)
+    finally:
+        root.close()
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,11 @@ TOKEN_VARIABLE = "MUSREC_LIBRARY_TOKEN"  # where a server's token comes from (us
 REFUSED_STATUS = "UNAUTHENTICATED"
 REFUSED_TEXT = "auth check failure"
 REFUSED_CODE = 1800  # merr.ErrNeedAuthenticate, "user hasn't authenticated"
+# A user the server knows but whose roles lack a privilege a call needs: gRPC status PERMISSION_DENIED, its details
+# naming the privilege ("PrivilegeLoad: permission deny to USER"); Milvus's code for it in a Status is 1401.
+DENIED_STATUS = "PERMISSION_DENIED"
+DENIED_CODE = 1401  # merr.ErrPrivilegeNotPermitted
+PRIVILEGE = re.compile(r"\bPrivilege([A-Z][A-Za-z]*)")
 LOCK_FILE = "LOCK"  # the advisory lock Milvus Lite holds in its data directory while it is open
 
 _OPEN: dict[str, int] = {}  # Milvus Lite directories open in this process: how many stores hold each
@@ -122,6 +129,13 @@ def failure(doing: str, uri: str, err: Exception, *, local: bool, timeout_s: flo
         else:
             why = f'requires credentials and none were given: set {TOKEN_VARIABLE} to "user:password" or an API key'
         return LibraryError(f"could not {doing}: the Milvus server at {uri} {why}, then try again")
+    denied = _denial(err)
+    if denied is not None:
+        what = f"the privilege {denied}" if denied else "a privilege the library needs"
+        return LibraryError(
+            f"could not {doing}: the Milvus server at {uri} does not grant the user in {TOKEN_VARIABLE} {what}: grant "
+            "it to one of that user's roles (musrec's README lists the privileges a library needs), then try again"
+        )
     code = _status(err)
     if code == "DEADLINE_EXCEEDED":
         why = f"did not answer within {timeout_s:g} s ([library] timeout_s)"
@@ -140,18 +154,34 @@ def _refusal(err: BaseException) -> str | None:
     pymilvus raises a refused ``Connect`` as a connection it could not make, with the server's answer as its cause;
     a later call's UNAUTHENTICATED as it came; a later call's UNKNOWN, retried until its deadline, as a
     MilvusException with the server's words in its message (and itself as its cause)."""
+    for cause, status, text in _causes(err):
+        if status == REFUSED_STATUS or REFUSED_TEXT in text:
+            return status or getattr(getattr(cause, "code", None), "name", None) or "refused"
+        if getattr(cause, "code", None) == REFUSED_CODE:
+            return f"code {REFUSED_CODE}"
+    return None
+
+
+def _denial(err: BaseException) -> str | None:
+    """The privilege the server refused the caller (its name, or "" if the answer names none), None if it refused
+    none."""
+    for cause, status, text in _causes(err):
+        if status == DENIED_STATUS or getattr(cause, "code", None) == DENIED_CODE:
+            named = PRIVILEGE.search(text)
+            return named.group(1) if named else ""
+    return None
+
+
+def _causes(err: BaseException) -> Iterator[tuple[BaseException, str | None, str]]:
+    """``err`` and its causes, each once: (the exception, its gRPC status, the server's words)."""
     seen: set[int] = set()
     cause: BaseException | None = err
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        status, details = _status(cause), getattr(cause, "details", None)
+        details = getattr(cause, "details", None)
         text = details() if callable(details) else getattr(cause, "message", "")  # after retries: a MilvusException
-        if status == REFUSED_STATUS or REFUSED_TEXT in str(text or ""):
-            return status or getattr(getattr(cause, "code", None), "name", None) or "refused"
-        if getattr(cause, "code", None) == REFUSED_CODE:
-            return f"code {REFUSED_CODE}"
+        yield cause, _status(cause), str(text or "")
         cause = cause.__cause__
-    return None
 
 
 def logged(err: Exception) -> str:

@@ -104,6 +104,8 @@ class MilvusStore:
             for name in (self.segments_name, self.tracks_name):
                 if name in existing:
                     self._check_version(name)
+                    if not self._c.list_indexes(name, timeout=self.timeout_s):  # made, then its index refused
+                        self._c.create_index(name, self._index_params(name), timeout=self.timeout_s)
                 else:
                     self._create(name)
                 self._c.load_collection(name, timeout=self.timeout_s)
@@ -133,15 +135,10 @@ class MilvusStore:
         schema.add_field("pk", DataType.VARCHAR, max_length=160, is_primary=True)
         schema.add_field("library", DataType.VARCHAR, max_length=64, is_partition_key=True)
         schema.add_field("track", DataType.VARCHAR, max_length=TRACK_ID_DIGITS)
-        index = self._c.prepare_index_params()
         if name == self.segments_name:
             schema.add_field("start_s", DataType.FLOAT)
             schema.add_field("end_s", DataType.FLOAT)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIMENSION)
-            params = (
-                HNSW_PARAMS if self.index_type == "HNSW" else {"nlist": 1024} if self.index_type == "IVF_FLAT" else {}
-            )
-            index.add_index("vector", index_type=self.index_type, metric_type="COSINE", params=params)
         else:
             for field in ("title", "artist", "album"):
                 schema.add_field(field, DataType.VARCHAR, max_length=TEXT_CHARS)
@@ -150,13 +147,25 @@ class MilvusStore:
             schema.add_field("segments", DataType.INT64)
             schema.add_field("added_at", DataType.DOUBLE)
             schema.add_field("mark", DataType.FLOAT_VECTOR, dim=len(MARK))
-            index.add_index("mark", index_type="FLAT", metric_type="L2")
         properties = {SCHEMA_KEY: str(SCHEMA_VERSION), REPRESENTATION_KEY: REPRESENTATION}
-        self._c.create_collection(name, schema=schema, index_params=index, properties=properties,
+        # A server makes the collection, then its index: if the index is refused (a privilege missing, the server
+        # gone), the next open makes it.
+        self._c.create_collection(name, schema=schema, index_params=self._index_params(name), properties=properties,
                                   consistency_level=CONSISTENCY, timeout=self.timeout_s)  # fmt: skip
         log.info(
             "created %s (%s) at %s", name, self.index_type if name == self.segments_name else "catalogue", self.uri
         )
+
+    def _index_params(self, name: str) -> Any:
+        index = self._c.prepare_index_params()
+        if name == self.segments_name:
+            params = (
+                HNSW_PARAMS if self.index_type == "HNSW" else {"nlist": 1024} if self.index_type == "IVF_FLAT" else {}
+            )
+            index.add_index("vector", index_type=self.index_type, metric_type="COSINE", params=params)
+        else:
+            index.add_index("mark", index_type="FLAT", metric_type="L2")
+        return index
 
     # ---- writing ------------------------------------------------------------------------------------------------
 
