@@ -1,7 +1,11 @@
-"""The fast record writer against TensorFlow's: the same bytes, the same parse, the same segments read back."""
+"""The fast record writer against TensorFlow's: the same bytes, the same parse, the same segments read back; the
+reader's own SequenceExample against TensorFlow's, and a build that reads records without TensorFlow."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +13,7 @@ import numpy as np
 import pytest
 from audioset_fixtures import make_segments, short_segment
 
+from musrec.audioset.example import sequence_example
 from musrec.audioset.labels import default_labels
 from musrec.audioset.records import (
     IngestReport,
@@ -28,6 +33,8 @@ from musrec.audioset.tfrecord import (
 )
 from musrec.vggish.tfutil import import_tensorflow
 
+CHILD_WAIT_S = 300.0  # bound on a musrec process a test starts (a hang guard, not a limit on speed)
+
 
 def fast_record(segment: Segment) -> bytes:
     return encode(segment.video_id, segment.start_s, segment.end_s, segment.labels, frame_rows(segment.rows))
@@ -39,7 +46,7 @@ def segments() -> list[Segment]:
     return [
         *base,
         replace(base[0], video_id="--PJHxphWEs", labels=()),  # no labels: an empty int64 list
-        replace(base[1], labels=(0, 127, 128, 526, 70_000)),  # one-, two- and three-byte varints
+        replace(base[1], labels=(0, 127, 128, 526, 65_535)),  # one-, two- and three-byte varints, the largest kept
         replace(base[2], start_s=12.345, end_s=22.345),  # not exact in float32
         short_segment("shortAAAAA3", 3),
         short_segment("shortAAAAA1", 1),
@@ -122,3 +129,49 @@ def test_records_read_without_tensorflow_are_tensorflows_and_any_damage_is_told(
         assert read == records[:1], cut
     path.write_bytes(b"")
     assert list(read_tfrecord(path)) == []
+
+
+def test_our_sequence_example_parses_as_tensorflows(segments: list[Segment]) -> None:
+    # The class musrec reads records with, against TensorFlow's: the same fields from the same bytes, and the same
+    # bytes back (records written by TensorFlow's own classes, and by the fast writer).
+    ours = sequence_example()
+    tf = import_tensorflow()
+    for segment in segments:
+        for record in (segment_to_record(segment), fast_record(segment)):
+            theirs = tf.train.SequenceExample.FromString(record)
+            mine = ours.FromString(record)
+            assert mine.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+            context = mine.context.feature
+            assert context["video_id"].bytes_list.value[0].decode() == segment.video_id
+            assert tuple(context["labels"].int64_list.value) == segment.labels
+            frames = mine.feature_lists.feature_list["audio_embedding"].feature
+            assert b"".join(f.bytes_list.value[0] for f in frames) == segment.rows.tobytes()
+    # A field TensorFlow's class has that a record never uses reads the same way (the oneof: one kind at a time).
+    both = ours.FromString(fast_record(segments[0])).context.feature["start_time_seconds"]
+    assert both.WhichOneof("kind") == "float_list"
+
+
+def test_a_label_index_beyond_16_bits_is_a_damaged_record(segments: list[Segment], tmp_path: Path) -> None:
+    # AudioSet's are under 527; an index keeps them in 16 bits. Such a record is counted, the others read.
+    odd = replace(segments[0], video_id="wideLabel01", labels=(3, 65_536))
+    write_records(tmp_path / "eval" / "aa.tfrecord", [segments[1], odd, segments[2]])
+    report = IngestReport()
+    got = list(read_segments([tmp_path], labels=default_labels(), filt=SegmentFilter(), report=report))
+    assert [s.video_id for s in got] == [segments[1].video_id, segments[2].video_id]
+    assert report.corrupt_records == 1 and report.damaged_files == [str(tmp_path / "eval" / "aa.tfrecord")]
+
+
+def test_building_an_index_does_not_import_tensorflow(tmp_path: Path) -> None:
+    # issue 24's 2 GiB server: TensorFlow's libraries are about 600 MiB resident that reading records does not need.
+    write_records(tmp_path / "features" / "eval" / "aa.tfrecord", make_segments(200, split="eval", seed=5))
+    code = (
+        "import sys\n"
+        "from musrec.cli import main\n"
+        f"code = main(['index', 'build', {str(tmp_path / 'features')!r}, '--out', {str(tmp_path / 'index')!r},\n"
+        "             '--no-progress', '--min-seconds', '1'])\n"
+        "print(code, 'tensorflow' in sys.modules)\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CHILD_WAIT_S, env=env)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
+    assert (tmp_path / "index").is_dir()

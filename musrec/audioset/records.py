@@ -1,10 +1,10 @@
 """Reading (and writing) AudioSet's released feature TFRecords.
 
-Each record is a ``tf.train.SequenceExample``: context ``video_id`` (bytes), ``start_time_seconds`` and
-``end_time_seconds`` (float), ``labels`` (int64 indices into the label CSV); feature list ``audio_embedding`` with one
-bytes feature of 128 uint8 values per second, usually 10. Sources may be single files, directories in the
-``audioset_v1_embeddings/{bal_train,eval,unbal_train}`` layout, or ``features.tar.gz`` read as a stream (one shard
-at a time, never extracted whole).
+Each record is a ``tf.train.SequenceExample``, read with the class of musrec.audioset.example (not TensorFlow's):
+context ``video_id`` (bytes), ``start_time_seconds`` and ``end_time_seconds`` (float), ``labels`` (int64 indices into
+the label CSV); feature list ``audio_embedding`` with one bytes feature of 128 uint8 values per second, usually 10.
+Sources may be single files, directories in the ``audioset_v1_embeddings/{bal_train,eval,unbal_train}`` layout, or
+``features.tar.gz`` read as a stream (one shard at a time, never extracted whole).
 
 Damaged data does not stop a build: a record that fails its checksum or does not parse is counted, the rest of a
 truncated file is skipped, and :class:`IngestReport` lists what was lost. A file that is not a TFRecord at all (its
@@ -21,23 +21,23 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from types import ModuleType
 from typing import BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from musrec.audioset.example import sequence_example
 from musrec.audioset.labels import Labels
 from musrec.audioset.representation import SEGMENT_ROWS, fit_rows
 from musrec.audioset.tfrecord import HEADER_SIZE, DamagedRecordError, header_is_valid, read_tfrecord
 from musrec.errors import DataError, is_disk_full
 from musrec.progress import human_bytes
 from musrec.vggish.postprocess import EMBEDDING_SIZE
-from musrec.vggish.tfutil import import_tensorflow
 
 log = logging.getLogger(__name__)
 
 TFRECORD_SUFFIX = ".tfrecord"
+MAX_LABEL = 0xFFFF  # an index keeps label indices in 16 bits (AudioSet has 527): a record with a larger one is damaged
 _DRAIN = 1 << 20  # bytes read at once past a tarball's end marker
 
 
@@ -251,8 +251,7 @@ def read_segments(
     for rf in iter_record_files(sources, splits=filt.splits, report=report):
         if not looks_like_tfrecord(rf.path):
             raise DataError(f"{rf.name} is not a TFRecord file")
-        tf = import_tensorflow()  # on first use only: it takes seconds
-        parse = _parser(tf)
+        parse = _parser()
 
         report.files += 1
         damaged = False
@@ -283,10 +282,10 @@ def read_segments(
             log.warning("%s: corrupt or truncated records skipped", rf.name)
 
 
-def _parser(tf: ModuleType) -> Callable[[bytes, str], Segment | None]:
+def _parser() -> Callable[[bytes, str], Segment | None]:
     from google.protobuf.message import DecodeError
 
-    from_string = tf.train.SequenceExample.FromString
+    from_string = sequence_example().FromString
 
     def parse(raw: bytes, split: str) -> Segment | None:
         try:
@@ -299,7 +298,7 @@ def _parser(tf: ModuleType) -> Callable[[bytes, str], Segment | None]:
             blobs = [f.bytes_list.value[0] for f in example.feature_lists.feature_list["audio_embedding"].feature]
         except (DecodeError, IndexError, KeyError, UnicodeDecodeError):
             return None
-        if any(len(b) != EMBEDDING_SIZE for b in blobs):
+        if any(len(b) != EMBEDDING_SIZE for b in blobs) or any(not 0 <= i <= MAX_LABEL for i in label_ids):
             return None
         rows = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), EMBEDDING_SIZE)
         return Segment(video_id=video_id, start_s=start, end_s=end, labels=label_ids, split=split, rows=rows)
@@ -342,7 +341,10 @@ def _filter(segment: Segment, *, labels: Labels, filt: SegmentFilter, report: In
 
 
 def segment_to_record(segment: Segment) -> bytes:
-    """Serialise a segment in AudioSet's exact SequenceExample schema."""
+    """Serialise a segment in AudioSet's exact SequenceExample schema, with TensorFlow's own classes (what the
+    reader is tested against)."""
+    from musrec.vggish.tfutil import import_tensorflow
+
     tf = import_tensorflow()
 
     rows = np.asarray(segment.rows, dtype=np.uint8)

@@ -4,7 +4,7 @@ A build is refused before it reads a feature when the memory it may use (the mem
 ``memory.max`` or v1 ``memory.limit_in_bytes``, the tightest up the tree; else the physical memory) is below its
 estimated peak, with one line giving both figures and the ways out. The estimate follows the build's structure, and
 its constants were measured (``bench/fullsize_bench.py --memory-limit``): the runtime (Python, numpy, faiss and
-TensorFlow's record reader), the chunks each pass holds, the IVF training sample or the Annoy forest, and the float
+the record reader), the chunks each pass holds, the IVF training sample or the Annoy forest, and the float
 matrix that times exact search for indexes under 250,000 segments.
 
 A build records in its hidden directory (``.NAME.building-PID/build-state.json``) the step it is in. A build killed
@@ -37,8 +37,9 @@ STATE_FILE = "build-state.json"
 # The release's segments per split (REFERENCE.md section 5): what a build of those splits reads at most.
 RELEASE_SEGMENTS = {"bal_train": 22_160, "eval": 20_371, "unbal_train": 2_040_000}
 SMALL_SPLITS = ("eval", "bal_train")
-# Python, numpy, faiss and TensorFlow, whose record reader alone brings about 700 MiB resident, most of it its
-# libraries' pages (measured: 720-830 MiB RSS through the ingest of 2M segments, bench/fullsize_bench.py).
+# Python, numpy, faiss and the record reader (measured: 720-830 MiB RSS through the ingest of 2M segments,
+# bench/fullsize_bench.py, when the reader was TensorFlow's, about 590 MiB of it; reading records no longer loads
+# TensorFlow, so this is that much above what a build now holds: kept until measured again at full size).
 _RUNTIME = 760 << 20
 # Pages written but not yet synced (a pass syncs every 64 MiB), SQLite's cache and the tarball's shard being read.
 _PAGES = 96 << 20
