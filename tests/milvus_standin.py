@@ -7,8 +7,9 @@ authentication interceptor does, for every method, ``Connect`` included):
   status UNAUTHENTICATED: "missing authorization in header" without a token, "auth check failure, please check api
   key is correct" for a token without ``:``, "auth check failure, please check username and password are correct"
   for ``user:password``.
-- ``unknown``: Milvus 2.3 returned ``merr.WrapErrParameterInvalid(...)`` from the interceptor, an error that is no
-  gRPC status, so the call ends UNKNOWN with its text, which names the user and password it was sent.
+- ``unknown``: Milvus 2.3 before 2.3.5 returned ``merr.WrapErrParameterInvalid(...)`` from the interceptor, an error
+  that is no gRPC status, so the call ends UNKNOWN with its text, which names the user and password it was sent
+  (2.3.5 itself refuses UNAUTHENTICATED: tests/test_library_server.py runs it).
 - ``status``: the call succeeds at the transport and its answer's Status says code 1800, "user hasn't
   authenticated" (``merr.ErrNeedAuthenticate``, the code Milvus's HTTP API refuses with).
 

@@ -469,8 +469,9 @@ def test_a_library_server_refusing_the_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 25: ``[library] uri`` a Milvus server that refuses the credentials in ``MUSREC_LIBRARY_TOKEN`` (as Milvus
-    2.4+ does, UNAUTHENTICATED, and 2.3, UNKNOWN with words naming the password; at Connect, or only after it: a
-    password changed while the bot is connected, which pymilvus retries until ``[library] timeout_s``). A member's
+    2.3.5+ does, UNAUTHENTICATED, and earlier 2.3, UNKNOWN with words naming the password; at Connect, or only after
+    it: a password changed while the bot is connected, which pymilvus retries until ``[library] timeout_s`` in the
+    UNKNOWN form). A member's
     /library list and /recommend source:library are told privately that the library is not available (nothing of the
     server's address, the token, or a traceback reaches Discord); the operator's log has, for each, the one line
     naming the server and MUSREC_LIBRARY_TOKEN, and the token in no record; the bot goes on answering AudioSet

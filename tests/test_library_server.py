@@ -324,7 +324,7 @@ def test_a_refused_token_is_one_line(
         done = run_child(config, isolated_home, *argv)
     assert (done.returncode, done.stdout, done.stderr) == (1, "", REFUSED.format(uri=standin.uri))
     assert standin.authorizations == [TOKEN]  # the token reached the server, once: refused, nothing retried
-    assert PASSWORD not in done.stderr  # the 2.3 form's answer names it: never repeated
+    assert PASSWORD not in done.stderr  # the UNKNOWN form's answer names it: never repeated
 
 
 @pytest.mark.parametrize("command", ["list", "add"])
@@ -338,8 +338,8 @@ def test_milvus_standalone_refusing_the_token_is_one_line(
     tmp_path_factory: pytest.TempPathFactory,
     isolated_home: Path,
 ) -> None:
-    # The real server's refusal, not the stand-in's: Milvus 2.3 ends the call UNKNOWN with "auth check failure" and
-    # the user and password it was sent. Nothing is written.
+    # The real server's refusal, not the stand-in's: Milvus 2.3.5 ends the call UNAUTHENTICATED, "auth check
+    # failure", at Connect (pymilvus: a connection it could not make). Nothing is written.
     argv = ["library", "list"] if command == "list" else ["library", "add", str(music[0].path), "--no-progress"]
     config = server_config(tmp_path, tmp_path_factory, standalone.uri, collection="refused", timeout_s=10)
     done = run_child(config, isolated_home, *argv, token=token)
@@ -439,7 +439,7 @@ def test_a_token_refused_after_connecting_is_one_line_and_never_logged(
 ) -> None:
     # The server admits Connect, then refuses each call (a password changed, an API key removed, while connected):
     # the store's own calls say the same, and -vv (every log line, pymilvus's too) never shows the token or the
-    # 2.3 form's words, which name the password. That form's UNKNOWN is retried by pymilvus until [library]
+    # UNKNOWN form's words, which name the password. That form's UNKNOWN is retried by pymilvus until [library]
     # timeout_s (2 s here).
     with refusing_milvus(form, admit_connect=True) as standin:
         config = server_config(tmp_path, tmp_path_factory, standin.uri, collection="later", timeout_s=2)
@@ -456,3 +456,32 @@ def test_one_match_per_track_when_one_track_fills_the_nearest(server: Server) ->
         assert_one_per_track_when_crowded(store)
     finally:
         store.close()
+
+
+def test_a_password_changed_while_connected_is_one_line_at_the_next_call(standalone: Server) -> None:
+    # The bot keeps its connection; the server's user changes its password meanwhile. Milvus 2.3.5 refuses the next
+    # call at once, UNAUTHENTICATED (the stand-in's UNKNOWN form of earlier releases is retried until the deadline).
+    user, password = "rotating", "first-pass-31"
+    root = pymilvus.MilvusClient(uri=standalone.uri, token=TOKEN)
+    store = None
+    try:
+        MilvusStore(standalone.uri, prefix="rotated", token=TOKEN).close()  # the collections, made by root
+        root.create_user(user, password)
+        root.create_role("rotators")
+        root.grant_role(user, "rotators")
+        for kind, privilege in PRIVILEGES:
+            root.grant_privilege("rotators", kind, privilege, "*")
+        store = MilvusStore(standalone.uri, prefix="rotated", token=f"{user}:{password}", timeout_s=10)
+        assert store.counts() == {}
+        root.update_password(user, password, "second-pass-47")
+        with pytest.raises(LibraryError) as raised:
+            store.counts()
+        assert str(raised.value) == (
+            f"could not read the library: the Milvus server at {standalone.uri} refused the credentials in "
+            'MUSREC_LIBRARY_TOKEN: check that it holds a user and password ("user:password") or an API key the '
+            "server accepts, then try again"
+        )
+    finally:
+        if store is not None:
+            store.close()
+        root.close()

@@ -27,9 +27,10 @@ QUIET_WITH_LITE = ("milvus_lite.server_manager", "grpc._server")
 QUIET_ALWAYS = ("pymilvus.decorators", "pymilvus.client.connection_manager", "pymilvus.client.iterator.query_iterator")
 CONNECT_FAILED = 2  # pymilvus's code for a connection it could not make (pymilvus.client.types.Status)
 TOKEN_VARIABLE = "MUSREC_LIBRARY_TOKEN"  # where a server's token comes from (user:password, or an API key)
-# A server with authentication refuses a wrong or missing token before any method runs, Connect included: Milvus 2.4
-# and later with gRPC status UNAUTHENTICATED; 2.3 with status UNKNOWN and "auth check failure, ..." followed by the
-# user and password it was sent (never shown); Milvus's own code for it, in an answer's Status, is 1800.
+# A server with authentication refuses a wrong or missing token before any method runs, Connect included: with gRPC
+# status UNAUTHENTICATED (Milvus 2.3.5, tested, and later); earlier 2.3 releases with status UNKNOWN and "auth check
+# failure, ..." followed by the user and password they were sent (never shown); Milvus's own code for it, in an
+# answer's Status, is 1800.
 REFUSED_STATUS = "UNAUTHENTICATED"
 REFUSED_TEXT = "auth check failure"
 REFUSED_CODE = 1800  # merr.ErrNeedAuthenticate, "user hasn't authenticated"
