@@ -66,7 +66,7 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Milvus standalone, its root user's password made TOKEN's (a new server's is "Milvus")."""
     root = tmp_path_factory.mktemp("milvus-standalone")
     with standalone_server(root, child_environment(root / "home")) as running:
-        client = pymilvus.MilvusClient(uri=running.uri, token=STANDALONE_TOKEN)
+        client = admin(running.uri, STANDALONE_TOKEN)
         try:
             client.update_password("root", STANDALONE_TOKEN.partition(":")[2], PASSWORD)
         finally:
@@ -74,22 +74,20 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="module", params=["lite", "standalone"])
-def running_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``milvus-lite server`` (no authentication: it ignores the token) and Milvus standalone (which checks it)."""
-    if request.param == "standalone":
-        yield request.getfixturevalue("standalone")
-        return
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``milvus-lite server``: no authentication (it ignores the token)."""
     root = tmp_path_factory.mktemp("milvus-server")
     with lite_server(root, child_environment(root / "home")) as running:
         yield running
 
 
-@pytest.fixture
-def server(running_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
-    """A running server, and TOKEN in MUSREC_LIBRARY_TOKEN for what runs in this process."""
+@pytest.fixture(params=["lite", "standalone"])
+def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """Each server, and TOKEN in MUSREC_LIBRARY_TOKEN for what runs in this process."""
     monkeypatch.setenv("MUSREC_LIBRARY_TOKEN", TOKEN)
-    return running_server
+    running: Server = request.getfixturevalue(request.param)
+    return running
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +98,12 @@ def music(tmp_path_factory: pytest.TempPathFactory) -> list[Recording]:
         recording(root, "two.flac", seed=62, seconds=22, title="South", artist="Compass"),
         recording(root / "more", "three.ogg", seed=63, seconds=23, title="East"),
     ]
+
+
+def admin(uri: str, token: str) -> pymilvus.MilvusClient:
+    """A client of the test's own, its connection closed with it (pymilvus otherwise keeps a shared one pinging the
+    server, which milvus-lite server ends after a while: "too_many_pings", and the next connection to it waits)."""
+    return pymilvus.MilvusClient(uri=uri, token=token, dedicated=True)
 
 
 def server_config(
@@ -140,7 +144,7 @@ def test_cli_end_to_end_on_a_server(
     assert "added 3 tracks (9 segments) to library home" in out
     # A server builds HNSW ([library] index = "auto"); the recall measured after the add is recorded with it.
     assert "index HNSW: recall@10 1.000 against exact search on 9 stored segments" in out
-    client = pymilvus.MilvusClient(uri=server.uri, token=TOKEN)
+    client = admin(server.uri, TOKEN)
     try:
         (index,) = client.list_indexes("e2e_segments")
         assert client.describe_index("e2e_segments", index)["index_type"] == "HNSW"
@@ -188,7 +192,7 @@ def test_cli_end_to_end_on_a_server(
 
 
 def test_two_processes_use_one_server_at_once(
-    server: Server,
+    lite: Server,
     music: list[Recording],
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -198,8 +202,8 @@ def test_two_processes_use_one_server_at_once(
 ) -> None:
     # Another process (a bot, say) keeps the store open while `musrec library` runs: a server is shared, so nothing
     # is refused as it is for a Milvus Lite directory, and what one writes the other reads.
-    config = server_config(tmp_path, tmp_path_factory, server.uri, collection="shared")
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, server.uri, "shared"], stdin=subprocess.PIPE,
+    config = server_config(tmp_path, tmp_path_factory, lite.uri, collection="shared")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, lite.uri, "shared"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True,
                               env=child_environment(isolated_home, MUSREC_LIBRARY_TOKEN=TOKEN))  # fmt: skip
     assert holder.stdin is not None and holder.stdout is not None
@@ -268,7 +272,7 @@ def test_a_server_that_stops_answering_is_one_line(
 
 
 def test_the_token_reaches_the_client_and_is_never_shown(
-    server: Server,
+    lite: Server,
     music: list[Recording],
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -288,7 +292,7 @@ def test_the_token_reaches_the_client_and_is_never_shown(
     monkeypatch.setattr(pymilvus.MilvusClient, "__init__", recording_init)
     monkeypatch.setenv("MUSREC_LIBRARY_TOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
-    config = server_config(tmp_path, tmp_path_factory, server.uri, collection="token")
+    config = server_config(tmp_path, tmp_path_factory, lite.uri, collection="token")
     assert run(config, "library", "add", str(music[0].path), "--library", "t", "--no-progress") == 0
     assert run(config, "library", "list", "--library", "t") == 0
     (tmp_path / "absent").mkdir()
@@ -346,7 +350,7 @@ def test_milvus_standalone_refusing_the_token_is_one_line(
     expected = (REFUSED if token else UNGIVEN).format(uri=standalone.uri)
     assert (done.returncode, done.stdout, done.stderr) == (1, "", expected)
     assert "not-the-password" not in done.stderr
-    client = pymilvus.MilvusClient(uri=standalone.uri, token=TOKEN)
+    client = admin(standalone.uri, TOKEN)
     try:
         assert not [name for name in client.list_collections() if name.startswith("refused")]
     finally:
@@ -370,12 +374,15 @@ def test_a_privilege_the_user_lacks_is_one_line_and_the_next_open_finishes_the_s
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
     isolated_home: Path,
+    local_embedder: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # A user the server knows, whose role may make collections but not their index: the collection is made, its
     # index refused. Each refusal is one line naming the privilege; once the role has them all, the next command
     # makes the missing index and the library works.
     user, password = "librarian", "shelves-7c21"
-    root = pymilvus.MilvusClient(uri=standalone.uri, token=TOKEN)
+    root = admin(standalone.uri, TOKEN)
     try:
         root.create_user(user, password)
         root.create_role("librarians")
@@ -394,18 +401,18 @@ def test_a_privilege_the_user_lacks_is_one_line_and_the_next_open_finishes_the_s
 
         for kind, privilege in PRIVILEGES[1:]:
             root.grant_privilege("librarians", kind, privilege, "*")
-        done = run_child(config, isolated_home, "library", "add", str(music[2].path), "--library", "shelf",
-                         "--no-progress", token=token)  # fmt: skip
-        assert done.returncode == 0 and "added 1 tracks" in done.stdout, done.stderr
+        monkeypatch.setenv("MUSREC_LIBRARY_TOKEN", token)  # the model's commands in this process (it is loaded)
+        assert run(config, "library", "add", str(music[2].path), "--library", "shelf", "--no-progress") == 0
+        assert "added 1 tracks" in capsys.readouterr().out
         assert root.describe_index("granted_segments", "vector")["index_type"] == "HNSW"
         clip = excerpt(music[2], tmp_path / "clip.wav", start_s=10)
-        done = run_child(config, isolated_home, "recommend", str(clip), "--library", "shelf", "--json", token=token)
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["matches"][0]["title"] == "East"
+        assert run(config, "recommend", str(clip), "--library", "shelf", "--json") == 0
+        (found, *_) = json.loads(capsys.readouterr().out)["matches"]
+        assert found["title"] == "East"
 
         root.revoke_privilege("librarians", "Collection", "Delete", "*")
-        done = run_child(config, isolated_home, "library", "remove", json.loads(done.stdout)["matches"][0]["track_id"],
-                         "--library", "shelf", token=token)  # fmt: skip
+        done = run_child(config, isolated_home, "library", "remove", found["track_id"], "--library", "shelf",
+                         token=token)  # fmt: skip
         expected = DENIED.format(doing="remove the tracks", uri=standalone.uri, privilege="Delete")
         assert (done.returncode, done.stdout, done.stderr) == (1, "", expected)
     finally:
@@ -462,7 +469,7 @@ def test_a_password_changed_while_connected_is_one_line_at_the_next_call(standal
     # The bot keeps its connection; the server's user changes its password meanwhile. Milvus 2.3.5 refuses the next
     # call at once, UNAUTHENTICATED (the stand-in's UNKNOWN form of earlier releases is retried until the deadline).
     user, password = "rotating", "first-pass-31"
-    root = pymilvus.MilvusClient(uri=standalone.uri, token=TOKEN)
+    root = admin(standalone.uri, TOKEN)
     store = None
     try:
         MilvusStore(standalone.uri, prefix="rotated", token=TOKEN).close()  # the collections, made by root

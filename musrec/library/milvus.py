@@ -59,7 +59,10 @@ def connect(uri: str, *, token: str | None, local: bool, timeout_s: float) -> An
     for name in QUIET_ALWAYS + (QUIET_WITH_LITE if local else ()):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s)
+        # A server: a connection of this client's own, closed with it. pymilvus otherwise shares one per server and
+        # token and keeps it, pinging, after its last client closes; a server that takes the pings for too many
+        # ends it (milvus-lite server does), and the next client meets it broken: "cannot be reached".
+        client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s, **({} if local else {"dedicated": True}))
     except (MilvusException, RpcError) as err:
         if local and _locked(Path(uri)):
             raise _busy(uri) from None
