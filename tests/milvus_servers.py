@@ -37,6 +37,7 @@ class Server:
     uri: str
     process: subprocess.Popen[bytes]
     log: Path
+    start: tuple[tuple[str, ...], dict[str, str], int] | None = None  # a standalone's command, environment and port
 
 
 def executable(name: str, package: str) -> str:
@@ -77,9 +78,10 @@ def lite_server(root: Path, environment: dict[str, str]) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def standalone_server(root: Path, environment: dict[str, str]) -> Iterator[Server]:
+def standalone_server(root: Path, environment: dict[str, str], *, session_ttl_s: int = 30) -> Iterator[Server]:
     """Milvus standalone with authentication, its proxy (the port clients use) and its etcd on free loopback ports
-    (etcd's through ETCD_CONFIG_PATH, as compose.yaml sets them); the launcher finds free ports for the others."""
+    (etcd's through ETCD_CONFIG_PATH, as compose.yaml sets them); the launcher finds free ports for the others.
+    ``session_ttl_s``: how long the sessions of a killed server hold back the next start (Milvus's default, 30 s)."""
     launcher = executable("milvus-server", "milvus")
     proxy = free_port()
     client = free_port(proxy)
@@ -91,10 +93,29 @@ def standalone_server(root: Path, environment: dict[str, str]) -> Iterator[Serve
         f"initial-cluster: default=http://127.0.0.1:{peer}\n"
     )
     argv = [launcher, "--data", str(root / "milvus"), "--proxy-port", str(proxy), "--etcd-port", str(client),
-            "--authorization-enabled", "true", "--extra-config", f"common.gracefulStopTimeout={GRACE_S}"]  # fmt: skip
+            "--authorization-enabled", "true", "--extra-config", f"common.gracefulStopTimeout={GRACE_S}",
+            "--extra-config", f"common.session.ttl={session_ttl_s}"]  # fmt: skip
     env = {**environment, "ETCD_CONFIG_PATH": str(etcd)}
     with _running(argv, root / "server.log", env, proxy, started=STARTED) as process:
-        yield Server(f"http://127.0.0.1:{proxy}", process, root / "server.log")
+        yield Server(f"http://127.0.0.1:{proxy}", process, root / "server.log", (tuple(argv), env, proxy))
+
+
+@contextlib.contextmanager
+def killed_and_restarted(server: Server) -> Iterator[Server]:
+    """The standalone ``server`` killed with SIGKILL (as a crash or the out-of-memory killer ends it: nothing saved
+    on the way out), then started again on the same data directory and ports."""
+    assert server.start is not None, "only a standalone server is restarted"
+    argv, env, port = server.start
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while _group_alive(server.process) or listening(port):
+        if time.monotonic() > deadline:
+            pytest.fail("the killed standalone server still holds its port")
+        time.sleep(0.1)
+    log = server.log.with_name("restarted.log")
+    with _running(list(argv), log, env, port, started=STARTED) as process:
+        yield Server(server.uri, process, log, server.start)
 
 
 @contextlib.contextmanager

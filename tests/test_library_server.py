@@ -25,7 +25,14 @@ import pymilvus
 import pytest
 from conftest import child_environment
 from library_fixtures import Recording, assert_one_per_track_when_crowded, excerpt, recording, write_config
-from milvus_servers import STANDALONE_TOKEN, Server, free_port, lite_server, standalone_server
+from milvus_servers import (
+    STANDALONE_TOKEN,
+    Server,
+    free_port,
+    killed_and_restarted,
+    lite_server,
+    standalone_server,
+)
 from milvus_standin import FORMS, refusing_milvus
 from vggish_fixtures import shared_vggish_files
 
@@ -33,6 +40,7 @@ from musrec.cli import main
 from musrec.library import LibraryError
 from musrec.library.store import MilvusStore
 
+SESSION_TTL_S = 8  # a killed standalone's sessions expire before it starts again (30 s by default)
 CHILD_WAIT_S = 120.0  # bound on a musrec process a test starts (a hang guard, not a limit on speed)
 TOKEN = "root:tok-3f9c2a71e8d4b6"  # what a user's MUSREC_LIBRARY_TOKEN looks like (user:password)
 PASSWORD = TOKEN.partition(":")[2]
@@ -492,3 +500,32 @@ def test_a_password_changed_while_connected_is_one_line_at_the_next_call(standal
         if store is not None:
             store.close()
         root.close()
+
+
+@pytest.mark.slow  # about 45 s: a server of its own, its collections made, and its restart after kill -9
+def test_tracks_added_outlive_the_server_killed_without_a_flush(
+    music: list[Recording],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    local_embedder: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A server keeps what it acknowledged in its write-ahead log (Milvus standalone: RocksMQ), so the store does not
+    # flush there (Milvus Lite it does). Killed right after an add, it comes back with every track, each whole.
+    root = tmp_path_factory.mktemp("killed-standalone")
+    with standalone_server(root, child_environment(root / "home"), session_ttl_s=SESSION_TTL_S) as server:
+        monkeypatch.setenv("MUSREC_LIBRARY_TOKEN", STANDALONE_TOKEN)
+        config = server_config(tmp_path, tmp_path_factory, server.uri, collection="kept")
+        assert run(config, "library", "add", str(music[0].path), str(music[1].path), "--library", "home",
+                   "--no-progress") == 0  # fmt: skip
+        assert "added 2 tracks (6 segments)" in capsys.readouterr().out
+        with killed_and_restarted(server):
+            assert run(config, "library", "list", "--library", "home", "--json") == 0
+            tracks = json.loads(capsys.readouterr().out)["tracks"]
+            assert sorted(t["title"] for t in tracks) == ["North", "South"]
+            store = MilvusStore(server.uri, prefix="kept", token=STANDALONE_TOKEN)
+            try:
+                assert [store.segment_count("home", t["track_id"]) for t in tracks] == [3, 3]
+            finally:
+                store.close()
