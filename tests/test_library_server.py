@@ -125,6 +125,11 @@ def server_config(
                         pca_params=files.pca_column, extra=library)  # fmt: skip
 
 
+def store_command(command: str, music: list[Recording]) -> list[str]:
+    """The arguments of a command that opens the store: ``list`` only reads it, ``add`` writes one recording."""
+    return ["library", "list"] if command == "list" else ["library", "add", str(music[0].path), "--no-progress"]
+
+
 def run(config: Path, *argv: str) -> int:
     return main(["--config", str(config), *argv])
 
@@ -330,7 +335,7 @@ def test_a_refused_token_is_one_line(
 ) -> None:
     # issue 25: a server with authentication refuses a wrong token at Connect; pymilvus raises that as a connection
     # it could not make ("server unavailable"), which must not read as a server that cannot be reached.
-    argv = ["library", "list"] if command == "list" else ["library", "add", str(music[0].path), "--no-progress"]
+    argv = store_command(command, music)
     with refusing_milvus(form) as standin:
         config = server_config(tmp_path, tmp_path_factory, standin.uri, collection="refused", timeout_s=5)
         done = run_child(config, isolated_home, *argv)
@@ -352,7 +357,7 @@ def test_milvus_standalone_refusing_the_token_is_one_line(
 ) -> None:
     # The real server's refusal, not the stand-in's: Milvus 2.3.5 ends the call UNAUTHENTICATED, "auth check
     # failure", at Connect (pymilvus: a connection it could not make). Nothing is written.
-    argv = ["library", "list"] if command == "list" else ["library", "add", str(music[0].path), "--no-progress"]
+    argv = store_command(command, music)
     config = server_config(tmp_path, tmp_path_factory, standalone.uri, collection="refused", timeout_s=10)
     done = run_child(config, isolated_home, *argv, token=token)
     expected = (REFUSED if token else UNGIVEN).format(uri=standalone.uri)
