@@ -22,8 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from audio_fixtures import ffmpeg
+from audio_fixtures import FORMATS, ffmpeg
 from bot_fixtures import RATE, WAIT_S, ZWSP, World, bot_for, config_for, ephemeral_text, make_world, named
 from conftest import child_environment
 from discord_standin import InteractionHandle, StandIn, StoredMessage, run
@@ -337,6 +338,38 @@ def test_recommend_searches_audioset_unless_asked_for_the_library(world: World, 
         assert labels_of(ours) == ["More like 1", "More"]
 
     scenario(world, body, tmp_path)
+
+
+def test_a_clip_loudest_at_its_end_finds_its_track(annoy_world: World, tmp_path: Path) -> None:
+    """/recommend source:library without a start, the 10 s of a track at the end of a longer, quieter recording, in
+    the formats whose end once failed (Ogg Vorbis, Opus, AAC in M4A and in a video): the window is the track's, found
+    at the end, and the track answers first, at its only segment."""
+    track = distinct_clip(6, 10.0)
+    quiet = np.random.default_rng(6).standard_normal(round(2.3 * RATE)) * 0.003
+    source = tmp_path / "src.wav"
+    source.write_bytes(to_wav_bytes(np.concatenate([quiet, track])))
+    posted = []
+    for kind in ("ogg", "opus", "m4a"):
+        suffix, rate, codec = FORMATS[kind]
+        posted.append(tmp_path / f"loud end.{suffix}")
+        ffmpeg("-i", str(source), "-ar", str(rate), *codec, str(posted[-1]))
+    posted.append(tmp_path / "loud end.mp4")
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-i", str(source), "-map", "0:v", "-map", "1:a",
+           "-shortest", "-c:v", "mpeg4", "-c:a", "aac", str(posted[-1]))  # fmt: skip
+
+    async def body(standin: StandIn, bot: MusrecBot, guilds: list[int]) -> None:
+        await answered(await add(standin, to_wav_bytes(distinct_clip(7, TRACK_S)), "another.wav"))
+        await answered(await add(standin, to_wav_bytes(track), "the loud end.wav"))
+        for path in posted:
+            clip = standin.add_attachment(path.name, path.read_bytes(), "application/octet-stream")
+            options = {"clip": clip, "top_k": 2, "source": "library"}
+            found = await answered(await standin.dispatch_interaction("recommend", options, user_id=MEMBER))
+            embed = found.embeds[0]
+            assert embed["description"].startswith(f"{path.name} (0:02–0:12)"), (path.name, embed["description"])
+            assert name_of(embed["fields"][0]) == "the loud end", path.name  # 99-100%: the codec's loss
+            assert "0:00–0:10" in embed["fields"][0]["value"], path.name
+
+    scenario(annoy_world, body, tmp_path)
 
 
 def test_a_link_is_added_once(annoy_world: World, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ formats: the exact decode of the last span came back a few samples short of a wi
 whole second, M4A and video, whose last AAC frame is padded), or the envelope ran past the end of the file (Ogg Vorbis
 and Opus: asked to seek past the end, the demuxer decodes the last page again). Here a clip that is indexed as an
 AudioSet segment is placed at the start, in the middle and at the end of longer recordings, in every format the
-README lists, and sent through the library, the command line and the bot, on both index structures.
+README lists, and sent through the library, the command line and the bot, on both index structures, and to a
+library of one's own tracks (``recommend --library``), which resolves a file as ``recommend`` does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from audio_fixtures import FORMATS, ffmpeg
 from audioset_fixtures import make_segments
 from bot_fixtures import WAIT_S, World, ephemeral_text, make_world, scenario
 from discord_standin import StandIn
+from library_fixtures import write_config
 from vggish_fixtures import music_like, shared_embedder, shared_vggish_files
 
 from bot.client import MusrecBot
@@ -167,6 +169,37 @@ def test_the_command_line_answers_a_file_loudest_at_its_end(
     data = json.loads(capsys.readouterr().out)
     assert data["query"]["start_s"] == pytest.approx(PLACES["end"][0], abs=SEEK_S)
     assert data["matches"][0]["video_id"] == "loudclip26"
+
+
+def test_a_library_answers_a_file_loudest_anywhere(
+    files: dict[tuple[str, str], Path],
+    clip: npt.NDArray[np.float64],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The clip as a track of a library (among two other tracks), then every format's recording with the clip at its
+    end, and one with it at the start and in the middle, sent to ``recommend --library``: the window is the clip's,
+    and the clip's track answers first, at its segment."""
+    vggish = shared_vggish_files(tmp_path_factory)
+    config = write_config(tmp_path / "config.toml", data_dir=tmp_path / "data", checkpoint=vggish.checkpoint,
+                          pca_params=vggish.pca_column)  # fmt: skip
+    tracks = tmp_path / "tracks"
+    tracks.mkdir()
+    (tracks / "clip.wav").write_bytes(to_wav_bytes(clip))
+    for seed in (1, 2):
+        (tracks / f"other{seed}.wav").write_bytes(to_wav_bytes(music_like(CLIP_S, seed=seed)[::-1].copy()))
+    assert main(["--config", str(config), "library", "add", str(tracks), "--library", "mine", "--no-progress"]) == 0
+    assert "added 3 tracks" in capsys.readouterr().out
+    queries = [*((kind, "end") for kind in KINDS), ("ogg", "start"), ("m4a", "middle")]
+    for kind, place in queries:
+        path = files[kind, place]
+        assert main(["--config", str(config), "recommend", str(path), "--library", "mine", "--json"]) == 0, kind
+        data = json.loads(capsys.readouterr().out)
+        assert data["query"]["start_s"] == pytest.approx(PLACES[place][0], abs=SEEK_S), (kind, place)
+        first = data["matches"][0]
+        assert (Path(first["file"]).name, first["start_s"], first["end_s"]) == ("clip.wav", 0.0, 10.0), (kind, place)
+        assert len(data["matches"]) == 3  # one match per track
 
 
 def test_a_blend_names_the_input_that_failed(
