@@ -374,8 +374,9 @@ def test_a_clip_loudest_at_its_end_finds_its_track(annoy_world: World, tmp_path:
 
 def test_a_link_is_added_once(annoy_world: World, tmp_path: Path) -> None:
     """/library add link: a link's media (on a loopback server, allowed in these tests as YouTube's hosts are) is
-    added, titled by its name; the same link again adds nothing and fetches nothing; a clip and a link at once are
-    refused."""
+    added, titled by its name; the same link again adds nothing and fetches nothing; a clip and a link at once, neither,
+    a link to nothing (404) or refused (403), a playlist, an IP address and text that is no link are each refused in
+    a short private message, and add nothing."""
     wav = tmp_path / "linked.wav"
     wav.write_bytes(to_wav_bytes(distinct_clip(7, 20.0)))
     ffmpeg("-i", str(wav), "-c:a", "aac", "-b:a", "128k", str(tmp_path / "linked.m4a"))
@@ -394,7 +395,21 @@ def test_a_link_is_added_once(annoy_world: World, tmp_path: Path) -> None:
             clip = standin.add_attachment("a.wav", wav.read_bytes(), "audio/wav")
             both = await standin.dispatch_interaction("library add", {"link": url, "clip": clip}, user_id=MANAGER)
             assert (await refused(standin, both)).startswith("Give exactly one of `clip` (a file) or `link`")
-        assert "linked" in await listed(standin)
+            for status, said in ((404, "Nothing was found at that link (HTTP 404)."),
+                                 (403, "The website refused the download (HTTP 403).")):  # fmt: skip
+                gone = await standin.dispatch_interaction("library add", {"link": f"{media.url}/status/{status}"},
+                                                          user_id=MANAGER)  # fmt: skip
+                assert await refused(standin, gone) == said
+        for options, said in [
+            ({"link": "https://www.youtube.com/playlist?list=PL0123456789"}, "Playlists are not supported"),
+            ({"link": "http://10.0.0.1/a"}, "Links to IP addresses are not accepted"),
+            ({"link": "no link at all"}, "That is not a link"),
+            ({}, "Give exactly one of `clip` (a file) or `link`"),
+        ]:
+            wrong = await standin.dispatch_interaction("library add", options, user_id=MANAGER)
+            assert (await refused(standin, wrong)).startswith(said) and wrong.deferred is None  # before any work
+        shown = await listed(standin)
+        assert "linked" in shown and "\n" not in shown  # one track: nothing else was added
 
     scenario(annoy_world, body, tmp_path)
 
