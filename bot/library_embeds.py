@@ -79,8 +79,9 @@ def match_value(m: LibraryMatch) -> str:
                 FIELD_VALUE_MAX)  # fmt: skip
 
 
-def added_embed(track: TrackInfo, *, added: bool, tracks: int, quota: int) -> discord.Embed:
-    """A track added to the server's library (or found there already: the same content adds nothing)."""
+def added_embed(track: TrackInfo, *, added: bool, tracks: int, quota: int, cut: bool = False) -> discord.Embed:
+    """A track added to the server's library (or found there already: the same content adds nothing); ``cut``: the
+    recording is longer than a track may be, and only its first part was stored."""
     title = "Added to this server's library" if added else "Already in this server's library"
     lines = [
         f"**{track_name(track)}**",
@@ -89,6 +90,8 @@ def added_embed(track: TrackInfo, *, added: bool, tracks: int, quota: int) -> di
     ]
     if track.album:
         lines.insert(1, f"from {quoted(clip(track.album, NAME_MAX))}")
+    if cut:
+        lines.append(f"Only its first {format_timecode(track.duration_s)} is stored: a track is at most that long.")
     embed = discord.Embed(title=title, description=clip("\n".join(lines), DESCRIPTION_MAX), colour=COLOUR)
     embed.set_footer(text=f"{tracks:,} of {quota:,} tracks · /recommend source:library finds what sounds like a clip")
     return fit(embed)

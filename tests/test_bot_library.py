@@ -414,6 +414,30 @@ def test_a_link_is_added_once(annoy_world: World, tmp_path: Path) -> None:
     scenario(annoy_world, body, tmp_path)
 
 
+def test_a_recording_longer_than_a_track_may_be_is_stored_up_to_there(
+    annoy_world: World, tracks: list[bytes], tmp_path: Path
+) -> None:
+    """With ``[library] max_track_s`` 20, a 30-s file and a 35-s link are added cut to their first 20 s, and the
+    reply says so; a 15-s file is whole, and its reply says nothing of the kind."""
+    wav = tmp_path / "long-link.wav"
+    wav.write_bytes(to_wav_bytes(distinct_clip(8, 35.0)))
+    ffmpeg("-i", str(wav), "-c:a", "aac", "-b:a", "128k", str(tmp_path / "long-link.m4a"))
+    cut = "Only its first 0:20 is stored: a track is at most that long."
+
+    async def body(standin: StandIn, bot: MusrecBot, guilds: list[int]) -> None:
+        long_file = (await answered(await add(standin, tracks[0], "long.wav"))).embeds[0]["description"]
+        assert "0:20 · 2 segments" in long_file and long_file.endswith(cut)
+        short = (await answered(await add(standin, to_wav_bytes(distinct_clip(9, 15.0)), "short.wav"))).embeds[0]
+        assert "0:15 · 2 segments" in short["description"] and "Only its first" not in short["description"]
+        with media_server(tmp_path) as media:
+            options = {"link": media.media("long-link.m4a")}
+            linked = await answered(await standin.dispatch_interaction("library add", options, user_id=MANAGER))
+        assert "0:20 · 2 segments" in linked.embeds[0]["description"]
+        assert linked.embeds[0]["description"].endswith(cut)
+
+    scenario(annoy_world, body, tmp_path, library={"max_track_s": 20})
+
+
 def test_tags_name_the_track(annoy_world: World, tmp_path: Path) -> None:
     """An MP3's own tags give its title and artist (escaped: tags are the uploader's text)."""
     wav = tmp_path / "tagged.wav"

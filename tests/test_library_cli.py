@@ -9,12 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import child_environment
-from library_fixtures import Recording, excerpt, recording, write_config
+from library_fixtures import Recording, excerpt, melody, recording, write_config
 from vggish_fixtures import shared_vggish_files
 
 from musrec.cli import main
@@ -52,7 +54,7 @@ def test_add_list_search_remove_end_to_end(
     out, err = capsys.readouterr()
     assert "added 4 tracks (13 segments) to library home" in out and "tracks/min" in out
     assert "1 files skipped (not audio)" in out  # the cover, by its name
-    assert "index FLAT: recall@10 1.000 against exact search on 13 stored segments" in out
+    assert "index FLAT: recall@10 1.000 against exact search (13 stored segments as queries)" in out
     assert err.strip().splitlines() == [f"failed: {folder / 'damaged.mp3'}: could not read this as audio"]
 
     # An excerpt of the second track, encoded on its own, finds that track first, at the segment it came from.
@@ -175,3 +177,36 @@ def test_killed_add_is_finished_by_the_next_with_every_track_once(
         assert store.segment_count("default") == 3 * len(music)
     finally:
         store.close()
+
+
+def test_three_hours_of_audio_are_stored_up_to_max_track_s(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, local_embedder: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 3-hour recording (an 8-kHz 8-bit WAV: 86 MB) is neither refused nor read whole: its first ``[library]
+    max_track_s`` is stored, and the summary says so, in words and in JSON; a recording shorter than that is whole."""
+    files = shared_vggish_files(tmp_path_factory)
+    config = write_config(tmp_path / "config.toml", data_dir=tmp_path / "data", checkpoint=files.checkpoint,
+                          pca_params=files.pca_column, extra="\n[library]\nmax_track_s = 25\n")  # fmt: skip
+    folder = tmp_path / "mixes"
+    folder.mkdir()
+    rate, hours = 8000, 3
+    minute = np.round(128 + 100 * melody(9, 60.0, rate=rate)).astype(np.uint8)
+    with wave.open(str(folder / "three hours.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(rate)
+        w.writeframes(minute.tobytes() * (60 * hours))
+    recording(folder, "short.flac", seed=10, seconds=20, title="Short")
+    assert run(config, "library", "add", str(folder), "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "added 2 tracks (5 segments)" in out  # 3 of the first 25 s (10 + 10 + 5), 2 of the 20-s track
+    assert "1 longer than 0:25: their first 0:25 stored ([library] max_track_s)" in out
+    assert run(config, "library", "list", "--library", "default", "--json") == 0
+    durations = {t["title"]: t["duration_s"] for t in json.loads(capsys.readouterr().out)["tracks"]}
+    assert durations["three hours"] == 25.0  # cut exactly there
+    assert durations["Short"] == pytest.approx(20.0, abs=0.01)  # whole (the encoder's edges may trim a few samples)
+    (folder / "again.flac").write_bytes((folder / "short.flac").read_bytes() + b"\0")  # other bytes, a new track
+    recording(folder, "long.ogg", seed=11, seconds=40)
+    assert run(config, "library", "add", str(folder), "--no-progress", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["added"], report["present"], report["cut"]) == (2, 2, 1)

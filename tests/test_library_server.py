@@ -156,7 +156,7 @@ def test_cli_end_to_end_on_a_server(
     out = capsys.readouterr().out
     assert "added 3 tracks (9 segments) to library home" in out
     # A server builds HNSW ([library] index = "auto"); the recall measured after the add is recorded with it.
-    assert "index HNSW: recall@10 1.000 against exact search on 9 stored segments" in out
+    assert "index HNSW: recall@10 1.000 against exact search (9 stored segments as queries)" in out
     client = admin(server.uri, TOKEN)
     try:
         (index,) = client.list_indexes("e2e_segments")

@@ -28,6 +28,7 @@ from youtube_fixtures import (
     video_only,
 )
 
+from musrec.audio.limits import AudioLimits
 from musrec.cache import CacheKey, EmbeddingCache
 from musrec.config import load_config
 from musrec.configured import embedder_identity
@@ -334,6 +335,19 @@ def test_default_window_of_a_short_file(server: MediaServer) -> None:
     got = fetch_window(server.media("short.m4a"), options=loopback_options())
     assert (got.window.start_s, got.window.end_s) == (5.0, 15.0)  # a third in would not fit; the last 10 s
     assert got.duration_s == pytest.approx(15.0, abs=0.1)
+
+
+def test_a_duration_limit_shorter_than_the_section_says_nothing_of_the_length(server: MediaServer) -> None:
+    """A window as long as the duration limit (as a library fetches a track's first ``max_track_s``): the decode
+    stops at the limit, inside the section, so the media's length stays unknown rather than taken to be the limit;
+    media that does end inside the section still gives its length."""
+    limits = AudioLimits(max_duration_s=20.0)
+    got = fetch_window(server.media("tones.m4a"), start_s=0.0, duration_s=20.0, options=loopback_options(),
+                       limits=limits)  # fmt: skip
+    assert (got.window.start_s, got.window.end_s) == (0.0, 20.0) and got.duration_s is None
+    short = fetch_window(server.media("short.m4a"), start_s=0.0, duration_s=20.0, options=loopback_options(),
+                         limits=limits)  # fmt: skip
+    assert short.duration_s == pytest.approx(15.0, abs=0.1) and short.window.end_s == pytest.approx(15.0, abs=0.1)
 
 
 def test_window_moves_back_to_fit_before_the_end(server: MediaServer) -> None:

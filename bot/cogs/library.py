@@ -99,7 +99,7 @@ class LibraryCommands(commands.Cog, name="Library"):
                     added = await self.bot.queue.run(ticket, libraries.add, guild_id, path, name=clip.filename)
             tracks = await asyncio.to_thread(libraries.count, guild_id)
             embed = library_embeds.added_embed(
-                added.track, added=added.added, tracks=tracks, quota=libraries.max_tracks
+                added.track, added=added.added, tracks=tracks, quota=libraries.max_tracks, cut=added.cut
             )
             return Reply(embed)
 

@@ -91,14 +91,14 @@ def library_add(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps({"library": name, "tracks": total, **report.to_json(), **index}, indent=2, ensure_ascii=False))
     else:
-        _summary(report, name, total)
+        _summary(report, name, total, max_track_s=config.library.max_track_s)
         if recall is not None:
-            measured = f" on {recall.queries} stored segments" if recall.queries else " (recorded)"
+            measured = f" ({recall.queries} stored segments as queries)" if recall.queries else " (recorded)"
             print(f"index {recall.index}: recall@10 {recall.recall_at_10:.3f} against exact search{measured}")
     return 1 if report.failed and not (report.added or report.present) else 0
 
 
-def _summary(report: AddReport, name: str, total: int) -> None:
+def _summary(report: AddReport, name: str, total: int, *, max_track_s: float) -> None:
     print(
         f"added {report.added} tracks ({report.segments} segments) to library {name} in "
         f"{format_timecode(report.seconds)} ({report.tracks_per_min:.1f} tracks/min); {total} tracks in it now"
@@ -110,6 +110,9 @@ def _summary(report: AddReport, name: str, total: int) -> None:
         notes.append(f"{report.completed} left unfinished by an interrupted add, now complete")
     if report.not_audio:
         notes.append(f"{report.not_audio} files skipped (not audio)")
+    if report.cut:
+        most = format_timecode(max_track_s)
+        notes.append(f"{report.cut} longer than {most}: their first {most} stored ([library] max_track_s)")
     if notes:
         print("; ".join(notes))
     for file, reason in report.failed[:FAILED_SHOWN]:

@@ -58,7 +58,7 @@ def add_paths(lib: Library, paths: Sequence[Path], *, library: str, progress: Pr
 def _add_paths(lib: Library, paths: Sequence[Path], *, library: str, progress: Progress | None) -> AddReport:
     found = find_files(paths)
     failed: list[tuple[str, str]] = [(p, "no such file or folder") for p in found.missing]
-    added = present = completed = segments = 0
+    added = present = completed = segments = cut = 0
     not_audio = found.skipped
     started = time.monotonic()
     workers = add_workers()
@@ -97,6 +97,7 @@ def _add_paths(lib: Library, paths: Sequence[Path], *, library: str, progress: P
                     present += not outcome.added
                     segments += outcome.track.segments if outcome.added else 0
                     completed += outcome.completed
+                    cut += outcome.cut
             except AUDIO_ERRORS as err:
                 if looks_like_audio(file):
                     failed.append((str(file), str(err)))
@@ -119,7 +120,7 @@ def _add_paths(lib: Library, paths: Sequence[Path], *, library: str, progress: P
     finally:
         stop()
         reader.shutdown(wait=True)
-    return AddReport(added, present, completed, not_audio, tuple(failed), time.monotonic() - started, segments)
+    return AddReport(added, present, completed, not_audio, tuple(failed), time.monotonic() - started, segments, cut)
 
 
 def _stored(lib: Library, read: Future[Prepared | TrackInfo], library: str) -> AddResult | TrackInfo:

@@ -30,6 +30,7 @@ from musrec.library.segments import Segments, add_workers, decode_track, embed_s
 from musrec.library.store import MilvusStore, valid_library_name
 from musrec.library.tracks import MIN_PREFIX, TRACK_ID_DIGITS, Tags, TrackInfo, content_id, read_tags, title_of
 from musrec.recommend.results import Query
+from musrec.timecode import format_timecode
 
 if TYPE_CHECKING:
     from musrec.config import Config
@@ -44,6 +45,7 @@ _TRACK_REF = re.compile(r"^library:(?P<id>[0-9a-fA-F]{1,64})(?:@(?P<start>[0-9]+
 RECALL_QUERIES = 20
 RECALL_MAX_SEGMENTS = 200_000  # above, recall is measured once (exact searches take seconds each)
 SEARCH_SLACK = 8  # results asked for beyond k: hits of an interrupted add's leftovers are dropped
+CUT_TOLERANCE_S = 0.5  # a link's media this much longer than what was fetched is cut (codec padding is less)
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,13 @@ class Library:
             return AddResult(present[0], added=False)
         fetched = fetch_window(target, start_s=0.0, duration_s=self.options.max_track_s, options=options,
                                limits=self.limits)  # fmt: skip
-        audio = Audio(fetched.samples, sample_rate=fetched.sample_rate)
+        # Longer than what was fetched: by the media's length where known, else by a window as long as asked for.
+        fetched_s = len(fetched.samples) / fetched.sample_rate
+        if fetched.duration_s is not None:
+            cut = fetched.duration_s > fetched_s + CUT_TOLERANCE_S
+        else:
+            cut = fetched_s >= self.options.max_track_s - CUT_TOLERANCE_S
+        audio = Audio(fetched.samples, sample_rate=fetched.sample_rate, source_duration_s=None if cut else fetched_s)
         tags = Tags(title=fetched.title or target.url)
         return self.store_prepared(Prepared(track_id, tags, target.url, audio.duration_s, audio), library=library)
 
@@ -213,7 +221,11 @@ class Library:
                 duration_s=segments.duration_s, segments=len(segments.windows), added_at=time.time(),
             )  # fmt: skip
             self.store.mark_complete(track)
-        return AddResult(track, added=True, completed=leftovers > 0)
+        cut = prepared.audio.source_duration_s is None  # the decode stopped at max_track_s, before the end
+        if cut:
+            log.info("%s: longer than [library] max_track_s, its first %s stored", prepared.name,
+                     format_timecode(self.options.max_track_s))  # fmt: skip
+        return AddResult(track, added=True, completed=leftovers > 0, cut=cut)
 
     # ---- removing and listing -----------------------------------------------------------------------------------
 

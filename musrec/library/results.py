@@ -10,11 +10,13 @@ from musrec.recommend.results import Query
 
 @dataclass(frozen=True)
 class AddResult:
-    """One recording added: ``added`` False when the same content was already in the library (nothing written)."""
+    """One recording added: ``added`` False when the same content was already in the library (nothing written);
+    ``cut`` when the recording is longer than ``[library] max_track_s``, so that only its first part is stored."""
 
     track: TrackInfo
     added: bool
     completed: bool = False  # an interrupted add had left segments of it, now replaced
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class AddProgress:
 class AddReport:
     """An add of many files: tracks ``added``, already ``present``, ``completed`` (an interrupted add's leftovers
     replaced), ``not_audio`` (files ffmpeg refused whose names did not say audio, or skipped by their extension),
-    and ``failed``: (file, one-line reason) for each damaged file."""
+    ``failed``: (file, one-line reason) for each damaged file, and ``cut``: tracks added that are longer than
+    ``[library] max_track_s`` (their first part is stored)."""
 
     added: int
     present: int
@@ -47,6 +50,7 @@ class AddReport:
     failed: tuple[tuple[str, str], ...]
     seconds: float
     segments: int
+    cut: int = 0
 
     @property
     def tracks_per_min(self) -> float:
@@ -60,6 +64,7 @@ class AddReport:
             "not_audio": self.not_audio,
             "failed": [{"file": f, "reason": r} for f, r in self.failed],
             "segments": self.segments,
+            "cut": self.cut,
             "seconds": round(self.seconds, 3),
             "tracks_per_min": round(self.tracks_per_min, 2),
         }

@@ -214,7 +214,9 @@ def fetch_window(
                 raise TooShortError(f"there is no audio at {at}; the start may be past the end") from None
             raise
     got_s = audio.duration_s
-    if duration is None and got_s < last - first - SECTION_TOLERANCE_S:
+    # The media ended inside the section: the decode reached the end of the file (it did not stop at the duration
+    # limit, which can be shorter than the section) before the section's end.
+    if duration is None and audio.source_duration_s is not None and got_s < last - first - SECTION_TOLERANCE_S:
         duration = first + got_s  # the media ended inside the section
     if start is None:
         preferred = options.default_start_s
