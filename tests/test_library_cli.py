@@ -15,11 +15,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from audioset_fixtures import make_segments
 from conftest import child_environment
 from library_fixtures import Recording, excerpt, melody, recording, write_config
 from vggish_fixtures import shared_vggish_files
+from youtube_fixtures import media_server
 
+from musrec.audio.decode import decode
+from musrec.audioset.labels import default_labels
+from musrec.audioset.records import Segment
+from musrec.audioset.representation import fit_rows
 from musrec.cli import main
+from musrec.index.build import BuildOptions, build_index
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +217,32 @@ def test_three_hours_of_audio_are_stored_up_to_max_track_s(
     assert run(config, "library", "add", str(folder), "--no-progress", "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["added"], report["present"], report["cut"]) == (2, 2, 1)
+
+
+def test_an_audioset_segment_and_a_link_search_a_library(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    music: list[Recording],
+    local_embedder: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``recommend --library`` takes every input ``recommend`` takes: beside a file and a library track (above), an
+    AudioSet segment (``audioset:ID``: its stored rows, nothing decoded) and a link (served on loopback), each here
+    10 s of a library track, which answers first at that segment."""
+    part = excerpt(music[0], tmp_path / "part.wav", start_s=20)  # 0:20-0:30 of "First Light"
+    rows = fit_rows(local_embedder.embed(decode(part).samples))
+    segments = [*make_segments(60, split="eval"), Segment("firstlight1", 0.0, 10.0, (137,), "eval", rows)]
+    build_index(segments, tmp_path / "index", labels=default_labels(), options=BuildOptions(trees=4, backend="annoy"))
+    files = shared_vggish_files(tmp_path_factory)
+    extra = (f'\n[index]\npath = "{tmp_path / "index"}"\n'
+             '[youtube]\nallowed_hosts = ["127.0.0.1"]\nallow_private_addresses = true\n')  # fmt: skip
+    config = write_config(tmp_path / "config.toml", data_dir=tmp_path / "data", checkpoint=files.checkpoint,
+                          pca_params=files.pca_column, extra=extra)  # fmt: skip
+    assert run(config, "library", "add", str(music[0].path), str(music[1].path), "--no-progress") == 0
+    capsys.readouterr()
+    with media_server(tmp_path) as media:
+        for query in ("audioset:firstlight1", media.media("part.wav")):
+            assert run(config, "recommend", query, "--library", "default", "--json") == 0, query
+            first = json.loads(capsys.readouterr().out)["matches"][0]
+            assert (first["title"], first["start_s"], first["end_s"]) == ("First Light", 20.0, 30.0), query
+        assert media.count("/media/part.wav") > 0
