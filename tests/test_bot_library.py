@@ -39,6 +39,9 @@ from bot.client import MusrecBot, command_payload
 from bot.libraries import UNAVAILABLE
 from musrec.audio.decode import decode
 from musrec.audio.wav import to_wav_bytes
+from musrec.audio.window import Window
+from musrec.library.segments import Segments
+from musrec.library.tracks import TrackInfo
 
 TRACK_S = 30.0
 MANAGER, MEMBER, DJ = 5001, 5002, 5003
@@ -368,6 +371,36 @@ def test_a_clip_loudest_at_its_end_finds_its_track(annoy_world: World, tmp_path:
             assert embed["description"].startswith(f"{path.name} (0:02–0:12)"), (path.name, embed["description"])
             assert name_of(embed["fields"][0]) == "the loud end", path.name  # 99-100%: the codec's loss
             assert "0:00–0:10" in embed["fields"][0]["value"], path.name
+
+    scenario(annoy_world, body, tmp_path)
+
+
+def test_a_long_list_comes_in_pages_each_whole(annoy_world: World, tmp_path: Path) -> None:
+    """45 tracks (stored directly, as complete adds leave them), some titled and by artists of the longest a tag may
+    be and full of markdown to escape: /library list shows 20 a page, every one of them, within Discord's embed
+    limits; the footer says which page of how many; a page past the end shows the last."""
+    vector = np.ones((1, 1280), dtype=np.float32) / np.sqrt(1280)
+
+    def title(i: int) -> str:
+        return f"Track {i:02d} " + "*_" * 100 if i % 3 == 0 else f"Track {i:02d}"
+
+    async def body(standin: StandIn, bot: MusrecBot, guilds: list[int]) -> None:
+        store = bot.libraries.store().store
+        for i in range(45):
+            track_id = f"{i:016x}"
+            store.write_segments(str(guilds[0]), track_id, Segments((Window(0.0, 10.0),), vector))
+            store.mark_complete(TrackInfo(str(guilds[0]), track_id, title(i), "~" * 200 if i % 3 == 0 else None,
+                                          None, f"t{i}.mp3", 10.0, 1, 1e9 + i))  # fmt: skip
+        shown: list[str] = []
+        for page, count in ((1, 20), (2, 20), (3, 5), (9, 5)):
+            handle = await standin.dispatch_interaction("library list", {"page": page}, user_id=MEMBER)
+            embed = (await answered(handle)).embeds[0]
+            lines = embed["description"].splitlines()
+            assert len(lines) == count and len(embed["description"]) <= 4096, page
+            assert all(line.endswith("· 0:10") for line in lines), page  # no line cut short
+            assert embed["footer"]["text"].startswith(f"45 of 1,000 tracks · page {min(page, 3)} of 3"), page
+            shown += lines if page < 9 else []
+        assert sorted(line.split(" ")[2] for line in shown) == [f"{i:02d}" for i in range(45)]  # each once
 
     scenario(annoy_world, body, tmp_path)
 
