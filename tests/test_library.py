@@ -295,3 +295,29 @@ def test_a_link_is_added_once_by_what_it_links_to(lib: Library, music: list[Reco
     assert added.added and not again.added and again.track.track_id == added.track.track_id
     assert added.track.segments == 3 and added.track.file == target.url
     assert lib.count("links") == 1
+
+
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        ("[Errno 28] No space left on device: '/srv/lib.db/collections/x/wal.log'", "the disk that holds the library "
+         "/srv/lib.db is full: free some space, then try again"),
+        ("[Errno 30] Read-only file system: '/srv/lib.db/LOCK'", "the library /srv/lib.db may not be read or written "
+         "by this user ([Errno 30] Read-only file system: 'LOCK'): check its owner and permissions"),
+        ("schema file '/srv/lib.db/collections/t/schema.json' is not valid JSON: Expecting value", "the library "
+         "/srv/lib.db is damaged (schema file 'collections/t/schema.json' is not valid JSON: Expecting value): keep a "
+         "copy of it, move it away"),
+        ("collection not found", "the library's store answered collection not found"),
+    ],
+)  # fmt: skip
+def test_a_milvus_lite_failure_says_what_to_do(words: str, said: str) -> None:
+    """Milvus Lite's own words, as pymilvus raises them, in one line: a full disk, a store this user may not
+    write, a damaged store (its files named within it, shortened), anything else as it was said."""
+    from pymilvus.exceptions import MilvusException
+
+    from musrec.library.milvus import WORDS_MAX, local_failure
+
+    line = str(local_failure("add the track", "/srv/lib.db", MilvusException(message=words)))
+    assert line.startswith(f"could not add the track: {said}"), line
+    long = str(local_failure("open the library", "/srv/lib.db", MilvusException(message="Parquet " + "x" * 500)))
+    assert "x" * (WORDS_MAX - 10) in long and "x" * WORDS_MAX not in long and "…)" in long

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,3 +247,41 @@ def test_an_audioset_segment_and_a_link_search_a_library(
             first = json.loads(capsys.readouterr().out)["matches"][0]
             assert (first["title"], first["start_s"], first["end_s"]) == ("First Light", 20.0, 30.0), query
         assert media.count("/media/part.wav") > 0
+
+
+def test_a_damaged_store_is_one_line_that_keeps_it(
+    config: Path, music: list[Recording], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Milvus Lite store whose files a failed disk or copy damaged (a data file or an index file cut short, a
+    schema that is not JSON) is one line that says so and how to go on, without Milvus Lite's traceback; the store is
+    left as it is; moved away, as the line says, the next add makes a new one."""
+    assert run(config, "library", "add", str(music[0].path), "--no-progress") == 0
+    store = tmp_path / "data" / "library.db"
+    segments = store / "collections" / "musrec_segments"
+    damages = {
+        "data": lambda root: _cut_short(next((root / segments.relative_to(store)).rglob("*.parquet")), 1000),
+        "index": lambda root: _cut_short(next((root / segments.relative_to(store)).rglob("*.idx")), 100),
+        "schema": lambda root: (root / "collections" / "musrec_tracks" / "schema.json").write_text("garbage"),
+    }
+    for name, damage in damages.items():
+        copy = tmp_path / f"damaged-{name}.db"
+        shutil.copytree(store, copy)
+        damage(copy)
+        before = sorted((p.relative_to(copy), p.stat().st_size) for p in copy.rglob("*") if p.is_file())
+        damaged = tmp_path / f"{name}.toml"
+        damaged.write_text(config.read_text() + f'\n[library]\nuri = "{copy}"\n')
+        capsys.readouterr()
+        assert run(damaged, "library", "list", "--library", "default") == 1, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, (name, err)
+        assert f"the library {copy} is damaged (" in err and "keep a copy of it, move it away" in err, err
+        assert str(copy / "collections") not in err  # its files are named within the store
+        after = sorted((p.relative_to(copy), p.stat().st_size) for p in copy.rglob("*") if p.is_file())
+        assert [entry for entry in after if entry[0].name != "LOCK"] == [e for e in before if e[0].name != "LOCK"]
+    copy.rename(tmp_path / "kept.db")
+    assert run(damaged, "library", "add", str(music[0].path), "--no-progress") == 0
+    assert "added 1 tracks" in capsys.readouterr().out
+
+
+def _cut_short(path: Path, size: int) -> None:
+    path.write_bytes(path.read_bytes()[:size])

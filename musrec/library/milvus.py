@@ -20,7 +20,9 @@ from musrec.library.errors import LibraryBusyError, LibraryError
 
 log = logging.getLogger(__name__)
 
-QUIET_WITH_LITE = ("milvus_lite.server_manager", "grpc._server")
+# Milvus Lite's servicer logs every call that failed with its traceback (a damaged file's among them): said here in
+# one line, and logged so.
+QUIET_WITH_LITE = ("milvus_lite.server_manager", "milvus_lite.adapter.grpc.servicer", "grpc._server")
 # pymilvus's own handlers print every failed call with its traceback on stderr (musrec says it in one line and logs
 # it), and Milvus Lite, embedded or served (``milvus-lite server``), answers a timestamp request the query iterator
 # tries first with "not implemented" (the client then uses its own clock), which pymilvus warns of at every listing.
@@ -40,6 +42,17 @@ DENIED_STATUS = "PERMISSION_DENIED"
 DENIED_CODE = 1401  # merr.ErrPrivilegeNotPermitted
 PRIVILEGE = re.compile(r"\bPrivilege([A-Z][A-Za-z]*)")
 LOCK_FILE = "LOCK"  # the advisory lock Milvus Lite holds in its data directory while it is open
+# Milvus Lite's words when the files of its directory cannot be read as what they should be (its JSON schema and
+# manifests, Parquet data, NumPy index files): a damaged store, as a disk or a copy that failed leaves one.
+DAMAGED = re.compile(
+    r"not valid JSON|JSONDecodeError|magic bytes|Parquet|EOF|corrupt|truncated|unexpected end|checksum|"
+    r"cannot (?:be )?(?:read|parse|load)|could not (?:read|parse|load|open)|invalid (?:file|header|data)|"
+    r"No such file|failed to load|File exists",  # a collection's directory without its schema: made again, refused
+    re.IGNORECASE,
+)
+WORDS_MAX = 160  # characters of Milvus Lite's words in a line
+NO_SPACE = re.compile(r"No space left on device|ENOSPC|Disk quota exceeded", re.IGNORECASE)
+NOT_PERMITTED = re.compile(r"Permission denied|Read-only file system|EACCES|EROFS", re.IGNORECASE)
 
 _OPEN: dict[str, int] = {}  # Milvus Lite directories open in this process: how many stores hold each
 _OPEN_LOCK = threading.Lock()
@@ -68,7 +81,7 @@ def connect(uri: str, *, token: str | None, local: bool, timeout_s: float) -> An
             raise _busy(uri) from None
         log.info("cannot open the library at %s: %s", uri, logged(err))
         if local:
-            raise LibraryError(f"could not open the library file at {uri}: {short_error(err)}") from None
+            raise local_failure("open the library", uri, err) from None
         raise failure("open the library", uri, err, local=False, timeout_s=timeout_s, token=bool(token)) from None
     if local:
         with _OPEN_LOCK:
@@ -123,7 +136,7 @@ def failure(doing: str, uri: str, err: Exception, *, local: bool, timeout_s: flo
     reached, did not answer in time or refused the token (``token``: whether one was sent), which server and what
     to do. The server's words about a refused token are not repeated: an older server's words name the password sent."""
     if local:
-        return LibraryError(f"could not {doing}: the library's store answered {short_error(err)}")
+        return local_failure(doing, uri, err)
     if _refusal(err) is not None:
         if token:
             why = (
@@ -151,6 +164,26 @@ def failure(doing: str, uri: str, err: Exception, *, local: bool, timeout_s: flo
         f"could not {doing}: the Milvus server at {uri} {why}: check that it is running and that [library] uri "
         "names it, then try again"
     )
+
+
+def local_failure(doing: str, uri: str, err: Exception) -> LibraryError:
+    """A failed call to a Milvus Lite store in one line: a disk that is full or may not be written, a store whose
+    files cannot be read (damaged: the way out, which keeps it), or else Milvus Lite's words. Its paths are shown
+    relative to the store."""
+    words = short_error(err, limit=None).replace(os.path.abspath(uri) + os.sep, "").replace(uri + os.sep, "")
+    words = words if len(words) <= WORDS_MAX else words[: WORDS_MAX - 1] + "…"
+    if NO_SPACE.search(words):
+        return LibraryError(f"could not {doing}: the disk that holds the library {uri} is full: free some space, then "
+                            "try again")  # fmt: skip
+    if NOT_PERMITTED.search(words):
+        return LibraryError(f"could not {doing}: the library {uri} may not be read or written by this user ({words}): "
+                            "check its owner and permissions, then try again")  # fmt: skip
+    if DAMAGED.search(words):
+        return LibraryError(
+            f"could not {doing}: the library {uri} is damaged ({words}): keep a copy of it, move it away, and add the "
+            "tracks again (`musrec library add`: a new library is made in its place; a track is known by its content)"
+        )
+    return LibraryError(f"could not {doing}: the library's store answered {words}")
 
 
 def _refusal(err: BaseException) -> str | None:
@@ -201,10 +234,11 @@ def _status(err: BaseException) -> str | None:
     return getattr(status, "name", None)
 
 
-def short_error(err: Exception) -> str:
+def short_error(err: Exception, *, limit: int | None = 200) -> str:
+    """The error's words on one line, at most ``limit`` characters."""
     details = getattr(err, "details", None)
     if callable(details):  # grpc.RpcError: its status and details, not its multi-line repr
         text = f"{_status(err) or 'error'}: {details()}"
     else:
         text = " ".join(str(getattr(err, "message", "") or err).split())
-    return text[:200] or type(err).__name__
+    return text[:limit] or type(err).__name__
