@@ -23,6 +23,7 @@ from vggish_fixtures import shared_vggish_files
 from youtube_fixtures import media_server
 
 from musrec.audio.decode import decode
+from musrec.audio.window import Window
 from musrec.audioset.labels import default_labels
 from musrec.audioset.records import Segment
 from musrec.audioset.representation import fit_rows
@@ -285,3 +286,49 @@ def test_a_damaged_store_is_one_line_that_keeps_it(
 
 def _cut_short(path: Path, size: int) -> None:
     path.write_bytes(path.read_bytes()[:size])
+
+
+def test_check_finds_tracks_a_damaged_store_lost_and_repair_lets_them_be_added_again(
+    config: Path, music: list[Recording], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data file holding one track's segments lost (a failed disk or copy), the store still opens and lists
+    the track, which no search can find. ``library check`` names it (exit 1) and how to go on; ``--repair`` removes
+    it, leaving the others; its file added again, it is whole and found. Segments of an unfinished add are counted,
+    never removed."""
+    for recorded in music[:3]:  # one add each: each track's segments in a data file of their own
+        assert run(config, "library", "add", str(recorded.path), "--no-progress") == 0
+    assert run(config, "library", "check") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "library default: 3 tracks, each with all its segments"
+    store = tmp_path / "data" / "library.db"
+    first = min((store / "collections" / "musrec_segments").rglob("*.parquet"), key=lambda p: p.name)
+    first.unlink()
+
+    assert run(config, "library", "check", "--json") == 1
+    (report,) = json.loads(capsys.readouterr().out)["libraries"]
+    assert [(d["title"], d["stored_segments"], d["segments"]) for d in report["damaged"]] == [("First Light", 0, 4)]
+    assert run(config, "library", "check") == 1
+    out = capsys.readouterr().out
+    assert "library default: 3 tracks, 1 of them missing segments (the store lost them):" in out
+    assert "0 of 4 segments: " in out and "musrec library check --library default --repair" in out
+
+    assert run(config, "library", "check", "--repair") == 0
+    assert "removed those 1 tracks: add their files again" in capsys.readouterr().out
+    assert run(config, "library", "add", str(music[0].path), "--no-progress") == 0
+    assert "added 1 tracks (4 segments)" in capsys.readouterr().out
+    clip = excerpt(music[0], tmp_path / "clip.wav", start_s=10)
+    assert run(config, "recommend", str(clip), "--library", "default", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["matches"][0]["title"] == "First Light"
+
+    from musrec.library.segments import Segments
+    from musrec.library.store import MilvusStore
+
+    leftover = MilvusStore(str(store))
+    try:
+        leftover.write_segments("default", "f" * 16, Segments((Window(0.0, 10.0),), np.ones((1, 1280), np.float32)))
+    finally:
+        leftover.close()
+    assert run(config, "library", "check", "--repair") == 0
+    assert capsys.readouterr().out.strip() == (
+        "library default: 3 tracks, each with all its segments; 1 segments of 1 unfinished adds (never found; adding "
+        "their files again replaces them)"
+    )

@@ -202,6 +202,8 @@ def test_cli_end_to_end_on_a_server(
         assert store.segment_count("home") == 6
     finally:
         store.close()
+    assert run(config, "library", "check", "--library", "home") == 0
+    assert capsys.readouterr().out == "library home: 2 tracks, each with all its segments\n"
 
 
 def test_two_processes_use_one_server_at_once(

@@ -204,9 +204,9 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def library(args: argparse.Namespace, config: Config) -> int:
-    from musrec.cli.library import library_add, library_list, library_remove
+    from musrec.cli.library import library_add, library_check, library_list, library_remove
 
-    run = {"add": library_add, "list": library_list, "remove": library_remove}
+    run = {"add": library_add, "list": library_list, "remove": library_remove, "check": library_check}
     return run[args.library_command](args, config)
 
 

@@ -1,4 +1,4 @@
-"""``musrec library add | list | remove`` and ``musrec recommend INPUT --library NAME``."""
+"""``musrec library add | list | remove | check`` and ``musrec recommend INPUT --library NAME``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from musrec.errors import MusrecError
 from musrec.timecode import format_timecode
 
 if TYPE_CHECKING:
-    from musrec.library import AddProgress, AddReport, Library, LibraryRecommendation, TrackInfo
+    from musrec.library import AddProgress, AddReport, CheckReport, Library, LibraryRecommendation, TrackInfo
     from musrec.recommend.results import Resolved
 
     Resolve = Callable[..., Resolved]
@@ -25,6 +25,7 @@ log = logging.getLogger("musrec")
 
 LOG_INTERVAL_S = 15.0  # progress lines when stderr is not a terminal
 FAILED_SHOWN = 50  # damaged files named one per line; the rest counted
+DAMAGED_SHOWN = 50  # tracks that lost segments named one per line by `library check`; the rest counted
 
 
 def _open(config: Config) -> Library:
@@ -165,6 +166,43 @@ def library_remove(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def library_check(args: argparse.Namespace, config: Config) -> int:
+    """``library check``: every library (or ``--library``'s) checked for tracks that lost segments; ``--repair``
+    removes them. 1 while a library has such tracks (not repaired), else 0."""
+    with _open(config) as lib:
+        names = [_name(args, config)] if args.library is not None else sorted(lib.counts())
+        reports = [lib.check(name, repair=args.repair) for name in names]
+    if args.json:
+        print(json.dumps({"libraries": [r.to_json() for r in reports]}, indent=2, ensure_ascii=False))
+    elif not reports:
+        print("no libraries yet: add tracks with `musrec library add PATH...`")
+    for report in [] if args.json else reports:
+        _check_summary(report)
+    return 1 if any(r.damaged and not r.repaired for r in reports) else 0
+
+
+def _check_summary(report: CheckReport) -> None:
+    name = report.library
+    unfinished = ""
+    if report.unfinished:
+        unfinished = (f"; {report.unfinished_segments} segments of {report.unfinished} unfinished adds (never found; "
+                      "adding their files again replaces them)")  # fmt: skip
+    if not report.damaged:
+        print(f"library {name}: {report.tracks} tracks, each with all its segments{unfinished}")
+        return
+    print(f"library {name}: {report.tracks} tracks, {len(report.damaged)} of them missing segments (the store lost "
+          f"them){unfinished}:")  # fmt: skip
+    for d in report.damaged[:DAMAGED_SHOWN]:
+        print(f"  {d.stored} of {d.track.segments} segments: {_track_line(d.track)}")
+    if len(report.damaged) > DAMAGED_SHOWN:
+        print(f"  and {len(report.damaged) - DAMAGED_SHOWN} more (--json lists them all)")
+    if report.repaired:
+        print(f"removed those {len(report.damaged)} tracks: add their files again to store them whole")
+    else:
+        print(f"to remove them, so that adding their files again stores them whole: musrec library check --library "
+              f"{name} --repair")  # fmt: skip
+
+
 # ---- recommend --library ------------------------------------------------------------------------------------
 
 
@@ -235,3 +273,7 @@ def add_parsers(commands: Any, parser_class: type[argparse.ArgumentParser]) -> N
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     remove = actions.add_parser("remove", parents=[named], help="remove tracks and all their segments")
     remove.add_argument("tracks", nargs="+", metavar="TRACK", help="track ids (or 6+ first digits), as list shows")
+    check = actions.add_parser("check", help="find tracks whose segments a damaged store lost (every library, or one)")
+    check.add_argument("--library", metavar="NAME", help="check this library only")
+    check.add_argument("--repair", action="store_true", help="remove those tracks, to add their files again")
+    check.add_argument("--json", action="store_true", help="machine-readable output")

@@ -15,7 +15,14 @@ from musrec.library.errors import (
     UnknownTrackError,
 )
 from musrec.library.library import LIBRARY_PREFIX, Library, TrackQuery
-from musrec.library.results import AddProgress, AddReport, AddResult, LibraryMatch, LibraryRecommendation
+from musrec.library.results import (
+    AddProgress,
+    AddReport,
+    AddResult,
+    CheckReport,
+    LibraryMatch,
+    LibraryRecommendation,
+)
 from musrec.library.store import valid_library_name
 from musrec.library.tracks import TrackInfo
 
@@ -24,6 +31,7 @@ __all__ = [
     "AddProgress",
     "AddReport",
     "AddResult",
+    "CheckReport",
     "Library",
     "LibraryBusyError",
     "LibraryError",

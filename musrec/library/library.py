@@ -25,7 +25,7 @@ from musrec.audio.limits import AudioLimits
 from musrec.config.library import DEFAULT_FILE, LibraryConfig
 from musrec.library.errors import UnknownTrackError
 from musrec.library.milvus import TOKEN_VARIABLE
-from musrec.library.results import AddResult, LibraryMatch, LibraryRecommendation
+from musrec.library.results import AddResult, CheckReport, LibraryMatch, LibraryRecommendation, LostSegments
 from musrec.library.segments import Segments, add_workers, decode_track, embed_segments, query_vector
 from musrec.library.store import MilvusStore, valid_library_name
 from musrec.library.tracks import MIN_PREFIX, TRACK_ID_DIGITS, Tags, TrackInfo, content_id, read_tags, title_of
@@ -237,6 +237,26 @@ class Library:
         self.store.delete_tracks(library, [t.track_id for t in unique])
         self.store.flush()
         return unique
+
+    def check(self, library: str, *, repair: bool = False) -> CheckReport:
+        """Whether every complete track of the library has all the segments it was stored with (a damaged store can
+        lose some: a data file lost or cut short); with ``repair``, the tracks that lost segments are removed, so
+        that an add of their files stores them whole again. The segments an unfinished add left are counted, not
+        removed: an add in progress on a server writes such segments, and the next add of their file replaces
+        them (they are never found meanwhile)."""
+        valid_library_name(library)
+        tracks = self.store.tracks(library)
+        stored = self.store.segments_per_track(library)
+        damaged = tuple(LostSegments(t, stored.get(t.track_id, 0)) for t in tracks
+                        if stored.get(t.track_id, 0) != t.segments)  # fmt: skip
+        complete = {t.track_id for t in tracks}
+        unfinished = {track: n for track, n in stored.items() if track not in complete}
+        if repair and damaged:
+            self.store.delete_tracks(library, [d.track.track_id for d in damaged])
+            self.store.flush()
+            log.info("removed %d damaged tracks of library %s", len(damaged), library)
+        return CheckReport(library, len(tracks), damaged, len(unfinished), sum(unfinished.values()),
+                           repaired=repair and bool(damaged))  # fmt: skip
 
     def tracks(self, library: str) -> list[TrackInfo]:
         """Every complete track of the library, by title then artist."""

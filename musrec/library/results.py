@@ -71,6 +71,41 @@ class AddReport:
 
 
 @dataclass(frozen=True)
+class LostSegments:
+    """A complete track of which the store holds ``stored`` segments where it recorded ``track.segments``."""
+
+    track: TrackInfo
+    stored: int
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.track.to_json(), "stored_segments": self.stored}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """A library checked: its ``tracks`` (complete), those whose segments are not all stored (``damaged``: a damaged
+    store lost them; they are found by what is left, or not at all), and the segments of ``unfinished`` adds (never
+    found; an add of their file replaces them). ``repaired``: the damaged tracks were removed."""
+
+    library: str
+    tracks: int
+    damaged: tuple[LostSegments, ...]
+    unfinished: int
+    unfinished_segments: int
+    repaired: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "library": self.library,
+            "tracks": self.tracks,
+            "damaged": [d.to_json() for d in self.damaged],
+            "unfinished_tracks": self.unfinished,
+            "unfinished_segments": self.unfinished_segments,
+            "repaired": self.repaired,
+        }
+
+
+@dataclass(frozen=True)
 class LibraryMatch:
     """A track that sounds like the query, at its best segment: ``score`` is the cosine similarity, as the
     AudioSet search's."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -271,6 +272,12 @@ class MilvusStore:
         with self._errors("read the library"):
             rows = self._c.query(self.segments_name, filter=expr, output_fields=["count(*)"], **self._read)
         return int(rows[0]["count(*)"]) if rows else 0
+
+    def segments_per_track(self, library: str) -> dict[str, int]:
+        """Segment rows of each track of ``library`` (complete or not), by track id: every row's track read."""
+        with self._errors("read the library"):
+            rows = self._query_all(self.segments_name, f"library == {_quoted(library)}", ["track"])
+        return dict(Counter(row["track"] for row in rows))
 
     def segment_vectors(self, library: str, track_id: str) -> list[tuple[float, float, npt.NDArray[np.float32]]]:
         """A track's stored segments: (start, end, vector), by start."""
