@@ -8,15 +8,25 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pymilvus  # at collection: its first import reconfigures logging (see tests/library_fixtures.py)
 import pytest
+from conftest import child_environment
+from milvus_servers import lite_server
 from setup_fixtures import FileServer, SetupFiles, setup_files, write_config
 
 import musrec.setup.doctor
+from musrec.audio.window import Window
 from musrec.cli import main
 from musrec.config import load_config
+from musrec.library.segments import Segments
+from musrec.library.store import MilvusStore
+from musrec.library.tracks import TrackInfo
 from musrec.setup.doctor import PROBLEM, diagnose
 
 TOKEN = "MTIzNDU2Nzg5.secret-token-value"
@@ -92,6 +102,7 @@ def test_everything_ready(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "js runtime",
         "cookies",
         "videos",
+        "library",
         "token",
         "tensorflow",
         "annoy",
@@ -105,6 +116,8 @@ def test_everything_ready(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ann = json.loads((load_config(ready, environ={}).index_path / "manifest.json").read_text())["ann"]
     assert f"{ann}, " in checks["index"][1]  # issue 12: an IVF index is checked as what it is
     assert checks["token"][1] == "MUSREC_DISCORD_TOKEN is set"
+    assert checks["library"][1].startswith("none yet at ")  # and none is made by looking
+    assert not (load_config(ready, environ={}).data_dir / "library.db").exists()
     assert "builds and queries an index" in checks["annoy"][1]
     assert all(TOKEN not in line for line in lines)
 
@@ -240,8 +253,6 @@ def test_an_unfinished_build_beside_the_index_is_a_warning(ready: Path, tmp_path
 
 def _dead_pid() -> int:
     """A process id that no process has: a child that has exited and been reaped."""
-    import subprocess
-    import sys
 
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(child.stdout)
@@ -249,3 +260,61 @@ def _dead_pid() -> int:
         os.kill(pid, 0)
         pytest.skip("the pid was reused at once")
     return pid
+
+
+def test_the_library_store_is_checked_without_making_one(tmp_path: Path) -> None:
+    """The store of ``musrec library``: none yet (none made by looking, on disk or on a server), its libraries and
+    tracks, held by another process (the bot holds it), damaged (in the library's own line), a server that cannot be
+    reached: warnings, not problems (AudioSet is searched without a library; the bot's health check passes)."""
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[data]\ndir = "{tmp_path / "data"}"\n')
+    uri = tmp_path / "data" / "library.db"
+
+    def library(path: Path = config) -> tuple[int, tuple[str, str]]:
+        code, lines = doctor(["--config", str(path), "doctor", "--quick"])
+        return code, by_name(lines)["library"]
+
+    assert library() == (1, ("ok", f"none yet at {uri} (`musrec library add` or the bot's /library add makes it)"))
+    assert not uri.exists()
+    store = MilvusStore(str(uri))
+    try:
+        store.write_segments("home", "a" * 16, Segments((Window(0.0, 10.0),), np.ones((1, 1280), np.float32)))
+        store.mark_complete(TrackInfo("home", "a" * 16, "A", None, None, "a.mp3", 10.0, 1, 1e9))
+    finally:
+        store.close()
+    assert library()[1] == ("ok", f"{uri}: 1 libraries, 1 tracks; `musrec library check` finds tracks a damaged "
+                                  "store lost")  # fmt: skip
+
+    hold = f"from pymilvus import MilvusClient\nMilvusClient({str(uri)!r})\nprint('held', flush=True)\ninput()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert library()[1] == ("ok", f"{uri} is open in another process (the bot, or a library command): not checked")
+    finally:
+        holder.communicate("\n", timeout=60)
+
+    (uri / "collections" / "musrec_tracks" / "schema.json").write_text("garbage")
+    status, detail = library()[1]
+    assert status == "warn" and f"the library {uri} is damaged (" in detail and "keep a copy of it" in detail
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    unreachable = tmp_path / "unreachable.toml"
+    unreachable.write_text(f'[library]\nuri = "http://127.0.0.1:{port}"\ntimeout_s = 3\n')
+    status, detail = library(unreachable)[1]
+    assert status == "warn" and f"the Milvus server at http://127.0.0.1:{port} cannot be reached" in detail
+
+    (tmp_path / "server").mkdir()
+    with lite_server(tmp_path / "server", child_environment(tmp_path / "home")) as server:
+        served = tmp_path / "served.toml"
+        served.write_text(f'[library]\nuri = "{server.uri}"\ncollection = "doctor"\n')
+        assert library(served)[1] == (
+            "ok", f"none yet in doctor_* on the Milvus server at {server.uri} (`musrec library add` or the bot's "
+            "/library add makes it)")  # fmt: skip
+        client = pymilvus.MilvusClient(uri=server.uri, dedicated=True)
+        try:
+            assert not [name for name in client.list_collections() if name.startswith("doctor")]
+        finally:
+            client.close()

@@ -115,7 +115,7 @@ class Library:
 
     @classmethod
     def from_config(cls, config: Config, *, embedder: Embedder | None = None) -> Library:
-        """The store at ``[library] uri`` (default: ``library.milvus`` in the data directory), its token from
+        """The store at ``[library] uri`` (default: ``library.db`` in the data directory), its token from
         ``MUSREC_LIBRARY_TOKEN``. LibraryBusyError, LibraryFormatError or LibraryError if it cannot be opened."""
         from musrec.configured import make_embedder
 

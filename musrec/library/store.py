@@ -67,7 +67,9 @@ class MilvusStore:
     """The two collections at one URI. Thread-safe as pymilvus's client is."""
 
     def __init__(self, uri: str, *, token: str | None = None, prefix: str = "musrec", index: str = "auto",
-                 timeout_s: float = 30.0) -> None:  # fmt: skip
+                 timeout_s: float = 30.0, create: bool = True) -> None:  # fmt: skip
+        """The collections are made if missing, unless ``create`` is false: ``made`` then says whether they exist
+        (a store that has none is only looked at: nothing else may be called)."""
         self.uri = uri
         self.local = not uri.startswith(REMOTE_SCHEMES)
         self.segments_name = f"{prefix}_segments"
@@ -79,9 +81,10 @@ class MilvusStore:
         self.timeout_s = timeout_s
         self.with_token = bool(token)  # what a refusal says (the token itself is not kept)
         self.groups = True  # whether to ask the server to group a search by track (until it is seen to fall short)
+        self.made = True
         self._client = connect(uri, token=token, local=self.local, timeout_s=timeout_s)
         try:
-            self._open_collections()
+            self._open_collections(create=create)
         except BaseException:
             self.close()
             raise
@@ -99,9 +102,12 @@ class MilvusStore:
 
     # ---- schema -------------------------------------------------------------------------------------------------
 
-    def _open_collections(self) -> None:
+    def _open_collections(self, *, create: bool) -> None:
         with self._errors("open the library"):
             existing = set(self._c.list_collections(timeout=self.timeout_s))
+            if not create and not {self.segments_name, self.tracks_name} <= existing:
+                self.made = False
+                return
             for name in (self.segments_name, self.tracks_name):
                 if name in existing:
                     self._check_version(name)

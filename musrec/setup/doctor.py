@@ -3,7 +3,8 @@
 Checks: the configuration (loads, from where), the data directory, ffmpeg (system or bundled), mpg123 (optional),
 the VGGish files (present, their checksum state as ``musrec setup`` recorded it), the index (loads; a summary of
 its manifest), whether this machine has the memory to build the configured index (and whether the last build was
-killed), how many of its videos have been checked and what share is gone, the MAX servers when they are the
+killed), how many of its videos have been checked and what share is gone, the store of ``musrec library`` (made
+yet; opens: its libraries and tracks, or why not, a damaged one included), the MAX servers when they are the
 embedder, the Discord token (present or not: never shown), TensorFlow and Annoy. Annoy is tried in a child
 process: a build compiled for another CPU dies of an illegal instruction, and the doctor must live to say so.
 """
@@ -32,6 +33,7 @@ OK, WARN, PROBLEM = "ok", "warn", "problem"
 TOKEN_ENV = "MUSREC_DISCORD_TOKEN"
 SUBPROCESS_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 5.0
+LIBRARY_TIMEOUT_S = 10.0  # each call to a library's Milvus server (the health check allows 60 s in all)
 # Build a two-item Annoy index and query it: exercises the compiled code, not just the import.
 _ANNOY_SMOKE = (
     "from annoy import AnnoyIndex\n"
@@ -70,6 +72,7 @@ def diagnose(
     checks.append(_index(config, annoy_works=annoy.status == OK))
     checks.append(_build_memory(config))
     checks.append(_videos(config, env))
+    checks.append(_library(config, env))
     if config.embedder.kind == "max":
         checks.append(_max_servers(config))
     checks.extend(_links(config, env))
@@ -241,6 +244,44 @@ def _videos(config: Config, env: Mapping[str, str]) -> Check:
             segments.close()
     return Check("videos", OK, f"{counts.checked:,} videos checked{of}, {100 * counts.gone_share:.1f}% of them gone "
                  f"(by {source}; `musrec videos check` checks the rest)")  # fmt: skip
+
+
+def _library(config: Config, env: Mapping[str, str]) -> Check:
+    """The store of ``musrec library``: not made yet, or its libraries and tracks, or why it cannot be opened (a
+    warning: library commands and the bot's /library would fail alike, but searching AudioSet needs no library, so
+    the bot's health check does not fail for it). Nothing is made or written: a Milvus Lite directory that does not
+    exist is not created, nor are a server's collections. A server is given at most LIBRARY_TIMEOUT_S."""
+    from musrec.config.library import DEFAULT_FILE, REMOTE_SCHEMES
+    from musrec.library.errors import LibraryBusyError, LibraryError
+    from musrec.library.milvus import TOKEN_VARIABLE
+    from musrec.library.store import MilvusStore
+
+    options = config.library
+    uri = options.uri or str(config.data_dir / DEFAULT_FILE)
+    local = not uri.startswith(REMOTE_SCHEMES)
+    made_by = "`musrec library add` or the bot's /library add makes it"
+    if local and not Path(uri).exists():
+        return Check("library", OK, f"none yet at {uri} ({made_by})")
+    try:
+        store = MilvusStore(uri, token=env.get(TOKEN_VARIABLE), prefix=options.collection, index=options.index,
+                            timeout_s=min(options.timeout_s, LIBRARY_TIMEOUT_S), create=False)  # fmt: skip
+    except LibraryBusyError:
+        return Check("library", OK, f"{uri} is open in another process (the bot, or a library command): not checked")
+    except LibraryError as err:
+        return Check("library", WARN, str(err))
+    where = uri if local else f"{options.collection}_* on the Milvus server at {uri}"
+    try:
+        if not store.made:
+            return Check("library", OK, f"none yet in {where} ({made_by})")
+        counts = store.counts()
+        recall = store.recorded_recall()
+    except LibraryError as err:
+        return Check("library", WARN, str(err))
+    finally:
+        store.close()
+    measured = f" (its index: recall@10 {recall:.3f})" if recall is not None else ""
+    return Check("library", OK, f"{where}: {len(counts)} libraries, {sum(counts.values()):,} tracks{measured}; "
+                 "`musrec library check` finds tracks a damaged store lost")  # fmt: skip
 
 
 def _build_memory(config: Config) -> Check:
