@@ -170,15 +170,15 @@ def local_failure(doing: str, uri: str, err: Exception) -> LibraryError:
     """A failed call to a Milvus Lite store in one line: a disk that is full or may not be written, a store whose
     files cannot be read (damaged: the way out, which keeps it), or else Milvus Lite's words. Its paths are shown
     relative to the store."""
-    words = short_error(err, limit=None).replace(os.path.abspath(uri) + os.sep, "").replace(uri + os.sep, "")
-    words = words if len(words) <= WORDS_MAX else words[: WORDS_MAX - 1] + "…"
-    if NO_SPACE.search(words):
+    said = short_error(err, limit=None).replace(os.path.abspath(uri) + os.sep, "").replace(uri + os.sep, "")
+    words = said if len(said) <= WORDS_MAX else said[: WORDS_MAX - 1] + "…"
+    if NO_SPACE.search(said):
         return LibraryError(f"could not {doing}: the disk that holds the library {uri} is full: free some space, then "
                             "try again")  # fmt: skip
-    if NOT_PERMITTED.search(words):
+    if NOT_PERMITTED.search(said):
         return LibraryError(f"could not {doing}: the library {uri} may not be read or written by this user ({words}): "
                             "check its owner and permissions, then try again")  # fmt: skip
-    if DAMAGED.search(words):
+    if DAMAGED.search(said):
         return LibraryError(
             f"could not {doing}: the library {uri} is damaged ({words}): keep a copy of it, move it away, and add the "
             "tracks again (`musrec library add`: a new library is made in its place; a track is known by its content)"
