@@ -19,6 +19,7 @@ import pytest
 from audioset_fixtures import make_segments
 from conftest import child_environment
 from library_fixtures import Recording, excerpt, melody, recording, write_config
+from max_fixtures import LoopThread, serving
 from vggish_fixtures import shared_vggish_files
 from youtube_fixtures import media_server
 
@@ -28,6 +29,7 @@ from musrec.audioset.labels import default_labels
 from musrec.audioset.records import Segment
 from musrec.audioset.representation import fit_rows
 from musrec.cli import main
+from musrec.embedding.server import make_app
 from musrec.index.build import BuildOptions, build_index
 
 
@@ -332,3 +334,32 @@ def test_check_finds_tracks_a_damaged_store_lost_and_repair_lets_them_be_added_a
         "library default: 3 tracks, each with all its segments; 1 segments of 1 unfinished adds (never found; adding "
         "their files again replaces them)"
     )
+
+
+def test_max_servers_embed_a_library_several_at_once(
+    tmp_path: Path,
+    music: list[Recording],
+    local_embedder: Any,
+    server_loop: LoopThread,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``[embedder] kind = "max"`` with two MAX-compatible servers on loopback (``musrec serve``'s app around the
+    same VGGish): ``library add`` sends every segment to them, both at work; an excerpt, embedded by them too, finds
+    its track first; servers that stop answering end the add in one line, and the tracks stored before are whole."""
+    with serving(server_loop, make_app(local_embedder)) as one, serving(server_loop, make_app(local_embedder)) as two:
+        config = tmp_path / "config.toml"
+        config.write_text(f'[data]\ndir = "{tmp_path / "data"}"\n\n[embedder]\nkind = "max"\n\n[max]\n'
+                          f'urls = ["{one.url}", "{two.url}"]\ntimeout_s = 10\nretries = 0\n')  # fmt: skip
+        assert run(config, "library", "add", str(music[0].path), str(music[1].path), "--no-progress") == 0
+        assert "added 2 tracks (7 segments)" in capsys.readouterr().out  # 34 s and 28 s: 4 and 3 segments
+        assert one.count("/model/predict") > 0 and two.count("/model/predict") > 0
+        assert one.count("/model/predict") + two.count("/model/predict") >= 7
+        clip = excerpt(music[1], tmp_path / "clip.wav", start_s=10)
+        assert run(config, "recommend", str(clip), "--library", "default", "--json") == 0
+        first = json.loads(capsys.readouterr().out)["matches"][0]
+        assert (first["title"], first["start_s"]) == ("Second Wind", 10.0)
+    assert run(config, "library", "add", str(music[2].path), "--no-progress") == 1  # both servers are gone now
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "The embedding service is unavailable right now" in err, err
+    assert run(config, "library", "check") == 0
+    assert "library default: 2 tracks, each with all its segments" in capsys.readouterr().out
