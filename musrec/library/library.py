@@ -106,6 +106,7 @@ class Library:
             raise ValueError("an embedder, or how to make one, is needed")
         self._embedder = embedder
         self._make_embedder = make_embedder
+        self._made = False  # whether the embedder is this library's own (made here: closed with it)
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one check-then-write at a time: the same content is never added twice
         # MAX servers: several windows at once, so every server works. In process (None): a track's forward passes,
@@ -134,16 +135,24 @@ class Library:
         self.close()
 
     def close(self) -> None:
-        """Release the store (a Milvus Lite file's lock) and the embedding threads."""
+        """Release the store (a Milvus Lite file's lock), the embedding threads, and an embedder this library made
+        (MAX servers' sessions; one it was given is its giver's to close)."""
         self._pool.shutdown(wait=True)
         self.store.close()
+        with self._lock:
+            made = self._embedder if self._made else None
+            if self._made:
+                self._embedder, self._made = None, False
+        close = getattr(made, "close", None)
+        if callable(close):
+            close()
 
     @property
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
                 assert self._make_embedder is not None
-                self._embedder = self._make_embedder()
+                self._embedder, self._made = self._make_embedder(), True
             return self._embedder
 
     # ---- adding -------------------------------------------------------------------------------------------------
