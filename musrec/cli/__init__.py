@@ -19,7 +19,7 @@ from musrec.cli import commands
 from musrec.cli.parser import apply_flags, build_parser
 from musrec.config import Config, find_config, load_config
 from musrec.configured import use_model_threads
-from musrec.errors import MusrecError
+from musrec.errors import EmbedderError, MusrecError
 
 __all__ = ["build_parser", "main"]
 
@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    config: Config | None = None
     try:
         if args.command == "doctor":  # a configuration that does not load is one of its findings
             return _flushed(commands.doctor(args))
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except MusrecError as err:
         log.debug("error", exc_info=True)
-        sys.stderr.write(f"musrec: error: {err}\n")
+        sys.stderr.write(f"musrec: error: {err}{_where_to_look(err, config)}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("musrec: interrupted\n")
@@ -80,6 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         return EXIT_ERROR
+
+
+def _where_to_look(err: MusrecError, config: Config | None) -> str:
+    """For the one at the command line, who runs the servers: which ones failed (the bot's users are told only
+    that the embedding service did not answer)."""
+    if isinstance(err, EmbedderError) and config is not None and config.embedder.kind == "max":
+        return f" (the MAX servers of [max] urls: {', '.join(config.max.urls)}; `musrec doctor` checks them)"
+    return ""
 
 
 def _flushed(code: int) -> int:
