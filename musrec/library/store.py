@@ -282,7 +282,7 @@ class MilvusStore:
     def segments_per_track(self, library: str) -> dict[str, int]:
         """Segment rows of each track of ``library`` (complete or not), by track id: every row's track read."""
         with self._errors("read the library"):
-            rows = self._query_all(self.segments_name, f"library == {_quoted(library)}", ["track"])
+            rows = self._query_all(self.segments_name, f"library == {_quoted(library)}", ["track"], batch=QUERY_LIMIT)
         return dict(Counter(row["track"] for row in rows))
 
     def segment_vectors(self, library: str, track_id: str) -> list[tuple[float, float, npt.NDArray[np.float32]]]:
@@ -395,9 +395,11 @@ class MilvusStore:
         ids = ", ".join(_quoted(t) for t in track_ids or ())
         return f"library == {_quoted(library)} and track in [{ids}]"
 
-    def _query_all(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
+    def _query_all(self, collection: str, expr: str, fields: list[str], *, batch: int = 1000) -> list[dict[str, Any]]:
+        """Every row that ``expr`` selects, ``batch`` rows a call (up to QUERY_LIMIT: small rows, such as one field of
+        every segment, go faster in big batches)."""
         rows: list[dict[str, Any]] = []
-        iterator = self._c.query_iterator(collection, batch_size=1000, filter=expr, output_fields=fields,
+        iterator = self._c.query_iterator(collection, batch_size=batch, filter=expr, output_fields=fields,
                                           **self._read)  # fmt: skip
         try:
             while batch := iterator.next():
