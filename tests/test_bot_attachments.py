@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from bot_fixtures import (
+    WAIT_S,
     FileHost,
     HeldEmbedder,
     World,
@@ -28,7 +29,6 @@ from discord_standin import InteractionHandle, StandIn, run
 
 from bot.client import MusrecBot
 
-WAIT_S = 60.0
 OTHER_HOST = "I only read attachments from Discord's own file servers."
 NOT_DOWNLOADED = "I could not download that attachment from Discord; try sending it again."
 

@@ -16,6 +16,7 @@ import signal
 import pytest
 from bot_fixtures import (
     HEARTBEAT_S,
+    WAIT_S,
     HeldEmbedder,
     World,
     attachment_at,
@@ -37,7 +38,6 @@ from bot.errors import RESTARTING, TIMEOUT, user_message
 from bot.work import WorkQueue
 from musrec.errors import BusyError
 
-WAIT_S = 60.0  # the longest any step may take before the test gives up (never reached when it passes)
 HELD_INTERVALS = 6  # heartbeat intervals the model is held for
 SHORT_TIMEOUT_S = 1.0  # below the configuration's lowest (10 s): injected through the queue
 USER, OTHER = 7001, 7002

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from bot_fixtures import (
+    WAIT_S,
     HeldEmbedder,
     RssPeak,
     World,
@@ -31,7 +32,6 @@ from bot.client import MusrecBot
 from bot.errors import RESTARTING, TIMEOUT
 from bot.work import WorkQueue
 
-WAIT_S = 60.0  # the longest any step may take before the test gives up (never reached when it passes)
 SHORT_TIMEOUT_S = 1.0
 MIB = 1 << 20
 BLENDS = 9  # one working, eight waiting: the default queue

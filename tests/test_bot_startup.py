@@ -34,7 +34,7 @@ import discord.http
 import pytest
 import yarl
 from audioset_fixtures import make_segments
-from bot_fixtures import bot_config, start
+from bot_fixtures import WAIT_S, bot_config, start
 from conftest import child_environment, closed_port
 from discord_standin import StandIn
 from setup_fixtures import FileServer, SetupFiles, setup_files, write_config
@@ -46,7 +46,6 @@ from musrec.cli import main as cli_main
 from musrec.index.build import BuildOptions, build_index
 
 TOKEN = "standin.bot.token"  # the stand-in's default
-WAIT_S = 60.0  # how long a helper thread may take to start or stop before the test gives up (never reached)
 SILENT_TIMEOUT_S = 0.5  # the bot's time limit where the server never answers: any value shows the behaviour
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 

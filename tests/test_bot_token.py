@@ -19,7 +19,7 @@ from pathlib import Path
 
 import discord.http
 import pytest
-from bot_fixtures import World, bot_config, small_world, start
+from bot_fixtures import WAIT_S, World, bot_config, small_world, start
 from conftest import child_environment, closed_port
 from discord_standin import StandIn, run
 
@@ -27,7 +27,6 @@ from bot.redact import MASK, WHOLE_WORDS_BELOW, Redactor, redacting
 
 # Shaped like a real one (user id, timestamp, signature), and found nowhere else.
 TOKEN = "MTQwMDAwMDAwMDAwMDAwMDAwMA.GzKq9f.musrec-Fake-Signature_7Hq2xWb9RvT3pLc8NdYe4Kj"
-WAIT_S = 60.0
 
 _CHILD = """
 import logging, os, sys
