@@ -368,6 +368,7 @@ def test_max_servers_embed_a_library_several_at_once(
     assert run(config, "library", "add", str(music[3].path), "--no-progress") == 1  # both servers are gone now
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "The embedding service is unavailable right now" in err, err
-    assert f"(the MAX servers of [max] urls: {one.url}, {two.url}; `musrec doctor` checks them)" in err
+    assert "(check the MAX servers of [max] urls: `musrec doctor` checks them)" in err
+    assert "127.0.0.1" not in err  # no address in what a user is shown
     assert run(config, "library", "check") == 0
     assert "library default: 3 tracks, each with all its segments" in capsys.readouterr().out

@@ -84,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _where_to_look(err: MusrecError, config: Config | None) -> str:
-    """For the one at the command line, who runs the servers: which ones failed (the bot's users are told only
-    that the embedding service did not answer)."""
+    """For the one at the command line, who runs the servers: where to look when the embedding service failed (the
+    bot's users are told only that it did). No address is in the line; the warnings logged before it name them."""
     if isinstance(err, EmbedderError) and config is not None and config.embedder.kind == "max":
-        return f" (the MAX servers of [max] urls: {', '.join(config.max.urls)}; `musrec doctor` checks them)"
+        return " (check the MAX servers of [max] urls: `musrec doctor` checks them)"
     return ""
 
 
