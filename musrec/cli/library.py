@@ -172,13 +172,15 @@ def library_check(args: argparse.Namespace, config: Config) -> int:
     with _open(config) as lib:
         names = [_name(args, config)] if args.library is not None else sorted(lib.counts())
         reports = [lib.check(name, repair=args.repair) for name in names]
+    failed = 1 if any(r.damaged and not r.repaired for r in reports) else 0
     if args.json:
         print(json.dumps({"libraries": [r.to_json() for r in reports]}, indent=2, ensure_ascii=False))
-    elif not reports:
+        return failed
+    if not reports:
         print("no libraries yet: add tracks with `musrec library add PATH...`")
-    for report in [] if args.json else reports:
+    for report in reports:
         _check_summary(report)
-    return 1 if any(r.damaged and not r.repaired for r in reports) else 0
+    return failed
 
 
 def _check_summary(report: CheckReport) -> None:

@@ -21,7 +21,7 @@ from musrec.audio.limits import AudioLimits
 from musrec.audio.window import SEARCH_S, WINDOW_S
 from musrec.audioset.records import SHORT_SEGMENT_POLICIES, SPLITS, SegmentFilter
 from musrec.audioset.representation import REPRESENTATION_DIMS
-from musrec.config.library import LibraryConfig
+from musrec.config.library import DEFAULT_FILE, LibraryConfig
 from musrec.config.values import (
     SECTION,
     apply,
@@ -338,6 +338,12 @@ class Config:
     @property
     def cache_path(self) -> Path:
         return self.youtube.cache_path or self.data_dir / "embeddings.sqlite3"
+
+    @property
+    def library_uri(self) -> str:
+        """Where the libraries are stored: ``[library] uri``, else Milvus Lite's ``library.db`` in the data
+        directory."""
+        return self.library.uri or str(self.data_dir / DEFAULT_FILE)
 
     @property
     def videos_path(self) -> Path:

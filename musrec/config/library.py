@@ -18,6 +18,11 @@ ROLE_NAME_MAX = 100  # Discord's longest role name
 DEFAULT_FILE = "library.db"  # in the data directory: Milvus Lite's directory (pymilvus wants the .db suffix)
 
 
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` is a Milvus Lite path (else the address of a Milvus server)."""
+    return not uri.startswith(REMOTE_SCHEMES)
+
+
 @dataclass(frozen=True, kw_only=True)
 class LibraryConfig:
     """``uri``: a Milvus Lite path ending in ``.db`` (None: ``library.db`` in the data directory) or
@@ -48,7 +53,7 @@ class LibraryConfig:
             raise ConfigError(f"library.max_track_s must be between 10 and 21600 seconds, got {self.max_track_s}")
         if self.max_bytes < 1:
             raise ConfigError(f"library.max_bytes must be at least 1, got {self.max_bytes}")
-        if self.uri is not None and not self.uri.startswith(REMOTE_SCHEMES) and not self.uri.endswith(".db"):
+        if self.uri is not None and is_local(self.uri) and not self.uri.endswith(".db"):
             raise ConfigError(
                 f"library.uri must be a Milvus Lite path ending in .db or an http(s):// address, got {self.uri!r}"
             )

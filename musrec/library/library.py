@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from musrec.audio.decode import Audio, check_file
 from musrec.audio.limits import AudioLimits
-from musrec.config.library import DEFAULT_FILE, LibraryConfig
+from musrec.config.library import LibraryConfig
 from musrec.library.errors import UnknownTrackError
 from musrec.library.milvus import TOKEN_VARIABLE
 from musrec.library.results import AddResult, CheckReport, LibraryMatch, LibraryRecommendation, LostSegments
@@ -106,7 +106,7 @@ class Library:
             raise ValueError("an embedder, or how to make one, is needed")
         self._embedder = embedder
         self._make_embedder = make_embedder
-        self._made = False  # whether the embedder is this library's own (made here: closed with it)
+        self._owns_embedder = embedder is None  # made here, when first needed: closed with the library
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one check-then-write at a time: the same content is never added twice
         # MAX servers: several windows at once, so every server works. In process (None): a track's forward passes,
@@ -121,8 +121,7 @@ class Library:
         from musrec.configured import make_embedder
 
         options = config.library
-        uri = options.uri or str(config.data_dir / DEFAULT_FILE)
-        store = MilvusStore(uri, token=os.environ.get(TOKEN_VARIABLE), prefix=options.collection,
+        store = MilvusStore(config.library_uri, token=os.environ.get(TOKEN_VARIABLE), prefix=options.collection,
                             index=options.index, timeout_s=options.timeout_s)  # fmt: skip
         threads = 2 * len(config.max.urls) if config.embedder.kind == "max" else None
         return cls(store, options=options, limits=config.audio, embedder=embedder,
@@ -139,10 +138,10 @@ class Library:
         (MAX servers' sessions; one it was given is its giver's to close)."""
         self._pool.shutdown(wait=True)
         self.store.close()
+        if not self._owns_embedder:
+            return
         with self._lock:
-            made = self._embedder if self._made else None
-            if self._made:
-                self._embedder, self._made = None, False
+            made, self._embedder = self._embedder, None
         close = getattr(made, "close", None)
         if callable(close):
             close()
@@ -152,7 +151,7 @@ class Library:
         with self._lock:
             if self._embedder is None:
                 assert self._make_embedder is not None
-                self._embedder, self._made = self._make_embedder(), True
+                self._embedder = self._make_embedder()
             return self._embedder
 
     # ---- adding -------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from musrec.config.library import NAME_HELP, NAME_PATTERN, REMOTE_SCHEMES
+from musrec.config.library import NAME_HELP, NAME_PATTERN, is_local
 from musrec.library.errors import LibraryError, LibraryFormatError, LibraryNameError
 from musrec.library.milvus import connect, failure, logged, release
 from musrec.library.segments import REPRESENTATION, Segments
@@ -71,7 +71,7 @@ class MilvusStore:
         """The collections are made if missing, unless ``create`` is false: ``made`` then says whether they exist
         (a store that has none is only looked at: nothing else may be called)."""
         self.uri = uri
-        self.local = not uri.startswith(REMOTE_SCHEMES)
+        self.local = is_local(uri)
         self.segments_name = f"{prefix}_segments"
         self.tracks_name = f"{prefix}_tracks"
         # Milvus Lite: FLAT (exact) by default, about 0.14 s a query at 20,000 segments; its IVF_FLAT (faiss) is

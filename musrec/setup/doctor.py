@@ -251,14 +251,14 @@ def _library(config: Config, env: Mapping[str, str]) -> Check:
     warning: library commands and the bot's /library would fail alike, but searching AudioSet needs no library, so
     the bot's health check does not fail for it). Nothing is made or written: a Milvus Lite directory that does not
     exist is not created, nor are a server's collections. A server is given at most LIBRARY_TIMEOUT_S."""
-    from musrec.config.library import DEFAULT_FILE, REMOTE_SCHEMES
+    from musrec.config.library import is_local
     from musrec.library.errors import LibraryBusyError, LibraryError
     from musrec.library.milvus import TOKEN_VARIABLE
     from musrec.library.store import MilvusStore
 
     options = config.library
-    uri = options.uri or str(config.data_dir / DEFAULT_FILE)
-    local = not uri.startswith(REMOTE_SCHEMES)
+    uri = config.library_uri
+    local = is_local(uri)
     made_by = "`musrec library add` or the bot's /library add makes it"
     if local and not Path(uri).exists():
         return Check("library", OK, f"none yet at {uri} ({made_by})")
